@@ -1,0 +1,207 @@
+"""The value type that carries a scan (or a mask) through the engine.
+
+Axes are always (z, y, x); spacing and origin are in millimetres in the same order. ``origin`` is
+the physical position of the centre of voxel (0, 0, 0), the convention of ITK and of napari's
+``translate`` (for AIM files this is ``(position + offset) * element_size``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import VbmdError
+
+#: Units a greyscale scan's voxels can be in.
+UNIT_NATIVE = "native"  # scanner integers, converted with the scan's calibration
+UNIT_DENSITY = "mg_ha_cm3"  # already mg hydroxyapatite / cm^3
+UNIT_HU = "hu"  # Hounsfield units (DICOM after rescale)
+UNIT_UNKNOWN = "unknown"  # values of unknown meaning: the user must say what they are
+UNITS = (UNIT_NATIVE, UNIT_DENSITY, UNIT_HU, UNIT_UNKNOWN)
+
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Scanco density calibration, as the processing log of an AIM states it.
+
+    mg HA/cm^3 = native * density_slope / mu_scaling + density_intercept
+    HU         = native * 1000 / (mu_scaling * mu_water) - 1000
+    """
+
+    density_slope: float
+    density_intercept: float
+    mu_scaling: float = 1.0
+    mu_water: float | None = None
+
+    def __post_init__(self):
+        for name in ("density_slope", "density_intercept", "mu_scaling"):
+            value = getattr(self, name)
+            if not np.isfinite(value):
+                raise VbmdError(f"calibration {name} is not a finite number ({value!r})")
+        if self.density_slope == 0:
+            raise VbmdError("calibration density slope is 0: densities would all be equal")
+        if self.mu_scaling <= 0:
+            raise VbmdError(f"calibration mu scaling must be positive, got {self.mu_scaling!r}")
+        if self.mu_water is not None and not (np.isfinite(self.mu_water) and self.mu_water > 0):
+            raise VbmdError(f"calibration mu water must be positive, got {self.mu_water!r}")
+
+    @property
+    def density_per_native(self) -> float:
+        return self.density_slope / self.mu_scaling
+
+    def native_to_density(self, native):
+        return np.asarray(native, dtype=np.float32) * np.float32(self.density_per_native) + np.float32(
+            self.density_intercept
+        )
+
+    def density_to_native(self, density):
+        return (np.asarray(density, dtype=np.float64) - self.density_intercept) / self.density_per_native
+
+    def native_to_hu(self, native):
+        if self.mu_water is None:
+            raise VbmdError("calibration has no mu water, so Hounsfield units cannot be computed")
+        return np.asarray(native, dtype=np.float32) * np.float32(1000.0 / (self.mu_scaling * self.mu_water)) - 1000.0
+
+    def hu_to_native(self, hu):
+        if self.mu_water is None:
+            raise VbmdError("calibration has no mu water, so Hounsfield units cannot be converted")
+        return (np.asarray(hu, dtype=np.float64) + 1000.0) * self.mu_scaling * self.mu_water / 1000.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Scan:
+    """Voxels (z, y, x) with their geometry, calibration and provenance."""
+
+    data: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = IDENTITY_DIRECTION
+    calibration: Calibration | None = None
+    unit: str = UNIT_UNKNOWN
+    kind: str = "image"  # "image" (greyscale) or "mask" (labels)
+    hand: str | None = None  # "left", "right" or None when unknown
+    header: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def __post_init__(self):
+        data = np.asarray(self.data)
+        if data.ndim != 3:
+            raise VbmdError(f"a scan must be 3-D (z, y, x), got {data.ndim}-D data", self.source)
+        if data.size == 0:
+            raise VbmdError(f"the scan is empty (shape {data.shape})", self.source)
+        self.data = data
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
+        self.direction = tuple(float(d) for d in self.direction)
+        if len(self.spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in self.spacing):
+            raise VbmdError(f"voxel spacing must be three positive numbers, got {self.spacing}", self.source)
+        if len(self.origin) != 3 or not all(np.isfinite(o) for o in self.origin):
+            raise VbmdError(f"origin must be three finite numbers, got {self.origin}", self.source)
+        if len(self.direction) != 9:
+            raise VbmdError("direction must be a 3 x 3 matrix", self.source)
+        if self.unit not in UNITS:
+            raise VbmdError(f"unknown unit {self.unit!r}; expected one of {', '.join(UNITS)}", self.source)
+        if self.kind not in ("image", "mask"):
+            raise VbmdError(f"unknown scan kind {self.kind!r}", self.source)
+        if self.hand not in (None, "left", "right"):
+            raise VbmdError(f"hand must be 'left', 'right' or unknown, got {self.hand!r}", self.source)
+
+    # -- geometry -----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.data.shape)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.spacing))
+
+    def same_grid(self, other: "Scan", rtol: float = 1e-4) -> bool:
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, rtol=rtol)
+            and np.allclose(self.origin, other.origin, atol=1e-3 * min(self.spacing))
+            and np.allclose(self.direction, other.direction, atol=1e-6)
+        )
+
+    def with_data(self, data: np.ndarray, **changes) -> "Scan":
+        """A copy with new voxels on the same grid (and optionally other fields changed)."""
+        data = np.asarray(data)
+        if data.shape != self.data.shape and "origin" not in changes:
+            raise ValueError(f"new data shape {data.shape} differs from {self.data.shape}")
+        return dataclasses.replace(self, data=data, header=dict(self.header), **changes)
+
+    # -- values -------------------------------------------------------------------------------
+    def density(self) -> np.ndarray:
+        """Voxels in mg HA/cm^3 (float32); refuses when the meaning of the values is unknown."""
+        if self.kind != "image":
+            raise VbmdError("a mask has no density", self.source)
+        if self.unit == UNIT_DENSITY:
+            return self.data.astype(np.float32, copy=False)
+        if self.calibration is None:
+            raise VbmdError(
+                "no density calibration: say what the values are (already mg HA/cm3, "
+                "or a density slope and intercept)",
+                self.source,
+            )
+        if self.unit == UNIT_NATIVE:
+            return self.calibration.native_to_density(self.data)
+        if self.unit == UNIT_HU:
+            return self.calibration.native_to_density(self.calibration.hu_to_native(self.data)).astype(np.float32)
+        raise VbmdError(
+            "the values' unit is unknown: say whether they are native, HU or mg HA/cm3", self.source
+        )
+
+    def hounsfield(self) -> np.ndarray:
+        if self.unit == UNIT_HU:
+            return self.data.astype(np.float32, copy=False)
+        if self.calibration is None or self.unit != UNIT_NATIVE:
+            raise VbmdError("Hounsfield units need native values and a calibration with mu water", self.source)
+        return self.calibration.native_to_hu(self.data)
+
+    def describe(self) -> dict:
+        """The JSON-friendly summary `vbmd info` prints."""
+        return {
+            "path": self.source,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "spacing_mm": list(self.spacing),
+            "origin_mm": list(self.origin),
+            "direction": list(self.direction),
+            "dtype": str(self.data.dtype),
+            "unit": self.unit,
+            "hand": self.hand,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "format": self.header.get("format"),
+        }
+
+
+def apply_user_calibration(
+    scan: Scan,
+    units: str | None = None,
+    slope: float | None = None,
+    intercept: float | None = None,
+) -> Scan:
+    """Say what an uncalibrated scan's values mean (the user's word, never a guess).
+
+    ``units="mg_ha_cm3"`` marks values as densities already; ``slope``/``intercept`` give
+    density = value * slope + intercept.
+    """
+    if slope is not None or intercept is not None:
+        if slope is None or intercept is None:
+            raise VbmdError("give both a density slope and a density intercept", scan.source)
+        calibration = Calibration(density_slope=float(slope), density_intercept=float(intercept), mu_scaling=1.0)
+        return dataclasses.replace(scan, calibration=calibration, unit=UNIT_NATIVE)
+    if units is not None:
+        if units not in UNITS or units == UNIT_UNKNOWN:
+            raise VbmdError(f"unknown units {units!r}; use native, hu or mg_ha_cm3", scan.source)
+        if units in (UNIT_NATIVE, UNIT_HU) and scan.calibration is None:
+            raise VbmdError(f"values said to be {units} but the file has no calibration", scan.source)
+        return dataclasses.replace(scan, unit=units)
+    return scan

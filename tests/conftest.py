@@ -1,0 +1,34 @@
+"""Shared fixtures: the real files in ../shared/data, temporary output folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VBMD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real Scanco and DICOM files beside the checkout; skip when this clone has none."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test files not found at {SHARED_DATA} (they sit beside the project checkout in CI)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def scanco_dir(shared_data) -> Path:
+    path = shared_data / "scanco"
+    if not path.is_dir():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dicom_dir(shared_data) -> Path:
+    path = shared_data / "dicom-elscint-ct"
+    if not path.is_dir():
+        pytest.skip(f"{path} is missing")
+    return path
