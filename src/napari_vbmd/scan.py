@@ -135,7 +135,8 @@ class Scan:
         data = np.asarray(data)
         if data.shape != self.data.shape and "origin" not in changes:
             raise ValueError(f"new data shape {data.shape} differs from {self.data.shape}")
-        return dataclasses.replace(self, data=data, header=dict(self.header), **changes)
+        changes.setdefault("header", dict(self.header))
+        return dataclasses.replace(self, data=data, **changes)
 
     # -- values -------------------------------------------------------------------------------
     def density(self) -> np.ndarray:

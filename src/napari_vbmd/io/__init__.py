@@ -1,0 +1,153 @@
+"""Reading and writing scans and masks: Scanco AIM/ISQ/GOBJ, DICOM, NIfTI and TIFF.
+
+``read_scan`` and ``read_mask`` detect the format from the file's content (and its name where the
+content cannot tell), and return a :class:`~napari_vbmd.scan.Scan`. Writers choose the format by
+extension, write atomically and refuse to overwrite the files in ``protect``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import VbmdError
+from ..scan import Scan
+from .aim import read_aim, validate_aim_header, write_aim
+from .dicom import is_dicom_file, read_dicom_series
+from .nifti import read_nifti, write_nifti
+from .scanco_other import ISQ_MAGIC, read_gobj, read_isq
+from .tiff import read_tiff, write_tiff
+
+__all__ = [
+    "detect_format",
+    "read_mask",
+    "read_scan",
+    "write_image",
+    "write_mask",
+    "MASK_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+]
+
+MASK_EXTENSIONS = (".aim", ".nii", ".nii.gz", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".aim", ".nii", ".nii.gz")
+
+
+def _strip_vms_version(name: str) -> str:
+    # Scanco files copied from OpenVMS keep a version suffix: "C0001234.AIM;1"
+    base, sep, ver = name.rpartition(";")
+    return base if sep and ver.isdigit() else name
+
+
+def detect_format(path: str | Path) -> str:
+    """One of "aim", "isq", "gobj", "dicom", "nifti", "tiff"; or VbmdError saying why not."""
+    path = Path(path)
+    if not path.exists():
+        raise VbmdError("no such file or folder", path)
+    if path.is_dir():
+        files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        if not files:
+            raise VbmdError("folder is empty", path)
+        if any(is_dicom_file(p) for p in files[:50]):
+            return "dicom"
+        raise VbmdError("folder holds no DICOM series (and a folder can only be a DICOM series)", path)
+    name = _strip_vms_version(path.name).lower()
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise VbmdError(f"cannot read file ({exc.strerror})", path) from None
+    if not head:
+        raise VbmdError("file is empty", path)
+    if head.startswith(ISQ_MAGIC):
+        # ISQ scans and GOBJ contours share the CTDATA header; the name tells them apart.
+        return "gobj" if name.endswith(".gobj") else "isq"
+    if head.startswith(b"AIMDATA_V030"):
+        return "aim"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:2] == b"\x1f\x8b" and name.endswith(".nii.gz"):
+        return "nifti"
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return "nifti"
+    if len(head) >= 4 and int.from_bytes(head[:4], "little") in (348, 540):
+        if name.endswith(".nii"):
+            return "nifti"
+    if is_dicom_file(path):
+        return "dicom"
+    if name.endswith(".aim") or int.from_bytes(head[:4], "little", signed=True) in (16, 20):
+        return "aim"
+    raise VbmdError("unrecognised file format (expected AIM, ISQ, GOBJ, DICOM, NIfTI or TIFF)", path)
+
+
+def read_scan(path: str | Path, like: Scan | None = None, as_mask: bool | None = None) -> Scan:
+    """Read any supported scan or mask. Masks (binary AIMs, GOBJs) come back with kind "mask".
+
+    With ``like``, a mask is placed on that scan's grid (using both files' geometry).
+    """
+    fmt = detect_format(path)
+    if fmt == "aim":
+        scan = read_aim(path, as_mask=as_mask)
+    elif fmt == "isq":
+        scan = read_isq(path)
+    elif fmt == "gobj":
+        scan = read_gobj(path)
+    elif fmt == "dicom":
+        scan = read_dicom_series(path)
+    elif fmt == "nifti":
+        scan = read_nifti(path, as_mask=as_mask)
+    else:
+        scan = read_tiff(path, as_mask=as_mask)
+    if as_mask and scan.kind != "mask":
+        scan = scan.with_data((scan.data != 0).astype("uint8"), kind="mask", unit="unknown")
+    if like is not None and scan.kind == "mask":
+        from ..measure import align_mask
+
+        scan = like.with_data(
+            align_mask(scan, like).astype("uint8"),
+            kind="mask",
+            unit="unknown",
+            calibration=None,
+            source=scan.source,
+            header={**scan.header, "aligned_to": like.source},
+        )
+    return scan
+
+
+def read_mask(path: str | Path, like: Scan | None = None) -> Scan:
+    """Read a mask (any voxel > 0 is inside); aligned onto ``like``'s grid when given."""
+    return read_scan(path, like=like, as_mask=True)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def write_mask(path: str | Path, mask: Scan, parent: Scan | None = None, protect=()) -> Path:
+    """Write a mask: .aim (char 0/127 with the parent's processing log), .nii/.nii.gz or .tif."""
+    path = Path(path)
+    if mask.kind != "mask":
+        mask = mask.with_data((mask.data != 0).astype("uint8"), kind="mask", unit="unknown")
+    if not mask.data.any():
+        raise VbmdError("refusing to write an empty mask", path)
+    protect = tuple(protect) + tuple(p for p in ((parent.source if parent else None), mask.source) if p)
+    suffix = _suffix(path)
+    if suffix == ".aim":
+        return write_aim(path, mask, parent=parent, protect=protect)
+    if suffix in (".nii", ".nii.gz"):
+        return write_nifti(path, mask, protect=protect)
+    if suffix in (".tif", ".tiff"):
+        return write_tiff(path, mask, protect=protect)
+    raise VbmdError(f"cannot write a mask as '{suffix or path.name}'; use .aim, .nii.gz or .tif", path)
+
+
+def write_image(path: str | Path, scan: Scan, protect=()) -> Path:
+    """Write a greyscale scan: .aim (native int16 with calibration, or float densities) or NIfTI."""
+    path = Path(path)
+    protect = tuple(protect) + ((scan.source,) if scan.source else ())
+    suffix = _suffix(path)
+    if suffix == ".aim":
+        return write_aim(path, scan, protect=protect)
+    if suffix in (".nii", ".nii.gz"):
+        return write_nifti(path, scan, protect=protect)
+    if suffix in (".tif", ".tiff"):
+        return write_tiff(path, scan, protect=protect)
+    raise VbmdError(f"cannot write a scan as '{suffix or path.name}'; use .aim or .nii.gz", path)
