@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except VbmdError as exc:
         print(f"vbmd {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # e.g. `vbmd info X --json | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except CancelledError:
         print(f"vbmd {args.command}: cancelled", file=sys.stderr)
         return 130

@@ -1,0 +1,48 @@
+"""`vbmd info PATH`: shape, voxel size, position and calibration of a scan or mask."""
+from __future__ import annotations
+
+from ..io import detect_format, read_scan
+from ..io.aim import validate_aim_header
+from ._output import print_json, print_table
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("info", help="describe a scan or mask file (or DICOM folder)")
+    p.add_argument("path", help="AIM, ISQ, GOBJ, DICOM folder, NIfTI or TIFF")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    scan = read_scan(args.path)
+    info = scan.describe()
+    if detect_format(args.path) == "aim":
+        facts = validate_aim_header(args.path)
+        info["aim"] = {
+            "version": facts["version"],
+            "type": facts["type_name"],
+            "position": list(facts["position_xyz"]),
+            "offset": list(facts["offset_xyz"]),
+        }
+    if args.json:
+        print_json(info)
+        return 0
+    cal = info["calibration"]
+    rows = [
+        ("file", info["path"]),
+        ("format", info["format"]),
+        ("kind", info["kind"]),
+        ("shape (z, y, x)", info["shape"]),
+        ("spacing mm (z, y, x)", info["spacing_mm"]),
+        ("origin mm (z, y, x)", info["origin_mm"]),
+        ("dtype", info["dtype"]),
+        ("units", info["unit"]),
+        ("hand", info["hand"] or "unknown"),
+        ("calibration", "none" if cal is None else
+         f"slope {cal['density_slope']}, intercept {cal['density_intercept']}, "
+         f"mu scaling {cal['mu_scaling']}, mu water {cal['mu_water']}"),
+    ]
+    if "aim" in info:
+        rows.append(("AIM", f"v{info['aim']['version']:03d}, {info['aim']['type']}, position {info['aim']['position']}"))
+    print_table(rows)
+    return 0
