@@ -1,0 +1,174 @@
+"""Checkpoints: weights in safetensors beside a JSON config. No pickle is ever loaded.
+
+A checkpoint is two files with one stem, ``NAME.safetensors`` and ``NAME.json``. The JSON says
+which architecture the weights belong to (and its settings), the working spacing in mm, the
+normalisation statistics (of densities in mg HA/cm³), the probability threshold, what the model was
+trained on, the project version that wrote it and the format version. Anything else is refused
+with a :class:`~napari_vbmd.errors.VbmdError` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._atomic import atomic_path, write_text_atomic
+from ..errors import VbmdError
+from .networks import ARCHITECTURES, architecture_kwargs, build_network, network_dims
+
+FORMAT = "napari-vbmd-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    architecture: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: working voxel spacing (z, y, x) in mm; for 2D networks z is ignored (slices stay native).
+    spacing_mm: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    #: z-score statistics of the input densities (mg HA/cm³).
+    mean: float = 0.0
+    std: float = 1.0
+    threshold: float = 0.5
+    #: margin (mm) kept around the detected bone region when cropping.
+    crop_margin_mm: float = 4.0
+    name: str = "model"
+    training: dict[str, Any] = field(default_factory=dict)
+    project_version: str = ""
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def dims(self) -> int:
+        return network_dims(self.architecture)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["spacing_mm"] = list(self.spacing_mm)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path | None = None) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise VbmdError("checkpoint config is not a JSON object", path)
+        if data.get("format") != FORMAT:
+            raise VbmdError(f"not a napari-vbmd checkpoint (format {data.get('format')!r})", path)
+        if data.get("format_version") != FORMAT_VERSION:
+            raise VbmdError(
+                f"checkpoint format version {data.get('format_version')!r} is not supported "
+                f"(this napari-vbmd reads version {FORMAT_VERSION})",
+                path,
+            )
+        if data.get("architecture") not in ARCHITECTURES:
+            raise VbmdError(
+                f"checkpoint is for architecture {data.get('architecture')!r}, which this napari-vbmd does not "
+                f"know (known: {', '.join(sorted(ARCHITECTURES))})",
+                path,
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise VbmdError(f"checkpoint config has unknown keys {unknown}", path)
+        try:
+            config = cls(**data)
+            config.spacing_mm = tuple(float(s) for s in config.spacing_mm)
+            numbers = [*config.spacing_mm, config.mean, config.std, config.threshold, config.crop_margin_mm]
+            ok = (
+                len(config.spacing_mm) == 3
+                and all(math.isfinite(float(v)) for v in numbers)
+                and all(s > 0 for s in config.spacing_mm)
+                and config.std > 0
+                and 0 < config.threshold < 1
+                and isinstance(config.kwargs, dict)
+            )
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise VbmdError("checkpoint config has invalid values (spacing, mean/std, threshold)", path)
+        return config
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(json, safetensors) for a checkpoint named by either file, its stem, or a folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        configs = sorted(path.glob("*.json"))
+        configs = [c for c in configs if c.with_suffix(".safetensors").is_file()]
+        best = [c for c in configs if c.stem == "best"]
+        if best:
+            configs = best
+        if len(configs) != 1:
+            raise VbmdError(
+                "folder holds no checkpoint (NAME.json + NAME.safetensors)" if not configs
+                else f"folder holds {len(configs)} checkpoints; name one file",
+                path,
+            )
+        path = configs[0]
+    if path.suffix in (".json", ".safetensors"):
+        stem = path.with_suffix("")
+    else:
+        stem = path
+    config_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    for p in (config_path, weights_path):
+        if not p.is_file():
+            raise VbmdError("checkpoint file not found", p)
+    return config_path, weights_path
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    config_path, _ = checkpoint_paths(path)
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VbmdError(f"checkpoint config is not valid JSON ({exc})", config_path) from None
+    return ModelConfig.from_dict(data, config_path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
+    """Build the network a checkpoint describes and load its weights (eval mode)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path, weights_path = checkpoint_paths(path)
+    config = read_config(config_path)
+    model = build_network(config.architecture, **config.kwargs)
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise VbmdError(f"weights file is corrupt or not safetensors ({exc})", weights_path) from None
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(tuple(state[k].shape) != tuple(expected[k].shape) for k in expected):
+        raise VbmdError(f"weights do not match the {config.architecture} architecture its config names", weights_path)
+    model.load_state_dict(state, strict=True)
+    model.to(device)
+    model.eval()
+    return model, config
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig) -> tuple[Path, Path]:
+    """Write ``path``.safetensors and ``path``.json atomically (path may carry either suffix)."""
+    from safetensors.torch import save_file
+
+    from .. import __version__
+
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    config = dataclasses.replace(
+        config,
+        kwargs=architecture_kwargs(config.kwargs),
+        project_version=config.project_version or __version__,
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+    )
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights_path = stem.with_suffix(".safetensors")
+    with atomic_path(weights_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT, "architecture": config.architecture})
+    config_path = write_text_atomic(stem.with_suffix(".json"), json.dumps(config.to_dict(), indent=2) + "\n")
+    return config_path, weights_path

@@ -1,0 +1,100 @@
+"""Checkpoints: safetensors + JSON round trip, and refusal of anything else."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from napari_vbmd.errors import VbmdError
+from napari_vbmd.segmentation.checkpoint import (
+    FORMAT_VERSION,
+    ModelConfig,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
+from napari_vbmd.segmentation.networks import build_network
+
+torch.set_num_threads(1)
+
+
+def _tiny(tmp_path, name="tiny"):
+    torch.manual_seed(0)
+    model = build_network("unet2d_small", base=4, depth=2)
+    config = ModelConfig("unet2d_small", {"base": 4, "depth": 2}, spacing_mm=(0.082, 0.2, 0.2), mean=120.0,
+                         std=300.0, threshold=0.4, name=name, training={"data": "unit test"})
+    paths = save_checkpoint(tmp_path / name, model, config)
+    return model, paths
+
+
+def test_round_trip_gives_the_same_network(tmp_path):
+    model, (config_path, weights_path) = _tiny(tmp_path)
+    assert weights_path.read_bytes()[8:9] == b"{"  # safetensors: 8-byte header length, JSON header
+    data = json.loads(config_path.read_text())
+    for key in ("architecture", "kwargs", "spacing_mm", "mean", "std", "threshold", "training",
+                "project_version", "format_version"):
+        assert key in data
+    assert data["format_version"] == FORMAT_VERSION and data["project_version"]
+    loaded, config = load_checkpoint(config_path)
+    assert config.spacing_mm == (0.082, 0.2, 0.2) and config.threshold == 0.4 and config.mean == 120.0
+    x = torch.randn(1, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x))
+    # the folder, the stem and the weights file all name the same checkpoint
+    assert read_config(tmp_path).name == "tiny"
+    assert read_config(weights_path).name == "tiny"
+
+
+def test_corrupt_weights_are_refused_naming_the_file(tmp_path):
+    _, (config_path, weights_path) = _tiny(tmp_path)
+    weights_path.write_bytes(weights_path.read_bytes()[:100])
+    with pytest.raises(VbmdError, match="tiny.safetensors"):
+        load_checkpoint(config_path)
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    _, (config_path, weights_path) = _tiny(tmp_path)
+    torch.save(build_network("unet2d_small", base=4, depth=2).state_dict(), weights_path)  # a pickle
+    with pytest.raises(VbmdError, match="corrupt or not safetensors"):
+        load_checkpoint(config_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format_version": 99}, "format version 99"),
+        ({"architecture": "segformer"}, "architecture 'segformer'"),
+        ({"format": "something-else"}, "not a napari-vbmd checkpoint"),
+        ({"std": 0}, "invalid values"),
+        ({"threshold": 1.5}, "invalid values"),
+    ],
+)
+def test_other_versions_and_architectures_are_refused(tmp_path, change, message):
+    _, (config_path, _) = _tiny(tmp_path)
+    data = json.loads(config_path.read_text())
+    data.update(change)
+    config_path.write_text(json.dumps(data))
+    with pytest.raises(VbmdError, match=message) as info:
+        load_checkpoint(config_path)
+    assert "tiny.json" in str(info.value)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    _, (config_path, weights_path) = _tiny(tmp_path)
+    data = json.loads(config_path.read_text())
+    data.update(architecture="unet3d_isensee", kwargs={})
+    config_path.write_text(json.dumps(data))
+    with pytest.raises(VbmdError, match="do not match the unet3d_isensee"):
+        load_checkpoint(config_path)
+
+
+def test_broken_json_and_missing_files(tmp_path):
+    _, (config_path, weights_path) = _tiny(tmp_path)
+    config_path.write_text("{not json")
+    with pytest.raises(VbmdError, match="not valid JSON"):
+        load_checkpoint(config_path)
+    weights_path.unlink()
+    with pytest.raises(VbmdError, match="not found"):
+        load_checkpoint(config_path)
