@@ -72,6 +72,9 @@ def detect_format(path: str | Path) -> str:
             return "nifti"
     if is_dicom_file(path):
         return "dicom"
+    for ext, label in ((".gobj", "GOBJ"), (".isq", "ISQ")):
+        if name.endswith(ext):
+            raise VbmdError(f"not a {label} file (no CTDATA-HEADER_V1 header)", path)
     if name.endswith(".aim") or int.from_bytes(head[:4], "little", signed=True) in (16, 20):
         return "aim"
     raise VbmdError("unrecognised file format (expected AIM, ISQ, GOBJ, DICOM, NIfTI or TIFF)", path)

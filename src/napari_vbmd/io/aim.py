@@ -50,6 +50,13 @@ def validate_aim_header(path: str | Path) -> dict:
     """Check an AIM header against the file's size; return the basic facts or raise VbmdError."""
     path = Path(path)
     try:
+        return _validate_aim_header(path)
+    except struct.error:
+        raise VbmdError("AIM header is truncated or corrupt", path) from None
+
+
+def _validate_aim_header(path: Path) -> dict:
+    try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(4096)
@@ -208,8 +215,8 @@ def _writer_lines(what: str, extra: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scan_from_aimio(array: np.ndarray, meta: dict, path: Path, as_mask: bool | None) -> Scan:
-    log = meta.get("processing_log_raw") or ""
+def _scan_from_aimio(array: np.ndarray, meta: dict, raw_log: str, path: Path, as_mask: bool | None) -> Scan:
+    log = raw_log or ""
     spacing_xyz = tuple(float(s) for s in meta["element_size"])
     origin_xyz = tuple(float(o) for o in meta["origin"])
     aim_type = int(meta.get("aim_type", 0))
@@ -258,11 +265,14 @@ def read_aim(path: str | Path, as_mask: bool | None = None) -> Scan:
     validate_aim_header(path)
     try:
         array, meta = py_aimio.read_aim(str(path))
+        # read_aim re-renders the log through a dict (losing lines and reformatting numbers);
+        # aim_info returns it as stored, which is what must be kept and passed on.
+        raw_log = py_aimio.aim_info(str(path)).get("processing_log") or ""
     except MemoryError:
         raise VbmdError("not enough memory to read this AIM file", path) from None
     except Exception as exc:  # aimio raises RuntimeError for corrupt content
         raise VbmdError(f"cannot read AIM file: {exc}", path) from None
-    return _scan_from_aimio(np.asarray(array), meta, path, as_mask)
+    return _scan_from_aimio(np.asarray(array), meta, raw_log, path, as_mask)
 
 
 def _aim_geometry(scan: Scan, parent: Scan | None) -> dict:
