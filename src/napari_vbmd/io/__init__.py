@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import VbmdError
 from ..scan import Scan
 from .aim import read_aim, validate_aim_header, write_aim
@@ -87,7 +89,7 @@ def read_scan(path: str | Path, like: Scan | None = None, as_mask: bool | None =
     """
     fmt = detect_format(path)
     if fmt == "aim":
-        scan = read_aim(path, as_mask=as_mask)
+        scan = read_aim(path)
     elif fmt == "isq":
         scan = read_isq(path)
     elif fmt == "gobj":
@@ -95,11 +97,11 @@ def read_scan(path: str | Path, like: Scan | None = None, as_mask: bool | None =
     elif fmt == "dicom":
         scan = read_dicom_series(path)
     elif fmt == "nifti":
-        scan = read_nifti(path, as_mask=as_mask)
+        scan = read_nifti(path)
     else:
-        scan = read_tiff(path, as_mask=as_mask)
+        scan = read_tiff(path)
     if as_mask and scan.kind != "mask":
-        scan = scan.with_data((scan.data != 0).astype("uint8"), kind="mask", unit="unknown")
+        scan = _as_mask(scan)
     if like is not None and scan.kind == "mask":
         from ..measure import align_mask
 
@@ -112,6 +114,18 @@ def read_scan(path: str | Path, like: Scan | None = None, as_mask: bool | None =
             header={**scan.header, "aligned_to": like.source},
         )
     return scan
+
+
+def _as_mask(scan: Scan) -> Scan:
+    """A file of two values (0 and anything) is a mask; a greyscale scan is refused as one."""
+    data = scan.data
+    lo = data.min()
+    others = data[data != lo]
+    if others.size and np.any(others != others.flat[0]):
+        raise VbmdError("is a greyscale image, not a mask (it holds more than two values)", scan.source)
+    if others.size and lo != 0 and others.flat[0] != 0:
+        raise VbmdError("holds two values, neither of them 0: not a mask", scan.source)
+    return scan.with_data((data != 0).astype(np.uint8), kind="mask", unit="unknown")
 
 
 def read_mask(path: str | Path, like: Scan | None = None) -> Scan:
