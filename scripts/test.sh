@@ -7,7 +7,7 @@ bash scripts/setup-env.sh
 VENV="${VBMD_VENV:-.venv}"
 export PYTHONFAULTHANDLER=1
 set +e
-"$VENV/bin/python" -m pytest -p pytest_xvfb --durations=15 "$@"
+"$VENV/bin/python" -m pytest --durations=15 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
