@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..evaluation.metrics import dice_coefficient
+    from ..evaluation.metrics import dice
     from ..io import write_mask
     from ..measure import measure_vbmd
     from ..phantom import PhantomSpec, generate_phantom, write_phantom
@@ -56,7 +56,7 @@ def run(args) -> int:
         "truth_d100_mg_ha_cm3": truth["d100_mg_ha_cm3"],
         "measured": measured.to_dict(profile=False),
         "d100_error_percent": 100.0 * (measured.d100_mg_ha_cm3 - truth["d100_mg_ha_cm3"]) / truth["d100_mg_ha_cm3"],
-        "dice_vs_truth": float(dice_coefficient(result.mask.data, phantom.truth.data)),
+        "dice_vs_truth": float(dice(phantom.truth.data, result.mask.data)),
         "timings_s": {"phantom": t_phantom, **result.timings},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
