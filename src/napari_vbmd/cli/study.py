@@ -1,0 +1,95 @@
+"""`vbmd study create|analyze`: blinded two-contour rating studies."""
+from __future__ import annotations
+
+import sys
+
+from ._output import print_json, print_table
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study", help="blinded two-contour rating studies (create, analyze)")
+    sub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    c = sub.add_parser("create", help="check a manifest and build a study folder for raters")
+    c.add_argument("manifest", help="CSV or JSON: case_id, scan, contour_a, source_a, contour_b, source_b")
+    c.add_argument("-o", "--output", required=True, metavar="STUDY_DIR", help="new (or empty) study folder")
+    c.add_argument("--allow-back", action="store_true", help="let raters go back to earlier cases")
+    c.add_argument("--copy-scans", action="store_true", help="copy the scans into the study folder")
+    c.add_argument("--mapping", metavar="FILE",
+                   help="keep the owner's contour-to-source mapping here instead of STUDY_DIR/owner/")
+    c.add_argument("--title", help="a title for the owner's records (never shown to raters)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=run_create)
+
+    a = sub.add_parser("analyze", help="unblind and analyse a study's answers (owner only)")
+    a.add_argument("study_dir", metavar="STUDY_DIR")
+    a.add_argument("--mapping", metavar="FILE", help="the mapping file, if kept outside the study folder")
+    a.add_argument("--out", metavar="DIR", help="where answers.csv, summary.json and the plot go "
+                   "(default STUDY_DIR/owner/analysis)")
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.set_defaults(func=run_analyze)
+
+
+def _progress(step, total, message):
+    sys.stderr.write(f"\r[{step}/{total}] {message[:60]:<60}")
+    if step >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def run_create(args) -> int:
+    from ..rating import create_study
+
+    study = create_study(
+        args.manifest, args.output, allow_back=args.allow_back, copy_scans=args.copy_scans,
+        mapping_path=args.mapping, title=args.title, progress=None if args.json else _progress,
+    )
+    mapping = args.mapping or str(study.folder / "owner" / "mapping.json")
+    if args.json:
+        print_json({"study_dir": str(study.folder), "study_id": study.study_id, "n_cases": study.n_cases,
+                    "allow_back": study.allow_back, "mapping": mapping})
+        return 0
+    print_table([
+        ("study folder", str(study.folder)),
+        ("study id", study.study_id),
+        ("cases", study.n_cases),
+        ("raters may go back", "yes" if study.allow_back else "no"),
+        ("owner mapping", mapping),
+    ])
+    return 0
+
+
+def _fmt_prop(stats: dict) -> str:
+    if stats["proportion"] is None:
+        return "no decided cases"
+    return (f"{stats['k']}/{stats['n']} = {100 * stats['proportion']:.1f}% "
+            f"(95% CI {100 * stats['ci95_low']:.1f}-{100 * stats['ci95_high']:.1f}%, p = {stats['p_value']:.3g})")
+
+
+def run_analyze(args) -> int:
+    from ..rating import analyze_study
+
+    summary = analyze_study(args.study_dir, mapping_path=args.mapping, out_dir=args.out)
+    if args.json:
+        print_json(summary)
+        return 0
+    rows = [
+        ("study", summary["title"] or summary["study_id"]),
+        ("cases rated", f"{summary['n_rated']} of {summary['n_cases']} by {summary['n_raters']} rater(s)"),
+    ]
+    groups = [(f"rater {name}", data) for name, data in summary["per_rater"].items()]
+    groups.append(("pooled", summary["pooled"]))
+    for label, data in groups:
+        rows.append((f"{label}: decided / ties", f"{data['n_decided']} / {data['ties']}"))
+        for source, stats in data["sources"].items():
+            rows.append((f"{label}: {source} preferred", _fmt_prop(stats)))
+        for check, stats in data["bias"].items():
+            rows.append((f"{label}: chose {stats['chose']}", _fmt_prop(stats)))
+    agreement = summary["agreement"]
+    if agreement and agreement.get("kappa") is not None:
+        rows.append((f"agreement ({agreement['method']} kappa)",
+                     f"{agreement['kappa']:.3f} over {agreement['n_common_cases']} cases"))
+    for key, path in summary["outputs"].items():
+        rows.append((key, path))
+    print_table(rows)
+    return 0
