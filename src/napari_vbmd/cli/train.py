@@ -1,0 +1,89 @@
+"""`vbmd train DATA -o CHECKPOINT_DIR`: train or fine-tune a segmentation network."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import VbmdError
+from ._output import print_json, print_table
+
+
+def _floats(text: str, n_allowed=(1, 3)) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise VbmdError(f"expected comma-separated numbers, got {text!r}") from None
+    if len(values) not in n_allowed:
+        raise VbmdError(f"expected {' or '.join(map(str, n_allowed))} numbers, got {text!r}")
+    return values
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a segmentation network on image/mask pairs",
+        description="Train on a folder of pairs (<case>.aim + <case>_mask.aim, or <case>.gobj; NIfTI/TIFF "
+        "alike) or a CSV with columns image,mask[,patient]. Patients are split 70/20/10 (seeded; "
+        "split.json); the best checkpoint by validation Dice is written as DIR/best.json + .safetensors.",
+    )
+    p.add_argument("data", help="folder of pairs or CSV")
+    p.add_argument("-o", "--output", required=True, help="checkpoint folder (created)")
+    p.add_argument("--architecture", default="unet2d_small",
+                   choices=["unet2d_small", "unet2d_resnet34", "unet3d_isensee"],
+                   help="unet2d_resnet34 / unet3d_isensee = the study's networks; unet2d_small = the default's")
+    p.add_argument("--kwargs", default="{}", help='architecture settings as JSON, e.g. \'{"base": 16}\'')
+    p.add_argument("--spacing-mm", default="0.25", help="working voxel size: one number (isotropic) or z,y,x")
+    p.add_argument("--patch", default=None, help="training patch in working voxels: h,w (2D; default 160,160) "
+                   "or z,h,w (3D; default 48,128,128)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the slices)")
+    p.add_argument("--batch-size", type=int, help="default: the study's (2D 4, 3D 1)")
+    p.add_argument("--lr", type=float, help="Adam learning rate; default: the study's (2D 1e-5, 3D 1e-4)")
+    p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold stored in the checkpoint")
+    p.add_argument("--name", default="model", help="model name stored in the checkpoint")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that exceeds this time")
+    p.add_argument("--init", help="fine-tune from this checkpoint (its architecture, grid and statistics)")
+    p.add_argument("--resume", action="store_true", help="continue a run in the output folder")
+    p.add_argument("--encoder-weights", help="local torchvision ResNet34 ImageNet weights (.pth/.safetensors)")
+    p.add_argument("--imagenet-online", action="store_true", help="let segmentation_models_pytorch download ImageNet weights")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..segmentation.training import TrainSettings, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        kwargs = json.loads(args.kwargs)
+    except json.JSONDecodeError:
+        raise VbmdError(f"--kwargs is not JSON: {args.kwargs!r}") from None
+    if not isinstance(kwargs, dict):
+        raise VbmdError("--kwargs must be a JSON object")
+    spacing = _floats(args.spacing_mm)
+    spacing = spacing * 3 if len(spacing) == 1 else spacing
+    dims = 3 if args.architecture == "unet3d_isensee" else 2
+    patch = tuple(int(v) for v in _floats(args.patch, (dims,))) if args.patch else ((160, 160) if dims == 2 else (48, 128, 128))
+    settings = TrainSettings(
+        architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
+        augment=not args.no_augment, seed=args.seed, threshold=args.threshold, name=args.name,
+        max_minutes=args.max_minutes, init=args.init, encoder_weights_path=args.encoder_weights,
+        imagenet_online=args.imagenet_online,
+    )
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    summary = train(args.data, args.output, settings, device=args.device, resume=args.resume,
+                    show_progress=not args.quiet and sys.stderr.isatty(), log=log)
+    if args.json:
+        print_json(summary)
+    else:
+        print_table([(k, v) for k, v in summary.items() if k != "best_metrics"])
+    return 0

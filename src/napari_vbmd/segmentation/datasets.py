@@ -1,0 +1,163 @@
+"""Training data: image/mask pairs from a folder or a CSV, split by patient, prepared exactly like
+the inference pipeline prepares a scan (bone crop, right-hand orientation, working grid)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VbmdError
+from ..scan import Scan
+from .preprocess import density_block, find_bone_box, resample_slices, resample_volume, working_size
+
+IMAGE_SUFFIXES = (".aim", ".nii.gz", ".nii", ".tif", ".tiff", ".isq")
+MASK_PATTERNS = ("{case}_mask{suffix}", "{case}_mask.aim", "{case}_mask.nii.gz", "{case}_mask.nii", "{case}_mask.tif",
+                 "{case}_mask.tiff", "{case}.gobj", "{case}_mask.gobj", "{case}.GOBJ")
+
+
+@dataclass(frozen=True)
+class Pair:
+    case: str
+    image: Path
+    mask: Path
+    patient: str
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def _patient_of(case: str, image: Path) -> str:
+    """The patient a case belongs to: a `patient` entry in `<case>.json` beside the image, else the
+    case name without a trailing hand/visit tag (`_L`, `_R`, `_left`, `_right`, `_v2`)."""
+    sidecar = image.parent / f"{case}.json"
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+            for key in ("patient", "patient_id"):
+                if isinstance(data, dict) and data.get(key) not in (None, ""):
+                    return str(data[key])
+        except (OSError, ValueError):
+            pass
+    return re.sub(r"(_(l|r|left|right|v\d+))+$", "", case, flags=re.IGNORECASE) or case
+
+
+def find_pairs(data: str | Path) -> list[Pair]:
+    """Pairs from a folder (``<case>.aim`` + ``<case>_mask.aim`` or ``<case>.gobj`` ...) or a CSV
+    with columns ``image,mask[,patient]`` (paths relative to the CSV's folder)."""
+    data = Path(data)
+    if not data.exists():
+        raise VbmdError("training data not found", data)
+    pairs: list[Pair] = []
+    if data.is_file():
+        if data.suffix.lower() != ".csv":
+            raise VbmdError("training data must be a folder or a CSV of image,mask pairs", data)
+        with open(data, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"image", "mask"} <= set(reader.fieldnames):
+                raise VbmdError("the CSV needs the columns image and mask (and optionally patient)", data)
+            for row_number, row in enumerate(reader, 2):
+                image = (data.parent / row["image"]).resolve() if not Path(row["image"]).is_absolute() else Path(row["image"])
+                mask = (data.parent / row["mask"]).resolve() if not Path(row["mask"]).is_absolute() else Path(row["mask"])
+                for p in (image, mask):
+                    if not p.exists():
+                        raise VbmdError(f"line {row_number}: file not found: {p}", data)
+                case = image.name[: -len(_suffix(image))] if _suffix(image) else image.stem
+                patient = (row.get("patient") or "").strip() or _patient_of(case, image)
+                pairs.append(Pair(case, image, mask, patient))
+    else:
+        for image in sorted(data.iterdir()):
+            suffix = _suffix(image)
+            if not suffix or not image.is_file():
+                continue
+            case = image.name[: -len(suffix)]
+            if case.endswith("_mask"):
+                continue
+            mask = next(
+                (image.parent / pattern.format(case=case, suffix=suffix) for pattern in MASK_PATTERNS
+                 if (image.parent / pattern.format(case=case, suffix=suffix)).is_file()),
+                None,
+            )
+            if mask is not None:
+                pairs.append(Pair(case, image, mask, _patient_of(case, image)))
+    if not pairs:
+        raise VbmdError("no image/mask pairs found (expected <case>.aim with <case>_mask.aim or <case>.gobj, "
+                        "or a CSV with image,mask columns)", data)
+    return pairs
+
+
+def split_by_patient(pairs: list[Pair], seed: int, fractions=(0.7, 0.2, 0.1)) -> dict[str, list[Pair]]:
+    """Seeded 70/20/10 split of *patients* (all cases of a patient land in one split)."""
+    patients = sorted({p.patient for p in pairs})
+    rng = np.random.default_rng(seed)
+    order = [patients[i] for i in rng.permutation(len(patients))]
+    n = len(order)
+    if n < 2:
+        raise VbmdError(f"training needs at least 2 patients (one for validation), got {n}")
+    n_test = int(round(fractions[2] * n)) if n >= 10 else (1 if n >= 4 else 0)
+    n_val = max(1, int(round(fractions[1] * n)))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise VbmdError(f"too few patients ({n}) for a training/validation/test split")
+    groups = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    return {name: [p for p in pairs if p.patient in set(members)] for name, members in groups.items()}
+
+
+@dataclass
+class PreparedCase:
+    case: str
+    image: np.ndarray  # (z, h, w) densities (mg HA/cm³) on the working grid, right-hand oriented
+    mask: np.ndarray  # (z, h, w) float32 fraction of MC2 in each working voxel
+
+
+def load_pair(pair: Pair) -> tuple[Scan, np.ndarray]:
+    """Read a pair and put the mask on the image's grid by geometry; mismatches are errors."""
+    from ..io import read_mask, read_scan
+
+    image = read_scan(pair.image)
+    if image.kind != "image":
+        raise VbmdError(f"pair {pair.case}: the image is a mask", pair.image)
+    try:
+        aligned = read_mask(pair.mask, like=image)
+    except VbmdError as exc:
+        raise VbmdError(f"pair {pair.case}: mask {pair.mask.name} does not fit image {pair.image.name}: {exc.problem}",
+                        pair.mask) from None
+    inside = np.asarray(aligned.data) != 0
+    if inside.shape != image.shape:
+        raise VbmdError(f"pair {pair.case}: mask {pair.mask.name} is not on the grid of image {pair.image.name}",
+                        pair.mask)
+    if not inside.any():
+        raise VbmdError(f"pair {pair.case}: mask {pair.mask.name} is empty on image {pair.image.name}", pair.mask)
+    return image, inside
+
+
+def prepare_case(image: Scan, inside: np.ndarray, spacing_mm, dims: int, margin_mm: float, case: str = "") -> PreparedCase:
+    box = find_bone_box(image, margin_mm=margin_mm)
+    # the whole MC2 must be inside the crop even where the bone search was conservative
+    zs, ys, xs = (np.flatnonzero(inside.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    box = dataclasses.replace(
+        box, z0=min(box.z0, int(zs[0])), z1=max(box.z1, int(zs[-1]) + 1), y0=min(box.y0, int(ys[0])),
+        y1=max(box.y1, int(ys[-1]) + 1), x0=min(box.x0, int(xs[0])), x1=max(box.x1, int(xs[-1]) + 1),
+    )
+    density = density_block(image, box.slices)
+    mask = inside[box.slices].astype(np.float32)
+    if image.hand == "left":
+        density, mask = density[..., ::-1], mask[..., ::-1]
+    nz, h, w = box.shape
+    out_hw = (working_size(h, image.spacing[1], spacing_mm[1]), working_size(w, image.spacing[2], spacing_mm[2]))
+    density = resample_slices(density, out_hw)
+    mask = resample_slices(mask, out_hw)
+    if dims == 3:
+        wz = working_size(nz, image.spacing[0], spacing_mm[0])
+        density = resample_volume(density, (wz, *out_hw))
+        mask = resample_volume(mask, (wz, *out_hw))
+    return PreparedCase(case, np.ascontiguousarray(density, np.float32), np.ascontiguousarray(np.clip(mask, 0, 1), np.float32))
