@@ -444,7 +444,7 @@ def _band_pass_tile(rng, shape, spacing, wavelength, rel_bandwidth, z_stretch):
     f = np.sqrt(fz * fz + fy * fy + fx * fx)
     f0 = min(1.0 / wavelength, 0.35 / spacing)
     gain = np.exp(-0.5 * ((f - f0) / (rel_bandwidth * f0)) ** 2)
-    out = np.fft.irfftn(np.fft.rfftn(white) * gain, s=shape).astype(np.float32)
+    out = np.fft.irfftn(np.fft.rfftn(white) * gain, s=shape, axes=(0, 1, 2)).astype(np.float32)
     out /= out.std() + 1e-12
     return out
 
@@ -455,7 +455,7 @@ def _low_pass_tile(rng, shape, spacing, wavelength):
     fy = np.fft.fftfreq(shape[1], spacing)[None, :, None]
     fx = np.fft.rfftfreq(shape[2], spacing)[None, None, :]
     f2 = fz * fz + fy * fy + fx * fx
-    out = np.fft.irfftn(np.fft.rfftn(white) * np.exp(-0.5 * f2 * wavelength**2), s=shape).astype(np.float32)
+    out = np.fft.irfftn(np.fft.rfftn(white) * np.exp(-0.5 * f2 * wavelength**2), s=shape, axes=(0, 1, 2)).astype(np.float32)
     out /= out.std() + 1e-12
     return out
 
