@@ -1048,6 +1048,8 @@ def cohort_specs(n: int, seed: int = 0, **overrides) -> list[PhantomSpec]:
     """Specs of a varied cohort: hands, motion grades, erosions drawn like the study (~1/4 left)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise VbmdError(f"phantom: number of phantoms must be a positive integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise VbmdError(f"phantom: seed must be a non-negative integer, got {seed!r}")
     specs = []
     for k in range(n):
         rng = np.random.default_rng(case_seed(seed, k))
@@ -1062,27 +1064,54 @@ def cohort_specs(n: int, seed: int = 0, **overrides) -> list[PhantomSpec]:
     return specs
 
 
+COHORT_COLUMNS = ["name", "image", "mask", "truth", "d100_mg_ha_cm3", "mean_slice_area_mm2", "seed", "hand", "fov",
+                  "n_slices", "spacing_mm", "motion_grade", "erosions", "d100_target", "scanner"]
+
+
+def cohort_cases(n: int, seed: int = 0, **spec_overrides) -> list[tuple[str, PhantomSpec]]:
+    """Names and specs of a cohort. ``hand`` may also be "random" (drawn, ~1/4 left, the default)
+    or "both" (every case as a right hand and as its mirror image, ``<name>_right``/``<name>_left``)."""
+    hand = spec_overrides.pop("hand", None)
+    if hand not in (None, "random", "both", "left", "right"):
+        raise VbmdError(f"phantom: hand must be left, right, both or random, got {hand!r}")
+    fixed = hand if hand in ("left", "right") else None
+    specs = cohort_specs(n, seed, hand=fixed, **spec_overrides)
+    cases = []
+    for k, spec in enumerate(specs):
+        name = f"phantom_{seed}_{k:03d}"
+        if hand == "both":
+            cases += [(f"{name}_{side}", dataclasses.replace(spec, hand=side)) for side in ("right", "left")]
+        else:
+            cases.append((name, spec))
+    return cases
+
+
 def generate_cohort(out_dir: str | Path, n: int, seed: int = 0, overwrite: bool = False,
                     progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
                     **spec_overrides) -> list[dict]:
-    """Write ``n`` phantoms and ``cohort.csv``; returns one row per case (name, files, D100, spec)."""
+    """Write ``n`` phantoms and ``cohort.csv``; returns one row per case (name, files, D100, spec).
+
+    ``progress(k, total, message)`` is called before each case (k cases done) and after it (k + 1).
+    Nothing is written when any output already exists (unless ``overwrite``)."""
     from ._atomic import write_text_atomic
 
-    specs = cohort_specs(n, seed, **spec_overrides)
+    cases = cohort_cases(n, seed, **spec_overrides)
     out_dir = Path(out_dir)
-    names = [f"phantom_{seed}_{k:03d}" for k in range(n)]
     index_path = out_dir / "cohort.csv"
     if not overwrite:
-        for name in names:
+        for name, _ in cases:
             for path in phantom_paths(out_dir, name).values():
                 if path.exists():
                     raise VbmdError("already exists; refusing to overwrite (use --overwrite)", path)
         if index_path.exists():
             raise VbmdError("already exists; refusing to overwrite (use --overwrite)", index_path)
     rows = []
-    for k, (name, spec) in enumerate(zip(names, specs)):
+    total = len(cases)
+    for k, (name, spec) in enumerate(cases):
         if cancel is not None and cancel():
             raise CancelledError()
+        if progress is not None:
+            progress(k, total, f"generating {name} ({spec.hand} hand, {spec.fov} field, {spec.n_slices} slices)")
         phantom = generate_phantom(spec, cancel=cancel)
         paths = write_phantom(phantom, out_dir, name, overwrite=overwrite)
         info = phantom.truth_info
@@ -1096,15 +1125,13 @@ def generate_cohort(out_dir: str | Path, n: int, seed: int = 0, overwrite: bool 
             **{key: value for key, value in spec.to_dict().items()},
         })
         if progress is not None:
-            progress(k + 1, n, f"wrote {name}")
+            progress(k + 1, total, f"wrote {name}")
     import io as _io
 
     buffer = _io.StringIO()
-    columns = ["name", "image", "mask", "truth", "d100_mg_ha_cm3", "mean_slice_area_mm2", "seed", "hand", "fov",
-               "n_slices", "spacing_mm", "motion_grade", "erosions", "d100_target", "scanner"]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=COHORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: (Path(row[c]).name if c in ("image", "mask", "truth") else row[c]) for c in columns})
+        writer.writerow({c: (Path(row[c]).name if c in ("image", "mask", "truth") else row[c]) for c in COHORT_COLUMNS})
     write_text_atomic(index_path, buffer.getvalue())
     return rows
