@@ -4,8 +4,8 @@ For sites with no model yet and to bootstrap labels for training. It runs on the
 networks (densities in mg HA/cm³, left hands already mirrored to right), at
 :data:`CLASSICAL_SPACING_MM` in-plane and native slices:
 
-1. per slice: Gaussian smoothing (0.1 mm), threshold at :data:`CORTEX_THRESHOLD_MG` (about half-way
-   between soft tissue and cortex, so the cut sits on the cortex's outer edge), a closing of
+1. per slice: Gaussian smoothing (0.1 mm), threshold at :data:`CORTEX_THRESHOLD_MG` (low enough that
+   a thin, blurred cortex still closes into a ring; half-way to cortex left gaps of ~1 mm), a closing of
    :data:`CLOSING_MM` that bridges small cortical breaks (erosions), exact hole filling;
 2. 3-D connected components; the component that is MC2 is chosen by :func:`choose_mc2`;
 3. a morphological geodesic active contour per slice (a few iterations, no balloon force) snaps
@@ -17,10 +17,14 @@ import numpy as np
 from scipy import ndimage
 
 CLASSICAL_SPACING_MM = 0.12
-CORTEX_THRESHOLD_MG = 450.0
+CORTEX_THRESHOLD_MG = 300.0
 CLOSING_MM = 0.6
 #: a component smaller than this fraction of the largest is never MC2
 MIN_FRACTION_OF_LARGEST = 0.15
+#: a component spanning fewer slices than this fraction of the longest span is not a metacarpal
+MIN_SPAN_FRACTION = 0.6
+#: components whose centroids are this close in x (mm) lie on the same finger ray
+SAME_RAY_MM = 6.0
 ACTIVE_CONTOUR_ITERATIONS = 4
 
 
@@ -49,14 +53,16 @@ def bone_candidates(density: np.ndarray, spacing: tuple[float, float, float]) ->
     return out
 
 
-def choose_mc2(labels: np.ndarray, n: int) -> int:
+def choose_mc2(labels: np.ndarray, n: int, spacing_x_mm: float = 0.12) -> int:
     """The label of MC2 among ``n`` 3-D bone components (right-hand orientation).
 
-    Heuristic, in this order: (1) only components of at least :data:`MIN_FRACTION_OF_LARGEST` of the
-    largest one's volume count (drops noise and small sesamoid-like bits); (2) MC2 is the bone the
-    scan is aimed at, so among those the one that spans the most slices (the metacarpal runs through
-    the whole scan while the phalanx base only appears beyond the joint space), ties broken by the
-    in-plane centroid nearest the crop's centre.
+    In right-hand orientation (left hands are mirrored before this runs) x runs from the radial
+    side to the ulnar side, so MC2 is the most radial of the metacarpals. Heuristic, in this order:
+    (1) only components of at least :data:`MIN_FRACTION_OF_LARGEST` of the largest one's volume
+    count (drops noise and small sesamoid-like bits); (2) metacarpals run through most of the scan
+    while the phalanx bases only appear beyond the joint space, so only components spanning at
+    least :data:`MIN_SPAN_FRACTION` of the longest span count; (3) of those, the one whose centroid
+    is most radial (smallest x).
     """
     if n == 0:
         return 0
@@ -64,17 +70,18 @@ def choose_mc2(labels: np.ndarray, n: int) -> int:
     sizes = ndimage.sum_labels(np.ones_like(labels, dtype=np.uint8), labels, index)
     keep = index[sizes >= MIN_FRACTION_OF_LARGEST * sizes.max()]
     objects = ndimage.find_objects(labels)
-    centre = np.array(labels.shape[1:]) / 2.0
-    best, best_key = int(keep[0]), None
-    for label in keep:
+    spans = {int(label): objects[label - 1][0].stop - objects[label - 1][0].start for label in keep}
+    longest = max(spans.values())
+    metacarpals = [label for label, span in spans.items() if span >= MIN_SPAN_FRACTION * longest]
+
+    def centroid_x(label: int) -> float:
         sl = objects[label - 1]
-        n_slices = sl[0].stop - sl[0].start
-        com = np.array(ndimage.center_of_mass(labels[sl] == label)[1:]) + [sl[1].start, sl[2].start]
-        distance = float(np.hypot(*(com - centre)))
-        key = (n_slices, -distance)
-        if best_key is None or key > best_key:
-            best, best_key = int(label), key
-    return best
+        return float(ndimage.center_of_mass(labels[sl] == label)[2]) + sl[2].start
+
+    x = {label: centroid_x(label) for label in metacarpals}
+    most_radial = min(x.values())
+    same_ray = [label for label in metacarpals if (x[label] - most_radial) * spacing_x_mm <= SAME_RAY_MM]
+    return max(same_ray, key=lambda label: sizes[label - 1])
 
 
 def refine_active_contour(mask: np.ndarray, density: np.ndarray, spacing) -> np.ndarray:
@@ -99,7 +106,7 @@ def classical_mask(density: np.ndarray, spacing, active_contour: bool = True) ->
     labels, n = ndimage.label(bone)
     if n == 0:
         return bone
-    mc2 = labels == choose_mc2(labels, n)
+    mc2 = labels == choose_mc2(labels, n, spacing[2])
     if active_contour:
         mc2 = refine_active_contour(mc2, density, spacing)
     return mc2
