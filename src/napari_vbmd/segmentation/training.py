@@ -188,7 +188,8 @@ class _Sampler2D:
             else:
                 cy = cx = None
             start = (_random_start(img.shape[0], self.patch[0], rng, cy), _random_start(img.shape[1], self.patch[1], rng, cx))
-            images.append(_crop_or_pad(img, self.patch, start, float(img.min())))
+            # padded like the pipeline pads (density 0, soft tissue), not with the slice's noisy minimum
+            images.append(_crop_or_pad(img, self.patch, start, 0.0))
             masks.append(_crop_or_pad(msk, self.patch, start, 0.0))
         return np.stack(images)[:, None], np.stack(masks)[:, None]
 
@@ -381,6 +382,9 @@ def train(
     start_epoch, best = 1, {"epoch": 0, "val_dice": -1.0}
     metrics_path = out_dir / "metrics.csv"
     if resume:
+        missing = [n for n in ("last.json", "last.safetensors", "resume.json", "resume.safetensors") if not (out_dir / n).is_file()]
+        if missing:
+            raise VbmdError(f"nothing to resume: {', '.join(missing)} missing", out_dir)
         last_model, _ = load_checkpoint(out_dir / "last.json", device="cpu")
         model.load_state_dict(last_model.state_dict())
         meta = _load_resume(out_dir, optimizer)
@@ -417,7 +421,7 @@ def train(
             loss = dice_loss(model(images), masks)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         metrics = validate(model, config, val_cases, torch_device)
         row = [epoch, float(np.mean(losses)), metrics["dice"], metrics["iou"], metrics["auc"], metrics["accuracy"], lr,

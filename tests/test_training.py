@@ -1,0 +1,261 @@
+"""Training engine and `vbmd train` on tiny phantoms (24 slices at 0.25 mm, a tiny U-Net on a 0.5 mm grid)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from napari_vbmd.cli import main
+from napari_vbmd.errors import VbmdError
+from napari_vbmd.io import read_scan, write_mask
+from napari_vbmd.phantom import PhantomSpec, generate_phantom, write_phantom
+from napari_vbmd.segmentation.checkpoint import load_checkpoint
+from napari_vbmd.segmentation.datasets import Pair, find_pairs, load_pair, prepare_case, split_by_patient
+from napari_vbmd.segmentation.training import METRIC_COLUMNS, TrainSettings, train
+
+TINY = dict(n_slices=24, spacing_mm=0.25)
+
+
+def tiny_settings(**changes) -> TrainSettings:
+    settings = TrainSettings(
+        architecture="unet2d_small", kwargs={"base": 4, "depth": 3}, spacing_mm=(0.5, 0.5, 0.5), epochs=2,
+        steps_per_epoch=3, batch_size=4, lr=1e-3, patch=(48, 80), seed=3, name="tiny",
+    )
+    return dataclasses.replace(settings, **changes)
+
+
+@pytest.fixture(scope="session")
+def phantom_folder(tmp_path_factory) -> Path:
+    """Six one-case patients: right and left hands, one with motion, one with erosions."""
+    folder = tmp_path_factory.mktemp("pairs")
+    for k in range(6):
+        spec = PhantomSpec(seed=40 + k, hand="left" if k % 2 else "right", motion_grade=2 if k == 4 else 0,
+                           erosions=2 if k == 5 else 0, **TINY)
+        write_phantom(generate_phantom(spec), folder, f"case{k}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained(phantom_folder, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run")
+    summary = train(phantom_folder, out, tiny_settings(), device="cpu", show_progress=False)
+    return out, summary
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# -- pairs ------------------------------------------------------------------------------------------
+
+
+def test_find_pairs_in_a_folder_matches_masks_and_skips_lone_images(phantom_folder, tmp_path):
+    pairs = find_pairs(phantom_folder)
+    assert [p.case for p in pairs] == [f"case{k}" for k in range(6)]
+    assert all(p.mask.name == f"{p.case}_mask.aim" for p in pairs)
+    assert len({p.patient for p in pairs}) == 6
+
+    # a GOBJ contour and a NIfTI mask are found by name; an image without a mask is skipped;
+    # hand tags in the case name belong to one patient
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("p01_L.aim", "p01_L.gobj", "p01_R.aim", "p01_R_mask.nii.gz", "p02.aim", "lonely.aim"):
+        (folder / name).write_bytes(b"x")
+    (folder / "p02_mask.aim").write_bytes(b"x")
+    found = {p.case: p for p in find_pairs(folder)}
+    assert set(found) == {"p01_L", "p01_R", "p02"}
+    assert found["p01_L"].mask.name == "p01_L.gobj"
+    assert found["p01_R"].mask.name == "p01_R_mask.nii.gz"
+    assert found["p01_L"].patient == found["p01_R"].patient == "p01"
+
+
+def test_find_pairs_from_csv_with_patients_and_clear_errors(phantom_folder, tmp_path):
+    table = tmp_path / "pairs.csv"
+    rows = ["image,mask,patient"] + [f"{phantom_folder}/case{k}.aim,{phantom_folder}/case{k}_mask.aim,P{k // 2}"
+                                     for k in range(6)]
+    table.write_text("\n".join(rows) + "\n")
+    pairs = find_pairs(table)
+    assert [p.patient for p in pairs] == ["P0", "P0", "P1", "P1", "P2", "P2"]
+    assert pairs[3].image == phantom_folder / "case3.aim"
+
+    # paths in a CSV are relative to the CSV's folder
+    relative = phantom_folder.parent / "relative.csv"
+    relative.write_text(f"image,mask\n{phantom_folder.name}/case0.aim,{phantom_folder.name}/case0_mask.aim\n")
+    assert find_pairs(relative)[0].mask == (phantom_folder / "case0_mask.aim").resolve()
+
+    missing = tmp_path / "missing.csv"
+    missing.write_text(f"image,mask\n{phantom_folder}/case0.aim,{phantom_folder}/nope_mask.aim\n")
+    with pytest.raises(VbmdError, match="line 2: file not found"):
+        find_pairs(missing)
+    columns = tmp_path / "columns.csv"
+    columns.write_text("scan,label\na.aim,b.aim\n")
+    with pytest.raises(VbmdError, match="columns image and mask"):
+        find_pairs(columns)
+    with pytest.raises(VbmdError, match="no image/mask pairs"):
+        find_pairs(_empty(tmp_path))
+
+
+def _empty(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "only.aim").write_bytes(b"x")
+    return folder
+
+
+def test_masks_stored_cropped_or_as_nifti_are_aligned_by_geometry(phantom_folder, tmp_path):
+    image = read_scan(phantom_folder / "case1.aim")
+    truth = read_scan(phantom_folder / "case1_mask.aim", like=image, as_mask=True)
+    inside = truth.data.astype(bool)
+    zs, ys, xs = (np.flatnonzero(inside.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    z0, y0, x0 = int(zs[0]), int(ys[0]) - 2, int(xs[0]) - 3
+    crop = truth.data[z0:, y0 : ys[-1] + 3, x0 : xs[-1] + 4]
+    origin = tuple(o + i * s for o, i, s in zip(image.origin, (z0, y0, x0), image.spacing))
+    cropped = truth.with_data(np.ascontiguousarray(crop), kind="mask", unit="unknown", origin=origin)
+    write_mask(tmp_path / "cropped_mask.aim", cropped, parent=image)
+    write_mask(tmp_path / "nifti_mask.nii.gz", truth, parent=image)
+    assert read_scan(tmp_path / "cropped_mask.aim", as_mask=True).shape == crop.shape
+    for mask_name in ("cropped_mask.aim", "nifti_mask.nii.gz"):
+        _, aligned = load_pair(Pair("case1", phantom_folder / "case1.aim", tmp_path / mask_name, "p"))
+        assert np.array_equal(aligned, inside), mask_name
+
+
+def test_mismatched_masks_and_mask_images_are_refused_naming_the_pair(phantom_folder, tmp_path):
+    other = generate_phantom(PhantomSpec(seed=7, n_slices=16, spacing_mm=0.3))
+    write_phantom(other, tmp_path, "coarse")
+    with pytest.raises(VbmdError, match="pair case0: mask coarse_mask.aim does not fit image case0.aim"):
+        load_pair(Pair("case0", phantom_folder / "case0.aim", tmp_path / "coarse_mask.aim", "p"))
+    with pytest.raises(VbmdError, match="the image is a mask"):
+        load_pair(Pair("case0", phantom_folder / "case0_mask.aim", phantom_folder / "case0_mask.aim", "p"))
+
+
+def test_left_hand_cases_are_prepared_mirrored_like_the_pipeline(phantom_folder):
+    image, inside = load_pair(find_pairs(phantom_folder)[1])
+    assert image.hand == "left"
+    case = prepare_case(image, inside, (0.5, 0.5, 0.5), 2, 4.0, "case1")
+    right = dataclasses.replace(image, hand="right")
+    unmirrored = prepare_case(right, inside, (0.5, 0.5, 0.5), 2, 4.0, "case1")
+    assert np.array_equal(case.mask, unmirrored.mask[..., ::-1])
+    assert case.mask.shape[0] == image.shape[0]  # 2D: native slices kept
+    assert 0 <= case.mask.min() and case.mask.max() <= 1
+
+
+def test_split_by_patient_is_70_20_10_seeded_and_disjoint():
+    pairs = [Pair(f"p{p:02d}_{hand}", Path(f"p{p:02d}_{hand}.aim"), Path("m.aim"), f"p{p:02d}")
+             for p in range(20) for hand in ("L", "R")]
+    split = split_by_patient(pairs, seed=5)
+    patients = {name: {p.patient for p in members} for name, members in split.items()}
+    assert [len(patients[n]) for n in ("train", "val", "test")] == [14, 4, 2]
+    assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"]
+                or patients["val"] & patients["test"])
+    assert sum(len(m) for m in split.values()) == 40  # both hands of a patient travel together
+    again = split_by_patient(list(reversed(pairs)), seed=5)
+    assert {n: {p.case for p in m} for n, m in again.items()} == {n: {p.case for p in m} for n, m in split.items()}
+    other = split_by_patient(pairs, seed=6)
+    assert {p.patient for p in other["test"]} != patients["test"] or {p.patient for p in other["val"]} != patients["val"]
+    with pytest.raises(VbmdError, match="at least 2 patients"):
+        split_by_patient(pairs[:2], seed=0)
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+
+def test_training_writes_metrics_per_epoch_and_the_best_checkpoint(trained):
+    out, summary = trained
+    rows = read_metrics(out / "metrics.csv")
+    assert list(rows[0]) == METRIC_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("val_dice", "val_iou", "val_accuracy"):
+            assert 0.0 <= float(row[key]) <= 1.0
+        assert 0.0 <= float(row["val_auc"]) <= 1.0
+        assert float(row["train_loss"]) > 0
+    dices = [float(r["val_dice"]) for r in rows]
+    best_epoch = int(np.argmax(dices)) + 1
+    assert summary["best_epoch"] == best_epoch
+    _, config = load_checkpoint(out / "best.json", device="cpu")
+    assert config.training["epoch"] == best_epoch
+    assert config.training["val_metrics"]["dice"] == pytest.approx(max(dices), abs=1e-5)
+    assert config.name == "tiny" and config.spacing_mm == (0.5, 0.5, 0.5)
+    assert config.std > 0 and config.training["loss"] == "dice"
+
+    split = json.loads((out / "split.json").read_text())
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (4, 1, 1)
+    assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+    assert summary["n_cases"] == {"train": 4, "val": 1, "test": 1}
+
+
+def test_two_runs_with_one_seed_are_identical_and_another_seed_differs(phantom_folder, trained, tmp_path):
+    out, _ = trained
+    again = tmp_path / "again"
+    train(phantom_folder, again, tiny_settings(), device="cpu", show_progress=False)
+    first, second = load_file(str(out / "last.safetensors")), load_file(str(again / "last.safetensors"))
+    assert first.keys() == second.keys()
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(out / "metrics.csv")) == strip(read_metrics(again / "metrics.csv"))
+
+    other = tmp_path / "other"
+    train(phantom_folder, other, tiny_settings(seed=4), device="cpu", show_progress=False)
+    third = load_file(str(other / "last.safetensors"))
+    assert any(not np.array_equal(first[k], third[k]) for k in first)
+
+
+def test_resume_continues_from_the_saved_epoch_as_if_never_stopped(phantom_folder, trained, tmp_path):
+    out, _ = trained
+    stopped = tmp_path / "stopped"
+    train(phantom_folder, stopped, tiny_settings(epochs=1), device="cpu", show_progress=False)
+    assert len(read_metrics(stopped / "metrics.csv")) == 1
+    summary = train(phantom_folder, stopped, tiny_settings(epochs=2), device="cpu", resume=True, show_progress=False)
+    assert summary["last_epoch"] == 2
+    assert [int(r["epoch"]) for r in read_metrics(stopped / "metrics.csv")] == [1, 2]
+    resumed, straight = load_file(str(stopped / "last.safetensors")), load_file(str(out / "last.safetensors"))
+    assert all(np.allclose(resumed[k], straight[k], atol=1e-6) for k in straight)
+
+    with pytest.raises(VbmdError, match="nothing to resume"):
+        train(phantom_folder, tmp_path / "fresh", tiny_settings(), device="cpu", resume=True, show_progress=False)
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_keeps_its_grid_and_statistics(phantom_folder, trained, tmp_path):
+    out, _ = trained
+    _, base_config = load_checkpoint(out / "best.json", device="cpu")
+    tuned_dir = tmp_path / "tuned"
+    # different architecture settings are overridden by the checkpoint's; a tiny lr barely moves the weights
+    settings = tiny_settings(init=str(out / "best.json"), kwargs={"base": 8}, spacing_mm=(0.3, 0.3, 0.3),
+                             lr=1e-12, epochs=1, name="tuned")
+    train(phantom_folder, tuned_dir, settings, device="cpu", show_progress=False)
+    _, config = load_checkpoint(tuned_dir / "last.json", device="cpu")
+    assert config.kwargs == base_config.kwargs and config.spacing_mm == base_config.spacing_mm
+    assert (config.mean, config.std) == (base_config.mean, base_config.std)
+    assert config.training["init"] == str(out / "best.json")
+    start, tuned = load_file(str(out / "best.safetensors")), load_file(str(tuned_dir / "last.safetensors"))
+    weights = [k for k in start if k.endswith("weight") and start[k].ndim == 4]
+    assert weights and all(np.allclose(start[k], tuned[k], atol=1e-8) for k in weights)
+
+
+def test_vbmd_train_cli_prints_a_summary_and_refuses_bad_pairs(phantom_folder, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["train", str(phantom_folder), "-o", str(out), "--kwargs", '{"base": 4, "depth": 3}',
+                 "--spacing-mm", "0.5", "--patch", "48,80", "--epochs", "1", "--steps-per-epoch", "2",
+                 "--lr", "1e-3", "--threads", "1", "--quiet", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["last_epoch"] == 1 and Path(summary["checkpoint"]).is_file()
+    assert (out / "best.safetensors").is_file()
+
+    bad = tmp_path / "bad.csv"
+    other = generate_phantom(PhantomSpec(seed=9, n_slices=16, spacing_mm=0.3))
+    write_phantom(other, tmp_path, "coarse")
+    bad.write_text("image,mask,patient\n" + "".join(
+        f"{phantom_folder}/case{k}.aim,{phantom_folder}/case{k}_mask.aim,P{k}\n" for k in range(5)
+    ) + f"{phantom_folder}/case5.aim,{tmp_path}/coarse_mask.aim,P5\n")
+    code = main(["train", str(bad), "-o", str(tmp_path / "bad_run"), "--epochs", "1", "--quiet", "--patch", "48,80",
+                 "--spacing-mm", "0.5", "--kwargs", '{"base": 4, "depth": 3}'])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "does not fit image case5.aim" in err
