@@ -152,3 +152,9 @@ def test_bad_csv_is_one_line_error(tmp_path, text, message):
         read_agreement_csv(path)
     assert message in str(info.value)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_numeric_case_ids_in_a_column_named_like_an_id(tmp_path):
+    path = _write(tmp_path, "target,j1,j2\n1,9,2\n2,6,1\n3,8,4\n")
+    names, ids, table = read_agreement_csv(path)
+    assert names == ["j1", "j2"] and ids == ["1", "2", "3"] and table.shape == (3, 2)

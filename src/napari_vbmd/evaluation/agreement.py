@@ -264,10 +264,15 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: A first column with one of these names holds case ids even when they are numbers.
+ID_COLUMN_NAMES = ("case", "case_id", "id", "subject", "patient", "target", "scan", "name")
+
+
 def read_agreement_csv(path: str | Path, columns: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
     """Read a cases x raters CSV: a header row, then one row per case.
 
-    A first column that is not numeric is taken as the case id. ``columns`` picks (and orders)
+    A first column that is not numeric, or is named like an id (case, id, subject, patient,
+    target, ...), is taken as the case id. ``columns`` picks (and orders)
     columns by name. Returns (column names, case ids, n x k float table). Every problem is one
     VbmdError naming the file, the row and the column.
     """
@@ -296,7 +301,9 @@ def read_agreement_csv(path: str | Path, columns: list[str] | None = None) -> tu
     for line, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise VbmdError(f"row {line} has {len(row)} cells, the header has {len(header)}", path)
-    first_is_id = not all(_is_number(row[0].strip()) for row in body if row[0].strip())
+    first_is_id = header[0].lower() in ID_COLUMN_NAMES or not all(
+        _is_number(row[0].strip()) for row in body if row[0].strip()
+    )
     value_names = header[1:] if first_is_id else header
     offset = 1 if first_is_id else 0
     ids = [row[0].strip() for row in body] if first_is_id else [str(i + 1) for i in range(len(body))]
