@@ -1,0 +1,203 @@
+"""Mask corrections a reviewer needs beyond painting, and what a correction changed.
+
+Every operation takes a mask (z, y, x) and returns a new uint8 0/1 array; the input is never
+modified, so a front end can diff the two and record the change for undo. ``MaskVersions`` keeps
+the model's mask (original) next to the corrected one (final), with who corrected it and when,
+the way MONAI Label keeps both: corrected masks are the next model's training data.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import VbmdError
+
+
+def _as_mask(mask) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise VbmdError(f"the mask must be 3-D (z, y, x), got {mask.ndim}-D")
+    return mask != 0
+
+
+def _check_slice(mask: np.ndarray, z: int) -> int:
+    z = int(z)
+    if not 0 <= z < mask.shape[0]:
+        raise VbmdError(f"slice {z} is outside the mask's 0..{mask.shape[0] - 1}")
+    return z
+
+
+def _slices(mask: np.ndarray, z: int | None) -> range:
+    if z is None:
+        return range(mask.shape[0])
+    z = _check_slice(mask, z)
+    return range(z, z + 1)
+
+
+def fill_holes(mask, z: int | None = None) -> np.ndarray:
+    """Fill holes in slice ``z`` (or in every slice when None): enclosed background becomes mask."""
+    inside = _as_mask(mask)
+    out = inside.copy()
+    for k in _slices(inside, z):
+        out[k] = ndimage.binary_fill_holes(inside[k])
+    return out.astype(np.uint8)
+
+
+def remove_islands(mask, z: int | None = None) -> np.ndarray:
+    """Keep only the largest connected piece: of slice ``z`` (2-D), or of the volume (3-D) when None."""
+    inside = _as_mask(mask)
+    out = inside.copy()
+    if z is None:
+        labels, n = ndimage.label(inside, structure=ndimage.generate_binary_structure(3, 1))
+        if n > 1:
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            out = labels == int(np.argmax(sizes))
+        return out.astype(np.uint8)
+    k = _check_slice(inside, z)
+    labels, n = ndimage.label(inside[k])
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        out[k] = labels == int(np.argmax(sizes))
+    return out.astype(np.uint8)
+
+
+def smooth_contour(mask, z: int | None = None, sigma_px: float = 1.5) -> np.ndarray:
+    """Smooth the contour of slice ``z`` (or every slice): Gaussian blur, then threshold at one half.
+
+    Corners and one-pixel spurs go; a straight edge stays where it is.
+    """
+    if not (np.isfinite(sigma_px) and sigma_px > 0):
+        raise VbmdError(f"smoothing width must be a positive number of pixels, got {sigma_px!r}")
+    inside = _as_mask(mask)
+    out = inside.copy()
+    for k in _slices(inside, z):
+        if inside[k].any():
+            out[k] = ndimage.gaussian_filter(inside[k].astype(np.float32), sigma_px, mode="constant") >= 0.5
+    return out.astype(np.uint8)
+
+
+def copy_slice(mask, source: int, target: int | None = None) -> np.ndarray:
+    """Copy slice ``source``'s mask onto ``target`` (default: the next slice), replacing it."""
+    inside = _as_mask(mask)
+    source = _check_slice(inside, source)
+    target = _check_slice(inside, source + 1 if target is None else target)
+    out = inside.copy()
+    out[target] = inside[source]
+    return out.astype(np.uint8)
+
+
+def _signed_distance(slice_mask: np.ndarray) -> np.ndarray:
+    """Positive inside, negative outside (pixels)."""
+    inside = ndimage.distance_transform_edt(slice_mask)
+    outside = ndimage.distance_transform_edt(~slice_mask)
+    return inside - outside
+
+
+def interpolate_slices(mask, first: int, last: int) -> np.ndarray:
+    """Fill the slices strictly between ``first`` and ``last`` from those two (shape-based:
+    linear interpolation of their signed distance maps), replacing what was there."""
+    inside = _as_mask(mask)
+    a, b = sorted((_check_slice(inside, first), _check_slice(inside, last)))
+    if b - a < 2:
+        raise VbmdError(f"slices {a} and {b} have no slices between them to interpolate")
+    if not inside[a].any() or not inside[b].any():
+        raise VbmdError(f"both slices must hold mask to interpolate between them (slices {a} and {b})")
+    da, db = _signed_distance(inside[a]), _signed_distance(inside[b])
+    out = inside.copy()
+    for k in range(a + 1, b):
+        t = (k - a) / (b - a)
+        out[k] = (1 - t) * da + t * db > 0
+    return out.astype(np.uint8)
+
+
+def changed_voxels(before, after) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """(indices, new values) where ``after`` differs from ``before``: what an undo step records."""
+    before, after = np.asarray(before), np.asarray(after)
+    if before.shape != after.shape:
+        raise VbmdError(f"mask shapes differ: {before.shape} and {after.shape}")
+    indices = np.nonzero(before != after)
+    return indices, after[indices]
+
+
+@dataclass
+class CorrectionStats:
+    voxels_added: int
+    voxels_removed: int
+    d100_before: float | None
+    d100_after: float | None
+    slices_changed: list[int] = field(default_factory=list)
+
+    @property
+    def d100_change(self) -> float | None:
+        if self.d100_before is None or self.d100_after is None:
+            return None
+        return self.d100_after - self.d100_before
+
+    def to_dict(self) -> dict:
+        return {
+            "voxels_added": self.voxels_added,
+            "voxels_removed": self.voxels_removed,
+            "d100_before_mg_ha_cm3": self.d100_before,
+            "d100_after_mg_ha_cm3": self.d100_after,
+            "d100_change_mg_ha_cm3": self.d100_change,
+            "slices_changed": list(self.slices_changed),
+        }
+
+
+def correction_stats(original, final, d100_before: float | None = None, d100_after: float | None = None) -> CorrectionStats:
+    """How much ``final`` differs from ``original`` (voxel counts, the slices touched)."""
+    a, b = _as_mask(original), _as_mask(final)
+    if a.shape != b.shape:
+        raise VbmdError(f"mask shapes differ: {a.shape} and {b.shape}")
+    added = b & ~a
+    removed = a & ~b
+    slices = np.flatnonzero((added | removed).any(axis=(1, 2)))
+    return CorrectionStats(int(added.sum()), int(removed.sum()), d100_before, d100_after, [int(z) for z in slices])
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class MaskVersions:
+    """The model's mask and the corrected one, with who corrected it, when, and each operation."""
+
+    original: np.ndarray
+    model: str = ""
+    created_at: str = field(default_factory=_now)
+    corrected_by: str | None = None
+    corrected_at: str | None = None
+    operations: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.original = (_as_mask(self.original)).astype(np.uint8)
+
+    def record(self, operation: str, before, after, reviewer: str = "", slice_index: int | None = None) -> CorrectionStats:
+        """Note an edit (the plugin's or a paint stroke) made by ``reviewer``; returns its size."""
+        stats = correction_stats(before, after)
+        if stats.voxels_added or stats.voxels_removed:
+            self.corrected_by = reviewer or self.corrected_by
+            self.corrected_at = _now()
+            self.operations.append({
+                "operation": operation, "slice": slice_index, "added": stats.voxels_added,
+                "removed": stats.voxels_removed, "by": reviewer, "at": self.corrected_at,
+            })
+        return stats
+
+    def stats(self, final, d100_before: float | None = None, d100_after: float | None = None) -> CorrectionStats:
+        return correction_stats(self.original, final, d100_before, d100_after)
+
+    def provenance(self) -> dict:
+        return {
+            "model": self.model,
+            "created_at": self.created_at,
+            "corrected_by": self.corrected_by,
+            "corrected_at": self.corrected_at,
+            "operations": list(self.operations),
+        }

@@ -1,0 +1,250 @@
+"""Export a reviewed case: the corrected mask for the scanner and for other tools, the vBMD report,
+the review status, and a training pair the `vbmd train` command reads as it is.
+
+Files for case ``C`` in the export folder:
+``C_mask.aim`` (char 0/127, the scan's processing log plus a line; ready for ``togobj_from_aim``),
+``C_mask.nii.gz`` / ``C_mask.tif`` (when asked), ``C_model_mask.<ext>`` (the model's uncorrected
+mask, when there is one), ``C_report.json`` and ``C_report.csv`` (one row), ``C_review.json``.
+The scan is never overwritten, and an earlier export is only replaced when the caller says so.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io as _io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import write_text_atomic
+from .correction import CorrectionStats
+from .errors import VbmdError
+from .layers import native_if_lossless
+from .measure import VbmdResult
+from .review import ReviewStore, review_path
+from .scan import Scan
+
+MASK_FORMATS = {"aim": ".aim", "nifti": ".nii.gz", "tiff": ".tif"}
+REPORT_FORMAT = "napari-vbmd-report"
+
+
+class ExportExistsError(VbmdError):
+    """An earlier export of the case is in the way; ``paths`` lists its files."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = list(paths)
+        names = ", ".join(p.name for p in self.paths[:4]) + (" ..." if len(self.paths) > 4 else "")
+        super().__init__(f"an earlier export exists ({names}); confirm to overwrite it", self.paths[0].parent)
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    """SHA-256 of a scan file, or of a DICOM folder's files in name order; None when there is no file."""
+    if not path:
+        return None
+    path = Path(path)
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def export_paths(out_dir: str | Path, case: str, formats=("aim",), with_original: bool = True) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    unknown = [f for f in formats if f not in MASK_FORMATS]
+    if unknown or not formats:
+        raise VbmdError(f"mask formats must be some of {', '.join(MASK_FORMATS)}, got {list(formats)}")
+    if not case or any(c in case for c in "/\\") or case.startswith("."):
+        raise VbmdError(f"case name {case!r} cannot be a file name")
+    paths = {f"mask_{f}": out_dir / f"{case}_mask{MASK_FORMATS[f]}" for f in formats}
+    if with_original:
+        paths["model_mask"] = out_dir / f"{case}_model_mask{MASK_FORMATS[formats[0]]}"
+    paths["report_json"] = out_dir / f"{case}_report.json"
+    paths["report_csv"] = out_dir / f"{case}_report.csv"
+    paths["review"] = review_path(out_dir, case)
+    return paths
+
+
+def existing_exports(out_dir: str | Path, case: str, formats=("aim",), with_original: bool = True) -> list[Path]:
+    return [p for p in export_paths(out_dir, case, formats, with_original).values() if p.exists()]
+
+
+def _mask_scan(mask, image: Scan) -> Scan:
+    if isinstance(mask, Scan):
+        data = mask.data
+    else:
+        data = np.asarray(mask)
+    if data.shape != image.shape:
+        raise VbmdError(f"mask shape {data.shape} differs from the scan's {image.shape}")
+    return image.with_data((data != 0).astype(np.uint8), kind="mask", unit="unknown")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def build_report(
+    case: str,
+    image: Scan,
+    result: VbmdResult,
+    model: str = "",
+    device: str = "",
+    review: ReviewStore | None = None,
+    reviewer: str = "",
+    stats: CorrectionStats | None = None,
+    provenance: dict | None = None,
+    seconds: float | None = None,
+    files: dict[str, str] | None = None,
+) -> dict:
+    """The report's content (the JSON file; the CSV holds its flat part)."""
+    return {
+        "format": REPORT_FORMAT,
+        "case": case,
+        "scan_file": image.source,
+        "scan_sha256": file_sha256(image.source),
+        "model": model,
+        "device": device,
+        "segmentation_seconds": seconds,
+        "review_status": review.status if review else "unreviewed",
+        "slices_reviewed": review.counts()["reviewed"] if review else 0,
+        "slices_flagged": review.counts()["flagged"] if review else 0,
+        "reviewer": reviewer or (review.reviewer if review else ""),
+        "exported_at": _now(),
+        "vbmd": result.to_dict(profile=False),
+        "profile": result.to_dict()["profile"],
+        "correction": stats.to_dict() if stats else None,
+        "mask_provenance": provenance,
+        "files": files or {},
+    }
+
+
+CSV_COLUMNS = (
+    "case", "scan_file", "scan_sha256", "model", "device", "review_status", "reviewer", "exported_at",
+    "d100_mg_ha_cm3", "sd_mg_ha_cm3", "volume_mm3", "n_voxels", "n_slices", "mean_slice_area_mm2",
+    "voxels_added", "voxels_removed", "d100_before_mg_ha_cm3", "d100_after_mg_ha_cm3",
+    "corrected_by", "corrected_at", "mask_file",
+)
+
+
+def report_row(report: dict) -> dict:
+    vbmd = report["vbmd"]
+    correction = report.get("correction") or {}
+    provenance = report.get("mask_provenance") or {}
+    files = report.get("files") or {}
+    row = {key: report.get(key) for key in CSV_COLUMNS}
+    row.update({k: vbmd[k] for k in ("d100_mg_ha_cm3", "sd_mg_ha_cm3", "volume_mm3", "n_voxels", "n_slices",
+                                     "mean_slice_area_mm2")})
+    for key in ("voxels_added", "voxels_removed", "d100_before_mg_ha_cm3", "d100_after_mg_ha_cm3"):
+        row[key] = correction.get(key)
+    row["corrected_by"] = provenance.get("corrected_by")
+    row["corrected_at"] = provenance.get("corrected_at")
+    row["mask_file"] = next((v for k, v in files.items() if k.startswith("mask_")), None)
+    return {k: ("" if v is None else v) for k, v in row.items()}
+
+
+def _csv_text(rows: list[dict]) -> str:
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def export_case(
+    out_dir: str | Path,
+    case: str,
+    image: Scan,
+    final_mask,
+    result: VbmdResult,
+    original_mask=None,
+    model: str = "",
+    device: str = "",
+    review: ReviewStore | None = None,
+    reviewer: str = "",
+    stats: CorrectionStats | None = None,
+    provenance: dict | None = None,
+    seconds: float | None = None,
+    formats=("aim",),
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write the case's export (see the module docstring); returns the files written by role.
+
+    Raises ExportExistsError when files of an earlier export are there and ``overwrite`` is False.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise VbmdError("export folder does not exist", out_dir)
+    formats = tuple(formats)
+    paths = export_paths(out_dir, case, formats, with_original=original_mask is not None)
+    in_the_way = [p for p in paths.values() if p.exists()]
+    if in_the_way and not overwrite:
+        raise ExportExistsError(in_the_way)
+    protect = tuple(p for p in (image.source,) if p)
+    final = _mask_scan(final_mask, image)
+    final.header = {k: v for k, v in image.header.items() if k == "processing_log"}
+    written: dict[str, Path] = {}
+    for fmt in formats:
+        key = f"mask_{fmt}"
+        written[key] = _write_mask(paths[key], final, image, protect)
+    if original_mask is not None:
+        original = _mask_scan(original_mask, image)
+        original.header = dict(final.header)
+        written["model_mask"] = _write_mask(paths["model_mask"], original, image, protect)
+    review = review or ReviewStore(case=case, scan=image.source)
+    written["review"] = review.save(paths["review"], protect=protect)
+    files = {k: p.name for k, p in written.items()}
+    report = build_report(case, image, result, model, device, review, reviewer, stats, provenance, seconds, files)
+    written["report_json"] = write_text_atomic(paths["report_json"], json.dumps(report, indent=2) + "\n", protect)
+    written["report_csv"] = write_text_atomic(paths["report_csv"], _csv_text([report_row(report)]), protect)
+    return written
+
+
+def _write_mask(path: Path, mask: Scan, image: Scan, protect) -> Path:
+    from .io import write_mask
+
+    return write_mask(path, mask, parent=image, protect=protect)
+
+
+def training_pair_paths(train_dir: str | Path, case: str) -> dict[str, Path]:
+    train_dir = Path(train_dir)
+    return {"image": train_dir / f"{case}.aim", "mask": train_dir / f"{case}_mask.aim",
+            "sidecar": train_dir / f"{case}.json"}
+
+
+def save_training_pair(
+    train_dir: str | Path,
+    case: str,
+    image: Scan,
+    final_mask,
+    patient: str | None = None,
+    provenance: dict | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write ``<case>.aim`` + ``<case>_mask.aim`` (+ ``<case>.json``) into ``train_dir``, the layout
+    ``vbmd train DIR`` finds (:func:`napari_vbmd.segmentation.datasets.find_pairs`)."""
+    from .io import write_image
+
+    train_dir = Path(train_dir)
+    if not train_dir.is_dir():
+        raise VbmdError("training folder does not exist", train_dir)
+    export_paths(train_dir, case)  # validates the case name
+    paths = training_pair_paths(train_dir, case)
+    in_the_way = [p for p in paths.values() if p.exists()]
+    if in_the_way and not overwrite:
+        raise ExportExistsError(in_the_way)
+    protect = tuple(p for p in (image.source,) if p)
+    mask = _mask_scan(final_mask, image)
+    written = {"image": write_image(paths["image"], native_if_lossless(image), protect=protect)}
+    written["mask"] = _write_mask(paths["mask"], mask, image, protect)
+    sidecar = {"case": case, "source": image.source, "scan_sha256": file_sha256(image.source),
+               "saved_at": _now(), "mask_provenance": provenance}
+    if patient:
+        sidecar["patient"] = patient
+    written["sidecar"] = write_text_atomic(paths["sidecar"], json.dumps(sidecar, indent=2) + "\n", protect)
+    return written

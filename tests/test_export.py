@@ -1,0 +1,131 @@
+"""Export of a reviewed case, reading it back, and the training pair `vbmd train` reads."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from _segmentation_synthetic import synthetic_mcp
+from napari_vbmd.correction import MaskVersions, correction_stats
+from napari_vbmd.errors import VbmdError
+from napari_vbmd.export import ExportExistsError, export_case, existing_exports, save_training_pair
+from napari_vbmd.io import read_mask, read_scan, write_image
+from napari_vbmd.measure import measure_vbmd
+from napari_vbmd.review import ReviewStore
+from napari_vbmd.segmentation.datasets import find_pairs, load_pair
+
+
+@pytest.fixture()
+def case(tmp_path):
+    scan, truth = synthetic_mcp(shape=(12, 48, 64), spacing=0.2, mc2_center_x=24, head_slice=9)
+    scan_dir = tmp_path / "scans"
+    scan_dir.mkdir()
+    path = write_image(scan_dir / "c1.aim", scan)
+    image = read_scan(path)
+    original = truth.astype(np.uint8)
+    final = original.copy()
+    final[3, 10:14, 10:14] = 1  # the reviewer's paint
+    return image, original, final
+
+
+def _export(tmp_path, image, original, final, **kw):
+    out = tmp_path / "export"
+    out.mkdir(exist_ok=True)
+    result = measure_vbmd(image, image.with_data(final, kind="mask", unit="unknown"))
+    before = measure_vbmd(image, image.with_data(original, kind="mask", unit="unknown")).d100_mg_ha_cm3
+    stats = correction_stats(original, final, before, result.d100_mg_ha_cm3)
+    versions = MaskVersions(original, model="classical")
+    versions.record("paint", original, final, "ann", 3)
+    review = ReviewStore(case="c1", scan=image.source)
+    review.mark_slice(3, "flagged", "missed cortex", "ann")
+    review.mark_case("reviewed", reviewer="ann")
+    written = export_case(out, "c1", image, final, result, original_mask=original, model="classical", device="cpu",
+                          review=review, reviewer="ann", stats=stats, provenance=versions.provenance(), seconds=1.5,
+                          **kw)
+    return out, written, result, stats
+
+
+def test_export_writes_masks_on_the_scan_grid_and_a_report(tmp_path, case):
+    image, original, final = case
+    out, written, result, stats = _export(tmp_path, image, original, final, formats=("aim", "nifti", "tiff"))
+    assert {p.name for p in written.values()} == {
+        "c1_mask.aim", "c1_mask.nii.gz", "c1_mask.tif", "c1_model_mask.aim", "c1_review.json", "c1_report.json",
+        "c1_report.csv"}
+    for key in ("mask_aim", "mask_nifti", "mask_tiff"):
+        back = read_mask(written[key])
+        assert back.same_grid(image), key
+        assert np.array_equal(back.data != 0, final != 0), key
+    import py_aimio
+
+    raw, _ = py_aimio.read_aim(str(written["mask_aim"]))
+    assert np.unique(np.asarray(raw)).tolist() == [0, 127]  # char 127, as the scanner wants
+    aim = read_scan(written["mask_aim"])
+    assert aim.kind == "mask"
+    assert "napari-vbmd" in aim.header["processing_log"] or "napari_vbmd" in aim.header["processing_log"]
+    assert np.array_equal(read_mask(written["model_mask"]).data != 0, original != 0)
+
+    report = json.loads(written["report_json"].read_text())
+    assert report["case"] == "c1" and report["scan_file"] == image.source
+    assert report["scan_sha256"] == hashlib.sha256(open(image.source, "rb").read()).hexdigest()
+    assert report["model"] == "classical" and report["review_status"] == "reviewed" and report["reviewer"] == "ann"
+    assert report["slices_flagged"] == 1
+    assert report["vbmd"]["d100_mg_ha_cm3"] == pytest.approx(result.d100_mg_ha_cm3)
+    assert report["correction"]["voxels_added"] == stats.voxels_added == int((final & ~original).sum())
+    assert report["mask_provenance"]["corrected_by"] == "ann"
+    # the exported mask, measured again, gives the reported figures
+    again = measure_vbmd(image, read_mask(written["mask_aim"], like=image))
+    assert again.d100_mg_ha_cm3 == pytest.approx(report["vbmd"]["d100_mg_ha_cm3"], rel=1e-9)
+    assert again.n_voxels == report["vbmd"]["n_voxels"]
+
+    rows = list(csv.DictReader(open(written["report_csv"])))
+    assert len(rows) == 1
+    assert float(rows[0]["d100_mg_ha_cm3"]) == pytest.approx(result.d100_mg_ha_cm3)
+    assert rows[0]["mask_file"] == "c1_mask.aim" and rows[0]["voxels_added"] == str(stats.voxels_added)
+    assert ReviewStore.load(written["review"]).slice_status(3) == "flagged"
+
+
+def test_an_earlier_export_is_not_overwritten_unless_confirmed(tmp_path, case):
+    image, original, final = case
+    out, written, _, _ = _export(tmp_path, image, original, final)
+    before = written["mask_aim"].read_bytes()
+    assert existing_exports(out, "c1") and not existing_exports(out, "c2")
+    with pytest.raises(ExportExistsError) as caught:
+        _export(tmp_path, image, original, np.zeros_like(final) + original)
+    assert written["mask_aim"] in caught.value.paths
+    assert written["mask_aim"].read_bytes() == before
+    _, again, _, _ = _export(tmp_path, image, original, original, overwrite=True)
+    assert np.array_equal(read_mask(again["mask_aim"]).data != 0, original != 0)
+
+
+def test_the_scan_is_never_overwritten(tmp_path, case):
+    image, original, final = case
+    scan_copy = tmp_path / "export"
+    scan_copy.mkdir()
+    source = write_image(scan_copy / "c1_mask.aim", image)  # a scan named like the export's mask
+    image = read_scan(source)
+    content = source.read_bytes()
+    result = measure_vbmd(image, image.with_data(final, kind="mask", unit="unknown"))
+    with pytest.raises(VbmdError, match="input file"):
+        export_case(scan_copy, "c1", image, final, result, overwrite=True)
+    assert source.read_bytes() == content
+    with pytest.raises(VbmdError, match="cannot be a file name"):
+        export_case(scan_copy, "../c1", image, final, result)
+
+
+def test_training_pair_is_found_by_the_training_data_reader(tmp_path, case):
+    image, original, final = case
+    train = tmp_path / "train"
+    train.mkdir()
+    written = save_training_pair(train, "p7_L", image, final, patient="p7", provenance={"corrected_by": "ann"})
+    pairs = find_pairs(train)
+    assert [(p.case, p.patient, p.image.name, p.mask.name) for p in pairs] == [("p7_L", "p7", "p7_L.aim", "p7_L_mask.aim")]
+    back_image, inside = load_pair(pairs[0])
+    assert back_image.same_grid(image)
+    assert np.array_equal(back_image.density(), image.density())
+    assert np.array_equal(inside, final != 0)
+    with pytest.raises(ExportExistsError):
+        save_training_pair(train, "p7_L", image, final)
+    assert json.loads(written["sidecar"].read_text())["mask_provenance"] == {"corrected_by": "ann"}
