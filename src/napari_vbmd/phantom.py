@@ -841,11 +841,21 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     air = calibration.density_intercept
     inner_slabs = []
     n_slabs = (nz + _SLAB - 1) // _SLAB
+    rendered = None
     for slab_index in range(n_slabs):
         if cancel is not None and cancel():
             raise CancelledError()
         k0, k1 = slab_index * _SLAB, min((slab_index + 1) * _SLAB, nz)
-        design, truth_slab, inner_slab, stats = renderer.design(k0 - halo, k1 + halo, want_truth=True)
+        if rendered is None:
+            design, truth_slab, inner_slab, _ = renderer.design(k0 - halo, k1 + halo, want_truth=True)
+        else:
+            # the blur's halo overlaps the previous slab: reuse those slices (each slice's design
+            # depends on its own z only), render the rest
+            start, previous = rendered
+            reused = [part[k0 - halo - start:] for part in previous]
+            fresh = renderer.design(start + previous[0].shape[0], k1 + halo, want_truth=True)[:3]
+            design, truth_slab, inner_slab = (np.concatenate([old, new]) for old, new in zip(reused, fresh))
+        rendered = (k0 - halo, (design, truth_slab, inner_slab))
         blurred = ndimage.gaussian_filter(design, sigma_vox, mode="nearest", truncate=3.0)[halo:halo + k1 - k0]
         truth_slab = truth_slab[halo:halo + k1 - k0]
         inner_slab = inner_slab[halo:halo + k1 - k0]
