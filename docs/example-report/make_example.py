@@ -22,7 +22,9 @@ PERTURBATIONS = ["dilate", "erode", "shift", "bite", "classical", "shift_dilate"
 
 def perturb(phantom, how: str, seed: int) -> np.ndarray:
     truth = phantom.truth.data != 0
-    ball = ndimage.generate_binary_structure(3, 1)
+    # in-plane only: contours are drawn slice by slice, and a 3-D erosion would empty the end slices
+    ball = np.zeros((3, 3, 3), bool)
+    ball[1] = ndimage.generate_binary_structure(2, 1)
     if how == "dilate":
         return ndimage.binary_dilation(truth, ball)
     if how == "erode":
