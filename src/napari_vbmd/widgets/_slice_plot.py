@@ -1,0 +1,55 @@
+"""Per-slice area and density plot (matplotlib in Qt); a click on it asks to go to that slice."""
+from __future__ import annotations
+
+from typing import Callable
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+
+
+class SlicePlot(FigureCanvasQTAgg):
+    def __init__(self, on_click: Callable[[int], None] | None = None):
+        self.figure = Figure(figsize=(4.0, 3.0), dpi=80, layout="constrained")
+        super().__init__(self.figure)
+        self.area_axes = self.figure.add_subplot(2, 1, 1)
+        self.density_axes = self.figure.add_subplot(2, 1, 2, sharex=self.area_axes)
+        self.area_axes.set_ylabel("area (mm²)")
+        self.density_axes.set_ylabel("mg HA/cm³")
+        self.density_axes.set_xlabel("slice")
+        self._markers = []
+        self._on_click = on_click
+        self.slices: list[int] = []
+        self.areas: list[float] = []
+        self.densities: list[float] = []
+        self.setMinimumHeight(220)
+        self.mpl_connect("button_press_event", self._clicked)
+
+    def show_profile(self, slices, areas, densities, flagged=(), current: int | None = None) -> None:
+        self.slices, self.areas, self.densities = list(slices), list(areas), list(densities)
+        for axes in (self.area_axes, self.density_axes):
+            for line in list(axes.lines) + list(axes.collections):
+                line.remove()
+        self.area_axes.plot(self.slices, self.areas, color="tab:blue", lw=1.2)
+        self.density_axes.plot(self.slices, self.densities, color="tab:orange", lw=1.2)
+        flagged = [z for z in flagged if z in set(self.slices)]
+        if flagged:
+            lookup = dict(zip(self.slices, self.areas))
+            self.area_axes.scatter(flagged, [lookup[z] for z in flagged], s=14, color="tab:red", zorder=3,
+                                   label="flagged")
+        self._markers = [axes.axvline(current if current is not None else 0, color="0.4", lw=0.8, ls="--")
+                         for axes in (self.area_axes, self.density_axes)]
+        for axes in (self.area_axes, self.density_axes):
+            axes.relim()
+            axes.autoscale_view()
+        self.draw_idle()
+
+    def set_current(self, z: int) -> None:
+        for marker in self._markers:
+            marker.set_xdata([z, z])
+        if self._markers:
+            self.draw_idle()
+
+    def _clicked(self, event) -> None:
+        if event.inaxes is None or event.xdata is None or self._on_click is None:
+            return
+        self._on_click(int(round(event.xdata)))
