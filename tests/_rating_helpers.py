@@ -46,3 +46,47 @@ def make_manifest(folder: Path, n_cases: int = 3, name: str = "manifest.csv") ->
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+PHANTOM_SOURCES = ("expert reader", "network unet2d")
+
+
+def make_phantom_study_inputs(folder: Path, n_cases: int = 3, n_slices: int = 24, spacing_mm: float = 0.246):
+    """Small MCP-joint phantoms; contour A the truth (AIM), contour B the truth dilated or eroded (NIfTI).
+
+    Returns the manifest path and the file names of all contours (they name their sources on purpose:
+    the blinding tests check that none of it reaches the rater).
+    """
+    from scipy import ndimage
+
+    from napari_vbmd.phantom import PhantomSpec, generate_phantom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = folder / "inputs"
+    inputs.mkdir(exist_ok=True)
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    rows, contour_files = [], []
+    for i in range(n_cases):
+        case_id = f"P{i + 1:03d}"
+        phantom = generate_phantom(PhantomSpec(seed=100 + i, hand=("right", "left")[i % 2], n_slices=n_slices,
+                                               spacing_mm=spacing_mm))
+        truth = phantom.truth.data.astype(bool)
+        if i % 2 == 0:
+            other = ndimage.binary_dilation(truth, in_plane, iterations=2)
+        else:
+            other = ndimage.binary_erosion(truth, in_plane, iterations=1)
+        scan_path = write_image(inputs / f"{case_id}.aim", phantom.image)
+        a_path = write_mask(inputs / f"{case_id}_expert_truth_mask.aim", phantom.truth, parent=phantom.image)
+        b_path = write_mask(inputs / f"{case_id}_network_unet2d_pred.nii.gz",
+                            phantom.truth.with_data(other.astype(np.uint8)))
+        contour_files += [a_path, b_path]
+        rows.append({"case_id": case_id, "scan": f"inputs/{scan_path.name}",
+                     "contour_a": f"inputs/{a_path.name}", "source_a": PHANTOM_SOURCES[0],
+                     "contour_b": f"inputs/{b_path.name}", "source_b": PHANTOM_SOURCES[1]})
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path, contour_files

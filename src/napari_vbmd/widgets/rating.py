@@ -187,7 +187,8 @@ class RatingWidget(QWidget):
         self.viewer.layers.selection.active = self._layers[0]
         self.viewer.dims.ndisplay = 2
         self.viewer.reset_view()
-        middle = scan.shape[0] // 2
+        contoured = np.flatnonzero(np.any([mask.any(axis=(1, 2)) for _, mask in display.contours], axis=0))
+        middle = (contoured[0] + contoured[-1]) // 2 if contoured.size else scan.shape[0] // 2
         self.viewer.dims.set_point(0, scan.origin[0] + middle * scan.spacing[0])
         answer = session.current_answer()
         self.confidence_combo.setCurrentIndex(answer["confidence"] if answer and answer["confidence"] else 0)

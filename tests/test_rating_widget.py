@@ -1,0 +1,259 @@
+"""The blinded rating widget in a real napari viewer (Xvfb): rate a three-case study by clicks and keys,
+check the store, resume; check that nothing the rater sees names a source or a contour file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _rating_helpers import PHANTOM_SOURCES, make_phantom_study_inputs
+from napari_vbmd.rating import create_study, load_mapping, load_study
+from napari_vbmd.rating.store import AnswerStore, latest_answers
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def phantom_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rating_gui")
+    manifest, contour_files = make_phantom_study_inputs(root / "m", n_cases=3)
+    return manifest, contour_files
+
+
+@pytest.fixture
+def study(phantom_inputs, tmp_path):
+    manifest, _ = phantom_inputs
+    return create_study(manifest, tmp_path / "study")
+
+
+def forbidden_words(contour_files) -> list[str]:
+    words = {w.casefold() for w in PHANTOM_SOURCES}
+    # the words of the file names too ("expert" alone is not: napari's own welcome tips use it)
+    words |= {"unet2d", "truth_mask", "_pred", "expert_", "network_"}
+    for path in contour_files:
+        name = Path(path).name
+        words |= {name.casefold(), name.split(".")[0].casefold()}
+    return sorted(words)
+
+
+def visible_texts(viewer) -> list[tuple[str, str]]:
+    """Every string the rater can see: layers (name, metadata, properties, features, colormap, source)
+    and every widget, action, list entry, tooltip and window title of the application."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QAbstractItemView, QAction, QApplication, QComboBox, QTabBar, QWidget
+
+    texts: list[tuple[str, str]] = [("viewer.title", viewer.title)]
+    for layer in viewer.layers:
+        texts += [
+            (f"layer {layer.name} name", layer.name),
+            (f"layer {layer.name} metadata", json.dumps(layer.metadata, default=str)),
+            (f"layer {layer.name} source", repr(layer.source)),
+            (f"layer {layer.name} colormap", repr(layer.colormap)),
+        ]
+        if hasattr(layer, "properties"):
+            texts.append((f"layer {layer.name} properties", repr(layer.properties)))
+        if hasattr(layer, "features"):
+            texts.append((f"layer {layer.name} features", layer.features.to_string()))
+    widgets = []
+    for top in QApplication.topLevelWidgets():
+        widgets.append(top)
+        widgets += top.findChildren(QWidget)
+    for w in widgets:
+        kind = type(w).__name__
+        for attr in ("windowTitle", "toolTip", "statusTip", "whatsThis", "accessibleName", "accessibleDescription",
+                     "text", "placeholderText", "toPlainText", "currentText", "title"):
+            getter = getattr(w, attr, None)
+            if callable(getter):
+                try:
+                    value = getter()
+                except TypeError:
+                    continue
+                if isinstance(value, str) and value:
+                    texts.append((f"{kind}.{attr}", value))
+        if isinstance(w, QComboBox):
+            texts += [(f"{kind}.item", w.itemText(i)) for i in range(w.count())]
+        if isinstance(w, QTabBar):
+            texts += [(f"{kind}.tab", w.tabText(i)) for i in range(w.count())]
+        if isinstance(w, QAbstractItemView) and w.model() is not None:
+            model = w.model()
+            for row in range(model.rowCount()):
+                for role in (Qt.DisplayRole, Qt.ToolTipRole):
+                    value = model.data(model.index(row, 0), role)
+                    if isinstance(value, str):
+                        texts.append((f"{kind}.row", value))
+        for action in w.findChildren(QAction):
+            texts += [(f"QAction.{a}", getattr(action, a)()) for a in ("text", "toolTip", "statusTip")]
+    return texts
+
+
+def assert_blind(viewer, contour_files):
+    words = forbidden_words(contour_files)
+    texts = visible_texts(viewer)
+    assert len(texts) > 50  # the walk really reached the widgets
+    leaks = [(where, text[:80], w) for where, text in texts for w in words if w in text.casefold()]
+    assert not leaks, leaks
+
+
+def check_case_display(viewer, widget, study):
+    """The viewer shows the scan at full resolution with both contours as coloured outlines."""
+    from matplotlib.colors import to_rgba
+
+    session = widget.session
+    shown = {s.name: s for s in session.shown()}
+    names = [layer.name for layer in viewer.layers]
+    assert names[0] == "Scan" and sorted(names[1:]) == ["Contour 1", "Contour 2"] and len(names) == 3
+    top_name = names[2]
+    assert shown[top_name].on_top and not shown[names[1]].on_top  # drawing order follows the presentation
+    case = study.case(session.case_id)
+    scan_layer = viewer.layers["Scan"]
+    assert scan_layer.metadata == {} and scan_layer.source.path is None
+    assert viewer.dims.nsteps[0] == scan_layer.data.shape[0] == 24  # every slice, full resolution
+    from napari_vbmd.io import read_scan
+
+    assert scan_layer.data.shape == read_scan(study.resolve(case.scan)).shape
+    for name in ("Contour 1", "Contour 2"):
+        layer = viewer.layers[name]
+        assert layer.contour >= 1 and not layer.editable  # outlines, not filled, not paintable
+        assert np.allclose(layer.colormap.map(1), to_rgba(shown[name].colour_hex))
+        assert layer.colormap.map(0)[3] == 0  # background transparent
+        assert np.array_equal(layer.scale, scan_layer.scale) and np.array_equal(layer.translate, scan_layer.translate)
+        assert np.asarray(layer.data).any()
+    # the current slice shows both contours
+    z = int(round((viewer.dims.point[0] - scan_layer.translate[0]) / scan_layer.scale[0]))
+    assert all(np.asarray(viewer.layers[n].data[z]).any() for n in ("Contour 1", "Contour 2"))
+
+
+def open_rating(make_napari_viewer, qtbot, study, rater):
+    from qtpy.QtCore import Qt
+
+    from napari_vbmd.widgets.rating import RatingWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = RatingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Rating")
+    widget.folder_edit.setText(str(study.folder))
+    qtbot.keyClicks(widget.rater_edit, rater)
+    qtbot.mouseClick(widget.start_button, Qt.LeftButton)
+    return viewer, widget
+
+
+def press(qtbot, viewer, key: str) -> None:
+    """A key pressed while the canvas has the focus (where the rater's eyes and mouse are)."""
+    from qtpy.QtWidgets import QApplication
+
+    window = viewer.window._qt_window
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=3000)
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, key)
+
+
+@pytest.mark.slow
+def test_rate_three_cases_by_clicks_and_keys_then_resume(make_napari_viewer, qtbot, study, phantom_inputs):
+    from qtpy.QtCore import Qt
+
+    _, contour_files = phantom_inputs
+    viewer, widget = open_rating(make_napari_viewer, qtbot, study, "Dr Rater")
+    session = widget.session
+    order = list(session.order)
+    assert widget.progress_label.text() == "Case 1 of 3 (0 rated)"
+    assert not widget.next_button.isEnabled() and widget.previous_button.isHidden()
+    check_case_display(viewer, widget, study)
+    assert_blind(viewer, contour_files)
+
+    # case 1: the key "1" while the canvas has the focus
+    press(qtbot, viewer, "1")
+    qtbot.waitUntil(lambda: order[0] in session.answers, timeout=3000)
+    assert session.answers[order[0]]["choice"] == "contour_1"
+    assert widget.choice_buttons["contour_1"].isChecked() and widget.next_button.isEnabled()
+    qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    assert widget.progress_label.text() == "Case 2 of 3 (1 rated)"
+    check_case_display(viewer, widget, study)
+
+    # case 2: a click on "Contour 2", then a change of mind by key "0" (both kept in the store)
+    qtbot.mouseClick(widget.choice_buttons["contour_2"], Qt.LeftButton)
+    assert session.answers[order[1]]["choice"] == "contour_2"
+    press(qtbot, viewer, "0")
+    qtbot.waitUntil(lambda: session.answers[order[1]]["choice"] == "equal", timeout=3000)
+    assert widget.choice_buttons["equal"].isChecked() and not widget.choice_buttons["contour_2"].isChecked()
+    qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    assert widget.progress_label.text() == "Case 3 of 3 (2 rated)"
+    assert_blind(viewer, contour_files)
+
+    # the rater stops here: the viewer closes without answering case 3
+    viewer.close()
+
+    viewer, widget = open_rating(make_napari_viewer, qtbot, load_study(study.folder), "dr rater")
+    session = widget.session
+    assert session.order == order and session.case_id == order[2]
+    assert widget.progress_label.text() == "Case 3 of 3 (2 rated)"
+    assert "2 case(s) already rated" in widget.status_label.text()
+    check_case_display(viewer, widget, study)
+    widget.confidence_combo.setCurrentIndex(4)
+    qtbot.keyClicks(widget.comment_edit, "outline 2 leaks at 12")  # digits typed here are text, not choices
+    assert widget.comment_edit.text() == "outline 2 leaks at 12" and order[2] not in session.answers
+    qtbot.mouseClick(widget.choice_buttons["contour_2"], Qt.LeftButton)
+    qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    assert widget.progress_label.text() == "All 3 cases are rated. Thank you!"
+    assert widget.progress_bar.value() == 3
+    assert not any(b.isEnabled() for b in widget.choice_buttons.values())
+    assert len(viewer.layers) == 0
+    assert_blind(viewer, contour_files)
+
+    # the store: every answer, history included, with what was shown
+    records, report = AnswerStore.for_rater(study.folder, "Dr Rater").load()
+    assert not report.torn_tail and not report.damaged_lines
+    assert [(r["case_id"], r["choice"]) for r in records] == [
+        (order[0], "contour_1"), (order[1], "contour_2"), (order[1], "equal"), (order[2], "contour_2")]
+    assert records[2]["replaces"] == records[1]["record_id"]
+    last = records[3]
+    assert last["confidence"] == 4 and last["comment"] == "outline 2 leaks at 12" and last["rater"] == "dr rater"
+    assert {r["rater_key"] for r in records} == {"dr rater"} and records[0]["rater"] == "Dr Rater"
+    assert len(latest_answers(records)) == 3
+    assert all(len(r["shown"]) == 2 and r["time_spent_s"] >= 0 for r in records)
+
+
+def test_going_back_when_the_study_allows_it(make_napari_viewer, qtbot, phantom_inputs, tmp_path):
+    from qtpy.QtCore import Qt
+
+    manifest, _ = phantom_inputs
+    study = create_study(manifest, tmp_path / "study_back", allow_back=True)
+    viewer, widget = open_rating(make_napari_viewer, qtbot, study, "Back")
+    assert not widget.previous_button.isHidden() and not widget.previous_button.isEnabled()
+    qtbot.mouseClick(widget.choice_buttons["equal"], Qt.LeftButton)
+    qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    assert widget.previous_button.isEnabled()
+    qtbot.mouseClick(widget.previous_button, Qt.LeftButton)
+    assert widget.progress_label.text() == "Case 1 of 3 (1 rated)"
+    assert widget.choice_buttons["equal"].isChecked()  # the earlier answer is shown again
+    qtbot.mouseClick(widget.choice_buttons["contour_1"], Qt.LeftButton)
+    records, _ = widget.session.store.load()
+    assert [r["choice"] for r in records] == ["equal", "contour_1"]
+
+
+@pytest.mark.slow
+def test_analysis_is_for_the_owner_only(make_napari_viewer, qtbot, study):
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QPushButton
+
+    from napari_vbmd.widgets.rating import StudyAnalysisWidget
+
+    viewer, widget = open_rating(make_napari_viewer, qtbot, study, "Solo")
+    for _ in range(3):
+        qtbot.mouseClick(widget.choice_buttons["contour_1"], Qt.LeftButton)
+        qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    rating_buttons = [b.text() for b in viewer.window._qt_window.findChildren(QPushButton)]
+    assert not [t for t in rating_buttons if "analy" in t.casefold()]  # no analysis in the rating view
+
+    owner = StudyAnalysisWidget(viewer)
+    owner.folder_edit.setText(str(study.folder))
+    qtbot.mouseClick(owner.analyze_button, Qt.LeftButton)
+    text = owner.output.toPlainText()
+    assert "3 of 3 by 1 rater(s)" in text and "pooled: decided / ties" in text
+    mapping = load_mapping(study)
+    assert all(source in text for source in mapping["sources"])
+    assert owner.summary["pooled"]["bias"]["name"]["k"] == 3
+    assert not owner.plot_label.pixmap().isNull()
