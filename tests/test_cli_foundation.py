@@ -94,3 +94,17 @@ def test_errors_are_one_line_with_exit_2(scan_and_mask, tmp_path, argv, fragment
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert fragment in lines[0]
+
+
+def test_atomic_outputs_get_the_umask_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from napari_vbmd._atomic import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        target = write_text_atomic(tmp_path / "report.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644

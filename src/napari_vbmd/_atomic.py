@@ -13,6 +13,13 @@ from pathlib import Path
 from .errors import VbmdError
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (mkstemp makes 0600 files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
@@ -51,6 +58,7 @@ def atomic_path(target: str | Path, protect=(), suffix: str | None = None):
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _umask_mode())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(OSError):
