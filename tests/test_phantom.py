@@ -297,3 +297,44 @@ def test_cohort_writes_cases_and_index(tmp_path):
         generate_cohort(tmp_path, 2, seed=5, n_slices=24, spacing_mm=0.25)
     with pytest.raises(VbmdError, match="positive integer"):
         generate_cohort(tmp_path, 0)
+
+
+def _autocorrelation(values, region, axis, lag):
+    x = np.where(region, values, np.nan)
+    x = x - np.nanmean(x)
+    a = np.take(x, range(lag, x.shape[axis]), axis=axis)
+    b = np.take(x, range(0, x.shape[axis] - lag), axis=axis)
+    ok = ~np.isnan(a) & ~np.isnan(b)
+    return float((a[ok] * b[ok]).mean() / np.nanmean(x * x))
+
+
+def test_noise_is_correlated_like_a_real_xtremect_scan(right):
+    from scipy import ndimage
+
+    density = right.image.density()
+    air = ~ndimage.binary_dilation(density > -200, iterations=6)  # far from skin
+    assert air.sum() > 20_000
+    sd = float(np.nanstd(np.where(air, density, np.nan)))
+    assert sd == pytest.approx(right.truth_info["design"]["noise_sd_mg_ha_cm3"], rel=0.15)
+    # measured in the air of ../shared/data/scanco/aluminum.aim: 0.72 / 0.32 in-plane, 0.48 / 0.20 along z
+    assert _autocorrelation(density, air, 2, 1) == pytest.approx(0.71, abs=0.06)
+    assert _autocorrelation(density, air, 2, 2) == pytest.approx(0.30, abs=0.06)
+    assert _autocorrelation(density, air, 0, 1) == pytest.approx(0.48, abs=0.07)
+    # noise runs on across the slabs the volume is rendered in (16 slices)
+    across = np.corrcoef(np.where(air[15] & air[16], density[15], 0).ravel(),
+                         np.where(air[15] & air[16], density[16], 0).ravel())[0, 1]
+    assert across > 0.3
+
+
+def test_marrow_needs_little_correction_to_hit_the_target(right):
+    # the design predicts D100 well, so the offset deep in the marrow that makes it exact is small
+    assert abs(right.truth_info["design"]["marrow_offset_to_hit_target_mg_ha_cm3"]) < 15.0
+
+
+def test_a_volume_too_short_for_the_target_keeps_realistic_marrow():
+    # 20 slices of 0.164 mm hold little more than the cortical tip of the head
+    phantom = generate_phantom(PhantomSpec(seed=3, n_slices=20, spacing_mm=0.164, d100_target=160.0))
+    info = phantom.truth_info
+    assert abs(info["design"]["marrow_offset_to_hit_target_mg_ha_cm3"]) <= 40.0 + 0.2
+    assert info["d100_mg_ha_cm3"] > info["d100_target_mg_ha_cm3"] + 50  # missed, and says so
+    assert measure_vbmd(phantom.image, phantom.truth).d100_mg_ha_cm3 == pytest.approx(info["d100_mg_ha_cm3"], abs=1e-3)
