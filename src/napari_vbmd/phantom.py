@@ -396,6 +396,10 @@ def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_ero
         bone.cortical_density = float(np.clip(950.0 + 35.0 * z_score + rng_density.normal(0, 25.0), 850.0, 1050.0))
 
     _draw_erosions(mc2, spec.erosions, rng_erosion)
+    for bone in metacarpals + phalanges:
+        _plain_floats(bone)
+        for erosion in getattr(bone, "erosions", ()):
+            _plain_floats(erosion)
 
     lo, hi = SCANNER_NOISE_MG[spec.scanner]
     return _Anatomy(
@@ -406,6 +410,16 @@ def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_ero
         marrow=rng_density.uniform(-10.0, 25.0), d100_target=target,
         noise_mg=rng_scanner.uniform(lo, hi), psf_sigma_mm=rng_scanner.uniform(0.085, 0.12),
     )
+
+
+def _plain_floats(obj) -> None:
+    """NumPy float64 scalars to Python floats, so geometry on float32 grids stays float32."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, np.floating):
+            setattr(obj, f.name, float(value))
+        elif isinstance(value, tuple) and any(isinstance(v, np.floating) for v in value):
+            setattr(obj, f.name, tuple(float(v) if isinstance(v, np.floating) else v for v in value))
 
 
 def _draw_erosions(mc: _Metacarpal, count: int, rng) -> None:
@@ -776,12 +790,16 @@ class _NoiseField:
         return self.white[k]
 
     def slab(self, k0, k1):
-        for k in [k for k in self.white if k < k0 - self.half]:
-            del self.white[k]  # slabs come in order: earlier slices are no longer needed
-        stack = np.stack([self._white(k) for k in range(k0 - self.half, k1 + self.half)])
-        out = ndimage.correlate1d(stack, NOISE_KERNEL_Z, axis=0, mode="nearest")[self.half:self.half + k1 - k0]
-        out = ndimage.correlate1d(out, NOISE_KERNEL_XY, axis=1, mode="mirror")
-        out = ndimage.correlate1d(out, NOISE_KERNEL_XY, axis=2, mode="mirror")
+        # along z: each white slice is made once and added, weighted, to the slices it reaches
+        out = np.zeros((k1 - k0,) + self.shape_yx, dtype=np.float32)
+        for k in range(k0 - self.half, k1 + self.half):
+            white = self._white(k)
+            for i in range(max(k - self.half, k0), min(k + self.half + 1, k1)):
+                out[i - k0] += NOISE_KERNEL_Z[k - i + self.half] * white
+            if k < k1 - self.half:
+                del self.white[k]  # the next slab starts at k1 and reaches back only to k1 - half
+        smooth = ndimage.correlate1d(out, NOISE_KERNEL_XY, axis=1, mode="mirror")
+        ndimage.correlate1d(smooth, NOISE_KERNEL_XY, axis=2, output=out, mode="mirror")
         out *= self.scale
         return out
 
@@ -854,7 +872,6 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     nz, ny_out, nx_out = grid.out_shape
     image = np.empty(grid.out_shape, dtype=np.int16)
     truth = np.zeros(grid.out_shape, dtype=np.uint8)
-    inner_all = np.zeros(grid.out_shape, dtype=bool) if spec.fov == "cropped" else None
     by0, by1, bx0, bx1 = grid.box
     oy, ox = grid.out_origin_yx
     ry, rx = slice(by0 - oy, by1 - oy), slice(bx0 - ox, bx1 - ox)
