@@ -337,3 +337,25 @@ def test_killed_run_resumes_and_leaves_no_half_files(cohort, tmp_path):
     for row in summary.table:
         if row["status"] == "ok":
             assert read_mask(out / row["mask"]).data.any()
+
+
+# -- an existing scheduler, and workers that see another checkpoint -------------------------------
+def test_existing_scheduler_by_address(cohort, checkpoint, tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        summary = run_batch(cohort, tmp_path / "out", _settings(checkpoint), scheduler=cluster.scheduler_address)
+    assert summary.workers == f"scheduler {cluster.scheduler_address} (1 workers)"
+    assert (summary.processed, summary.failed) == (4, 2)
+
+
+def test_worker_refuses_a_checkpoint_that_differs_from_the_clients(cohort, checkpoint, tmp_path):
+    from napari_vbmd.batch import Job, process_case
+
+    cases, _ = discover_cases(cohort)
+    identity = dict(model_identity(str(checkpoint)), sha256="0" * 64)  # what the client saw
+    job = Job(str(cohort), str(tmp_path), _settings(checkpoint), identity)
+    record = process_case(next(c for c in cases if c.case == "site0/p0"), job)
+    assert record["status"] == "failed" and "differs from the one the batch started with" in record["error"]
+    assert json.loads((tmp_path / "cases" / "site0" / "p0.json").read_text())["error"] == record["error"]

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
                    "a worker over it is restarted and its case fails")
     p.add_argument("--torch-threads", type=int, help="CPU threads per case for inference (default: cores / workers)")
     p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="use an existing Dask scheduler, e.g. tcp://host:8786, instead of a local cluster "
+                   help="use an existing Dask scheduler, e.g. tcp://host:8786 or the file of `dask scheduler "
+                   "--scheduler-file`, instead of a local cluster "
                    "(IN, OUT and the model must be at the same paths on every worker)")
     p.add_argument("--mask-format", default="auto", choices=["auto", "aim", "nii.gz", "nii", "tif"],
                    help="auto: .aim for AIM/ISQ scans, .nii.gz for NIfTI and DICOM")
