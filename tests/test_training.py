@@ -259,3 +259,33 @@ def test_vbmd_train_cli_prints_a_summary_and_refuses_bad_pairs(phantom_folder, t
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "does not fit image case5.aim" in err
+
+
+def test_instance_norm_network_behaves_alike_in_training_and_inference():
+    """Batch-norm running statistics of padded, augmented patches made a network fail on whole slices
+    at inference; instance norm has no running statistics, so both modes give the same output."""
+    import torch
+
+    from napari_vbmd.segmentation.networks import build_network
+
+    torch.manual_seed(0)
+    network = build_network("unet2d_small", base=4, depth=3, norm="instance")
+    x = torch.randn(2, 1, 32, 48)
+    with torch.no_grad():
+        network.train()
+        training = network(x)
+        network.eval()
+        inference = network(x)
+    assert torch.allclose(training, inference, atol=1e-6)
+    with pytest.raises(VbmdError, match="unknown normalisation"):
+        build_network("unet2d_small", norm="layer")
+
+
+def test_dice_bce_loss_is_recorded_and_unknown_losses_refused(phantom_folder, tmp_path):
+    out = tmp_path / "bce"
+    train(phantom_folder, out, tiny_settings(loss="dice_bce", epochs=1, kwargs={"base": 4, "depth": 3, "norm": "instance"}),
+          device="cpu", show_progress=False)
+    _, config = load_checkpoint(out / "best.json", device="cpu")
+    assert config.training["loss"] == "dice_bce" and config.kwargs["norm"] == "instance"
+    with pytest.raises(VbmdError, match="unknown loss"):
+        train(phantom_folder, tmp_path / "x", tiny_settings(loss="focal"), device="cpu", show_progress=False)

@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the slices)")
     p.add_argument("--batch-size", type=int, help="default: the study's (2D 4, 3D 1)")
     p.add_argument("--lr", type=float, help="Adam learning rate; default: the study's (2D 1e-5, 3D 1e-4)")
+    p.add_argument("--loss", default="dice", choices=["dice", "dice_bce"],
+                   help="dice = the study's Dice loss; dice_bce adds binary cross-entropy (faster convergence)")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold stored in the checkpoint")
@@ -75,7 +77,7 @@ def run(args) -> int:
     settings = TrainSettings(
         architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
-        augment=not args.no_augment, seed=args.seed, threshold=args.threshold, name=args.name,
+        augment=not args.no_augment, loss=args.loss, seed=args.seed, threshold=args.threshold, name=args.name,
         max_minutes=args.max_minutes, init=args.init, encoder_weights_path=args.encoder_weights,
         imagenet_online=args.imagenet_online,
     )

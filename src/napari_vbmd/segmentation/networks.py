@@ -98,22 +98,35 @@ def load_resnet34_encoder_weights(encoder: nn.Module, path: str | Path, in_chann
 # -- Small 2D U-Net (the bundled default) -----------------------------------------------------------
 
 
+def _norm2d(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise VbmdError(f"unknown normalisation {kind!r}; use 'batch' or 'instance'")
+
+
 class _DoubleConv2d(nn.Sequential):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, norm: str = "batch"):
         super().__init__(
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
+            _norm2d(norm, cout),
             nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
+            _norm2d(norm, cout),
             nn.ReLU(inplace=True),
         )
 
 
 class SmallUNet2D(nn.Module):
-    """A plain U-Net: ``depth`` resolutions, ``base`` channels doubling per level (max 8x)."""
+    """A plain U-Net: ``depth`` resolutions, ``base`` channels doubling per level (max 8x).
 
-    def __init__(self, in_channels: int = 1, base: int = 16, depth: int = 4):
+    ``norm="instance"`` normalises each slice by its own statistics, so a network behaves the same in
+    training and inference whatever the batch holds (with ``"batch"``, running statistics gathered on
+    padded, augmented training patches can differ badly from those of whole slices at inference).
+    """
+
+    def __init__(self, in_channels: int = 1, base: int = 16, depth: int = 4, norm: str = "batch"):
         super().__init__()
         if depth < 2:
             raise VbmdError("SmallUNet2D needs depth >= 2")
@@ -121,14 +134,14 @@ class SmallUNet2D(nn.Module):
         self.down = nn.ModuleList()
         cin = in_channels
         for c in channels:
-            self.down.append(_DoubleConv2d(cin, c))
+            self.down.append(_DoubleConv2d(cin, c, norm))
             cin = c
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for level in range(depth - 1, 0, -1):
             self.up.append(nn.ConvTranspose2d(channels[level], channels[level - 1], 2, stride=2))
-            self.merge.append(_DoubleConv2d(2 * channels[level - 1], channels[level - 1]))
+            self.merge.append(_DoubleConv2d(2 * channels[level - 1], channels[level - 1], norm))
         self.head = nn.Conv2d(channels[0], 1, 1)
         self.multiple = 2 ** (depth - 1)
 

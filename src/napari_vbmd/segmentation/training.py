@@ -55,6 +55,7 @@ class TrainSettings:
     encoder_weights_path: str | None = None
     imagenet_online: bool = False
     empty_slice_fraction: float = 0.25  # share of 2D training samples drawn from slices without MC2
+    loss: str = "dice"  # the study's; "dice_bce" adds binary cross-entropy (converges faster)
 
 
 def seed_everything(seed: int) -> None:
@@ -71,6 +72,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     intersection = (prob * target).sum(dims)
     total = prob.sum(dims) + target.sum(dims)
     return (1 - (2 * intersection + eps) / (total + eps)).mean()
+
+
+LOSSES = ("dice", "dice_bce")
+
+
+def training_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "dice":
+        return dice_loss(logits, target)
+    if kind == "dice_bce":
+        return dice_loss(logits, target) + F.binary_cross_entropy_with_logits(logits, target)
+    raise VbmdError(f"unknown loss {kind!r}; use {' or '.join(LOSSES)}")
 
 
 def segmentation_metrics(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -316,6 +328,8 @@ def train(
         init_model, init_config = load_checkpoint(settings.init, device="cpu")
         settings = dataclasses.replace(settings, architecture=init_config.architecture, kwargs=init_config.kwargs,
                                        spacing_mm=init_config.spacing_mm, crop_margin_mm=init_config.crop_margin_mm)
+    if settings.loss not in LOSSES:
+        raise VbmdError(f"unknown loss {settings.loss!r}; use {' or '.join(LOSSES)}")
     dims = network_dims(settings.architecture)
     defaults = STUDY_DEFAULTS[dims]
     lr = settings.lr if settings.lr is not None else defaults["lr"]
@@ -366,7 +380,7 @@ def train(
             "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("init",)},
             "lr": lr,
             "batch_size": batch_size,
-            "loss": "dice",
+            "loss": settings.loss,
             "optimizer": "adam",
         },
     )
@@ -418,7 +432,7 @@ def train(
             images = ((images - config.mean) / config.std).to(torch_device)
             masks = masks.to(torch_device)
             optimizer.zero_grad(set_to_none=True)
-            loss = dice_loss(model(images), masks)
+            loss = training_loss(settings.loss, model(images), masks)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
