@@ -190,3 +190,32 @@ def _click_plot(plot, z):
     axes = plot.density_axes
     x, y = axes.transData.transform((z, np.mean(axes.get_ylim())))
     MouseEvent("button_press_event", plot, x, y, button=1)._process()
+
+
+def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, tmp_path, monkeypatch):
+    import torch
+
+    from napari_vbmd.segmentation import registry
+    from napari_vbmd.segmentation.checkpoint import ModelConfig, save_checkpoint
+    from napari_vbmd.segmentation.networks import build_network
+
+    widget, viewer, _ = widget_and_viewer
+    torch.manual_seed(0)
+    config = ModelConfig("unet2d_small", {"base": 4, "depth": 2}, spacing_mm=(0.5, 0.5, 0.5), mean=200.0, std=400.0,
+                         name="tiny")
+    net = build_network("unet2d_small", base=4, depth=2)
+    with torch.no_grad():  # marks every voxel of the bone crop: a mask, whatever the weights
+        net.head.weight.zero_()
+        net.head.bias.fill_(5.0)
+    json_path, _ = save_checkpoint(tmp_path / "tiny", net, config)
+    loads = []
+    real_load = registry.load_model
+    monkeypatch.setattr(registry, "load_model", lambda spec, device: loads.append(spec) or real_load(spec, device))
+    widget.model_combo.setCurrentText("checkpoint file")
+    widget.checkpoint_edit.setText(str(json_path))
+    for _ in range(2):
+        _run(qtbot, widget)
+        assert widget.status_label.text().startswith("Done"), widget.status_label.text()
+        assert widget.segmentation.model == "tiny" and widget.labels_layer in viewer.layers
+    assert loads == [str(json_path)]
+    assert len(widget._models) == 1 and next(iter(widget._models.values())).name == "tiny"

@@ -425,10 +425,7 @@ class SegmentMeasureWidget(QWidget):
         layer = next((lay for lay in self._image_layers() if lay.name == self.scan_combo.currentText()), None)
         if layer is None:
             raise VbmdError("open a scan first (File > Open, or the phantom sample)")
-        # back to the scanner's integers where the layer's densities came from them, so the figures
-        # are exactly those `vbmd measure` gives for the file
-        scan = native_if_lossless(layer_to_scan(np.asarray(layer.data), layer.metadata, scale=layer.scale,
-                                                translate=layer.translate, kind="image"))
+        data, metadata, scale, translate = layer.data, dict(layer.metadata), tuple(layer.scale), tuple(layer.translate)
         spec = self._model_spec()
         device = self.device_combo.currentText()
         hand = {"from header": None}.get(self.hand_combo.currentText(), self.hand_combo.currentText())
@@ -451,6 +448,11 @@ class SegmentMeasureWidget(QWidget):
             from ..segmentation.pipeline import segment
             from ..segmentation.preprocess import density_block
 
+            # back to the scanner's integers where the layer's densities came from them, so the
+            # figures are exactly those `vbmd measure` gives for the file
+            scan = native_if_lossless(layer_to_scan(np.asarray(data), metadata, scale=scale, translate=translate,
+                                                    kind="image"))
+
             model = self._load_model(spec, device)
             if cancel():
                 raise CancelledError("cancelled")
@@ -466,9 +468,8 @@ class SegmentMeasureWidget(QWidget):
             flags = _flags_on_crop(np.asarray(seg.mask.data), crop)
             if cancel():
                 raise CancelledError("cancelled")
-            return seg, result, flags, crop, time.perf_counter() - started
+            return layer, scan, seg, result, flags, crop, time.perf_counter() - started
 
-        self.scan, self.scan_layer = scan, layer
         self._progress_bar = napari_progress(total=0, desc=f"Segmenting {layer.name}")
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -518,8 +519,8 @@ class SegmentMeasureWidget(QWidget):
 
     @_reports_errors
     def _on_segmented(self, payload) -> None:
-        seg, result, flags, crop, seconds = payload
-        scan = self.scan
+        layer, scan, seg, result, flags, crop, seconds = payload
+        self.scan, self.scan_layer = scan, layer
         mask = np.asarray(seg.mask.data).astype(np.uint8)
         name = f"{self.scan_layer.name.replace(' (mg HA/cm3)', '')} MC2"
         meta = {METADATA_KEY: {**self.scan_layer.metadata.get(METADATA_KEY, {}), "kind": "mask",
