@@ -359,3 +359,14 @@ def test_worker_refuses_a_checkpoint_that_differs_from_the_clients(cohort, check
     record = process_case(next(c for c in cases if c.case == "site0/p0"), job)
     assert record["status"] == "failed" and "differs from the one the batch started with" in record["error"]
     assert json.loads((tmp_path / "cases" / "site0" / "p0.json").read_text())["error"] == record["error"]
+
+
+def test_one_batch_at_a_time_per_output_folder(cohort_master, tmp_path):
+    from napari_vbmd.batch import _output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with _output_lock(out):  # as a running batch holds it
+        with pytest.raises(VbmdError, match="another vbmd batch is writing to this folder"):
+            run_batch(cohort_master, out, BatchSettings(model="classical"), workers=0)
+    assert not (out / "cases").exists()

@@ -152,6 +152,7 @@ class BatchSummary:
     workers: str
     elapsed_s: float
     table: list[dict] = field(default_factory=list)
+    cluster_start_s: float = 0.0  # of elapsed_s: starting or reaching the cluster, workers' imports
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -776,6 +777,7 @@ def run_batch(
 
     with _output_lock(output_dir):
         remove_stale_temporaries(output_dir)
+        cluster_start_s = 0.0
         todo = []
         for case in cases:
             record = None if rehash else _quick_skip(case, job)
@@ -792,7 +794,10 @@ def run_batch(
                     raise CancelledError("batch cancelled")
                 finished(case, process_case(case, job))
         else:
+            t = time.perf_counter()
             with _client(workers or 0, threads_per_worker, scheduler, memory_limit) as (client, where):
+                client.run(_prepare_worker)
+                cluster_start_s = time.perf_counter() - t
                 _run_on_cluster(client, todo, job, finished, cancel)
         ordered = [records[c.case] for c in cases]
         write_cohort_csv(output_dir / "cohort.csv", ordered, protect=[c.path for c in cases])
@@ -802,7 +807,7 @@ def run_batch(
             skipped=sum(r.get("this_run") == "skipped" for r in ordered),
             failed=sum(r.get("status") != "ok" for r in ordered),
             total=total, ignored=ignored, workers=where, elapsed_s=round(time.perf_counter() - started, 3),
-            table=[csv_row(r) for r in ordered],
+            table=[csv_row(r) for r in ordered], cluster_start_s=round(cluster_start_s, 3),
         )
         write_text_atomic(output_dir / "batch.json", json.dumps(_jsonable(summary.to_dict()), indent=1) + "\n")
     return summary
@@ -827,7 +832,6 @@ def _run_on_cluster(client, cases: list[Case], job: Job, finished, cancel) -> No
     from distributed import as_completed
 
     token = hashlib.sha256(f"{job.output_dir}{time.time_ns()}".encode()).hexdigest()[:8]
-    client.run(_prepare_worker)
     futures = {}
     for case in cases:
         key = f"vbmd-case-{token}-{len(futures)}"
