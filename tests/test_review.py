@@ -75,6 +75,17 @@ def test_dense_bone_next_to_the_mask_is_flagged():
     assert flags[0].details["neighbour_voxels"] >= 6
 
 
+def test_the_blur_halo_along_the_mask_edge_is_not_a_neighbour():
+    from scipy import ndimage
+
+    mask = _tube()
+    density = np.full(mask.shape, 50.0, np.float32)
+    density[mask != 0] = 800.0
+    for z in range(mask.shape[0]):  # a dense one-pixel halo all around the contour (partial volume)
+        density[z][ndimage.binary_dilation(mask[z] != 0) & (mask[z] == 0)] = 600.0
+    assert flag_slices(mask, density=density) == []
+
+
 def test_next_slice_wraps_around_and_goes_backwards():
     mask = _tube(12)
     for z in (2, 9):

@@ -67,12 +67,14 @@ def flag_slices(
 
     ``probability`` (0..1 float, or uint8 0..255) and ``density`` (mg HA/cm3) are on the mask's
     grid; either may be None, and then its checks are skipped. A slice is flagged for:
-    area: its area differs from the previous mask slice's by more than ``area_change`` (relative);
-    shape: the Dice overlap with the previous slice is below ``min_overlap``;
+    area: its area differs from the previous mask slice's by more than ``area_change`` (relative to
+    the previous area, or to a quarter of the median slice area where the bone is thinner: its tips);
+    shape: the Dice overlap with the previous slice is below ``min_overlap`` (not at the tips);
     uncertain: more than ``uncertain_fraction`` of the pixels along the contour have a probability
     within ``uncertain_band`` of ``threshold``;
     neighbour: at least ``neighbour_voxels`` pixels within two pixels outside the mask are denser than
-    ``bone_density``.
+    ``bone_density`` and belong to a structure reaching more than 4 pixels away from the mask (a
+    neighbouring bone, or cortex the mask missed; not the blur halo along the mask's own edge).
     """
     mask = np.asarray(mask) != 0
     if mask.ndim != 3:
@@ -81,6 +83,8 @@ def flag_slices(
         if array is not None and np.shape(array) != mask.shape:
             raise VbmdError(f"{name} shape {np.shape(array)} differs from the mask's {mask.shape}")
     areas = mask.sum(axis=(1, 2))
+    # tips of the bone are small: changes there are judged against a quarter of the typical area
+    floor = 0.25 * float(np.median(areas[areas > 0])) if areas.any() else 1.0
     flags: list[SliceFlag] = []
     previous = None
     for z in np.flatnonzero(areas):
@@ -89,18 +93,17 @@ def flag_slices(
         details: dict[str, float] = {}
         current = mask[z]
         if previous is not None:
-            prev_area = areas[previous]
-            change = abs(float(areas[z]) - float(prev_area)) / max(float(prev_area), 1.0)
+            prev_area = float(areas[previous])
+            change = abs(float(areas[z]) - prev_area) / max(prev_area, floor, 1.0)
             overlap = 2.0 * float((current & mask[previous]).sum()) / float(areas[z] + prev_area)
             details["area_change"] = change
             details["overlap"] = overlap
             if change > area_change:
                 reasons.append(REASON_AREA)
-            if overlap < min_overlap:
+            if overlap < min_overlap and min(prev_area, float(areas[z])) >= floor:
                 reasons.append(REASON_SHAPE)
-        if probability is not None or density is not None:
-            ring = _ring(current, 1)
         if probability is not None:
+            ring = _ring(current, 1)
             p = np.asarray(probability[z])
             p = p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else p.astype(np.float32)
             band = np.abs(p[ring] - threshold) < uncertain_band
@@ -109,8 +112,7 @@ def flag_slices(
             if fraction > uncertain_fraction:
                 reasons.append(REASON_UNCERTAIN)
         if density is not None:
-            outside = ndimage.binary_dilation(current, iterations=2) & ~current
-            count = int((np.asarray(density[z])[outside] > bone_density).sum())
+            count = _neighbour_contact(current, np.asarray(density[z]), bone_density)
             details["neighbour_voxels"] = float(count)
             if count >= neighbour_voxels:
                 reasons.append(REASON_NEIGHBOUR)
@@ -118,6 +120,23 @@ def flag_slices(
             flags.append(SliceFlag(z, reasons, details))
         previous = z
     return flags
+
+
+def _neighbour_contact(slice_mask: np.ndarray, density: np.ndarray, bone_density: float,
+                       contact_px: int = 2, reach_px: float = 4.0) -> int:
+    """Pixels of dense bone just outside the mask that belong to a structure reaching well away
+    from it: a neighbouring bone (or cortex the mask missed), not the blur halo of its own edge."""
+    bone = (density > bone_density) & ~slice_mask
+    if not bone.any():
+        return 0
+    contact = ndimage.binary_dilation(slice_mask, iterations=contact_px) & bone
+    if not contact.any():
+        return 0
+    labels, _ = ndimage.label(bone)
+    far = ndimage.distance_transform_edt(~slice_mask) > reach_px
+    reaching = np.intersect1d(np.unique(labels[contact]), np.unique(labels[far & bone]))
+    reaching = reaching[reaching > 0]
+    return int(np.isin(labels[contact], reaching).sum())
 
 
 def next_slice(flags: list[SliceFlag], current: int, backwards: bool = False) -> int | None:

@@ -134,6 +134,9 @@ class SegmentMeasureWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self._scroll = scroll
+        self.sections: dict[str, QGroupBox] = {}
         outer.addWidget(scroll)
         body = QWidget()
         scroll.setWidget(body)
@@ -141,6 +144,7 @@ class SegmentMeasureWidget(QWidget):
 
         # -- segment ---------------------------------------------------------------------------
         box = QGroupBox("Segment && measure")
+        self.sections["segment"] = box
         form = QFormLayout(box)
         self.scan_combo = QComboBox()
         form.addRow("Scan", self.scan_combo)
@@ -201,11 +205,13 @@ class SegmentMeasureWidget(QWidget):
         form.addRow(row)
         self.status_label = QLabel("Choose a scan and press Run.")
         self.status_label.setWordWrap(True)
+        self.status_label.setMinimumWidth(10)
         form.addRow(self.status_label)
         layout.addWidget(box)
 
         # -- results ---------------------------------------------------------------------------
         box = QGroupBox("Results")
+        self.sections["results"] = box
         results = QVBoxLayout(box)
         self.results_label = QLabel("—")
         self.results_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -224,6 +230,7 @@ class SegmentMeasureWidget(QWidget):
 
         # -- review ----------------------------------------------------------------------------
         box = QGroupBox("Review")
+        self.sections["review"] = box
         grid = QGridLayout(box)
         self.prev_button = QPushButton("◀ slice")
         self.next_button = QPushButton("slice ▶")
@@ -234,19 +241,19 @@ class SegmentMeasureWidget(QWidget):
         self.prev_flag_button.clicked.connect(lambda: self.next_flagged(backwards=True))
         self.next_flag_button.clicked.connect(lambda: self.next_flagged())
         for i, button in enumerate((self.prev_button, self.next_button, self.prev_flag_button, self.next_flag_button)):
-            grid.addWidget(button, 0, i)
-        self.contour_check = QCheckBox("contour only")
+            grid.addWidget(button, i // 2, i % 2)
+        self.contour_check = QCheckBox("contour only (Shift+C); Shift+N / Shift+P: next / previous flagged")
         self.contour_check.toggled.connect(self.set_contour)
-        grid.addWidget(self.contour_check, 1, 0, 1, 2)
+        grid.addWidget(self.contour_check, 2, 0, 1, 2)
         self.slice_label = QLabel("")
         self.slice_label.setWordWrap(True)
-        grid.addWidget(self.slice_label, 2, 0, 1, 4)
+        grid.addWidget(self.slice_label, 3, 0, 1, 2)
         self.reviewer_edit = QLineEdit(_user())
         self.reviewer_edit.setPlaceholderText("reviewer")
         self.comment_edit = QLineEdit()
         self.comment_edit.setPlaceholderText("comment (optional)")
-        grid.addWidget(self.reviewer_edit, 3, 0, 1, 1)
-        grid.addWidget(self.comment_edit, 3, 1, 1, 3)
+        grid.addWidget(self.reviewer_edit, 4, 0, 1, 1)
+        grid.addWidget(self.comment_edit, 4, 1, 1, 1)
         self.slice_ok_button = QPushButton("slice ✓ reviewed")
         self.slice_flag_button = QPushButton("slice ⚑ flag")
         self.case_ok_button = QPushButton("case ✓ reviewed")
@@ -257,14 +264,19 @@ class SegmentMeasureWidget(QWidget):
         self.case_flag_button.clicked.connect(lambda: self.mark_case("flagged"))
         for i, button in enumerate((self.slice_ok_button, self.slice_flag_button, self.case_ok_button,
                                     self.case_flag_button)):
-            grid.addWidget(button, 4, i)
+            grid.addWidget(button, 5 + i // 2, i % 2)
         self.review_label = QLabel("")
-        grid.addWidget(self.review_label, 5, 0, 1, 4)
+        self.review_label.setWordWrap(True)
+        grid.addWidget(self.review_label, 7, 0, 1, 2)
         layout.addWidget(box)
 
         # -- correct ---------------------------------------------------------------------------
-        box = QGroupBox("Correct (napari's paint/erase/fill work too; Ctrl+Z undoes)")
+        box = QGroupBox("Correct")
+        self.sections["correct"] = box
         grid = QGridLayout(box)
+        hint = QLabel("napari's paint, erase and fill tools work on the mask too; Ctrl+Z undoes any edit.")
+        hint.setWordWrap(True)
+        grid.addWidget(hint, 3, 0, 1, 2)
         self.fill_slice_button = QPushButton("Fill holes (slice)")
         self.fill_volume_button = QPushButton("Fill holes (all)")
         self.islands_button = QPushButton("Remove islands")
@@ -292,6 +304,7 @@ class SegmentMeasureWidget(QWidget):
 
         # -- export ----------------------------------------------------------------------------
         box = QGroupBox("Export")
+        self.sections["export"] = box
         form = QFormLayout(box)
         row = QHBoxLayout()
         self.export_dir_edit = QLineEdit()
@@ -330,6 +343,10 @@ class SegmentMeasureWidget(QWidget):
 
         self._on_model_changed(self.model_combo.currentText())
         self._on_range_changed(self.range_combo.currentText())
+
+    def show_section(self, name: str) -> None:
+        """Scroll the panel so that a section (segment, results, review, correct, export) is in view."""
+        self._scroll.ensureWidgetVisible(self.sections[name], 0, 0)
 
     def _enable_case_tools(self, enabled: bool) -> None:
         for widget in (self.prev_button, self.next_button, self.prev_flag_button, self.next_flag_button,
