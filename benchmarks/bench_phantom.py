@@ -5,8 +5,9 @@
 Cases (seed 7000, right hand, no motion or erosions unless named):
 ``cropped110`` 110 x 390 x 488 at 0.082 mm (the default phantom), ``cropped110_motion3`` the same
 with motion grade 3 and 3 erosions, ``full40`` 40 x 1536 x 1536 (the whole XtremeCT field of
-view), ``coarse40`` 40 x 195 x 244 at 0.164 mm (what the tests use), ``sample`` the napari sample
-(72 x 260 x 325 at 0.123 mm), ``write110`` generate + write the three files of ``cropped110``.
+view; ``full110``, 110 slices of it, is not run by default), ``coarse40`` 40 x 195 x 244 at
+0.164 mm (what the tests use), ``sample`` the napari sample (72 x 260 x 325 at 0.123 mm),
+``write110`` generate + write the three files of ``cropped110``.
 Each case runs in a fresh process so its peak resident memory (ru_maxrss) is its own; the best of
 ``--repeat`` runs is reported (the machine may be shared: the minimum is the least disturbed), with
 CPU time beside wall time.
@@ -24,6 +25,7 @@ CASES = {
     "cropped110": dict(n_slices=110),
     "cropped110_motion3": dict(n_slices=110, motion_grade=3, erosions=3),
     "full40": dict(fov="full", n_slices=40),
+    "full110": dict(fov="full", n_slices=110),
     "coarse40": dict(n_slices=40, spacing_mm=0.164),
     "sample": "sample",
     "write110": "write",

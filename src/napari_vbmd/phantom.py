@@ -909,9 +909,12 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
         else:
             full = noise.slab(k0, k1)
             full += blurred
-        native = np.rint((full - np.float32(air)) / np.float32(per_native))
+        native = full  # in place: a full-field slab is 150 MB per copy
+        native -= np.float32(air)
+        native /= np.float32(per_native)
+        np.rint(native, out=native)
         np.clip(native, -32768, 32767, out=native)
-        image[k0:k1] = native.astype(np.int16)
+        image[k0:k1] = native
         truth[k0:k1, ry, rx] = truth_slab
         inner_slabs.append((k0, k1, inner_slab))
         if progress is not None:
@@ -923,7 +926,7 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     # hit the D100 target: a constant offset deep in MC2's marrow space (typically within +-10 mg
     # HA/cm3; at most 40, so a volume too short to hold the target, e.g. only the cortical tip of
     # the head, keeps realistic marrow and misses the target; the truth is what the image holds)
-    inside = truth.astype(bool)
+    inside = truth.view(bool)  # 0/1 uint8: a view, not a copy of a possibly 1536 x 1536 x N mask
     if not inside.any():
         raise VbmdError("phantom: MC2 is not in the volume; use more slices")
     d100 = _d100(image, inside, calibration)
@@ -1007,7 +1010,7 @@ def _processing_log(spec: PhantomSpec, calibration: Calibration) -> str:
 def _truth_info(spec, anatomy, grid, image: Scan, truth, trab_fraction, cortex_mm3, noise_sd, position_xyz,
                 seconds, offset_mg) -> dict:
     calibration = image.calibration
-    inside = truth.astype(bool)
+    inside = truth.view(bool)  # 0/1 uint8: a view, not a copy of a possibly 1536 x 1536 x N mask
     values = image.data[inside].astype(np.float64) * (calibration.density_slope / calibration.mu_scaling) + calibration.density_intercept
     n = int(values.size)
     h = spec.spacing_mm
