@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("out_dir", help="output folder (created if missing)")
     p.add_argument("--n", type=int, default=1, help="number of cases (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed; the same seed gives the same files (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="cohort seed; the same seed and options give the same voxels and truth (default 0)")
     p.add_argument("--hand", choices=["left", "right", "both", "random"], default="random",
                    help="hand side; both: every case as a right hand and its mirror image; "
                         "random (default): about 1 in 4 left, like the study")
