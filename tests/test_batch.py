@@ -370,3 +370,13 @@ def test_one_batch_at_a_time_per_output_folder(cohort_master, tmp_path):
         with pytest.raises(VbmdError, match="another vbmd batch is writing to this folder"):
             run_batch(cohort_master, out, BatchSettings(model="classical"), workers=0)
     assert not (out / "cases").exists()
+
+
+def test_a_record_that_cannot_be_written_fails_its_case_only(cohort, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    (out / "cases" / "site0" / "p0.json").mkdir(parents=True)  # in the way of the record
+    summary = run_batch(cohort, out, _settings(checkpoint), workers=0)
+    rows = {r["case"]: r for r in summary.table}
+    assert rows["site0/p0"]["status"] == "failed" and "cannot write the case's record" in rows["site0/p0"]["error"]
+    assert not (out / "masks" / "site0" / "p0_mask.aim").exists()
+    assert (summary.processed, summary.failed) == (3, 3)

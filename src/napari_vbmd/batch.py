@@ -516,8 +516,14 @@ def process_case(case: Case, job: Job) -> dict:
             out_mask.unlink()  # an earlier run's mask no longer belongs to this input
     timings["total"] = time.perf_counter() - started
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    out_record.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_record, json.dumps(_jsonable(record), indent=1) + "\n", protect=(case.path,))
+    try:
+        out_record.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_record, json.dumps(_jsonable(record), indent=1) + "\n", protect=(case.path,))
+    except (OSError, VbmdError) as exc:  # e.g. a full disk: the case is not done, the batch goes on
+        with contextlib.suppress(OSError):
+            out_mask.unlink()
+        record.update(status="failed", this_run="failed", mask=None, figures=None,
+                      error=f"{out_record}: cannot write the case's record ({_one_line(exc)})")
     record.pop("profile", None)
     return record
 
@@ -845,9 +851,13 @@ def _run_on_cluster(client, cases: list[Case], job: Job, finished, cancel) -> No
                 record = future.result()
             except CancelledError:
                 raise
-            except Exception as exc:  # the worker died (e.g. killed at its memory limit) or vanished
-                record = _failed_row(case, job, f"{case.file}: worker lost while processing this case "
-                                                 f"({type(exc).__name__}: {_one_line(exc)}); memory limit too low?")
+            except Exception as exc:
+                if type(exc).__name__ == "KilledWorker":  # died, e.g. killed at its memory limit
+                    error = (f"{case.file}: worker lost while processing this case ({_one_line(exc)}); "
+                             "memory limit too low?")
+                else:  # e.g. the worker cannot import napari_vbmd, or a version mismatch
+                    error = f"{case.file}: the task failed on its worker: {type(exc).__name__}: {_one_line(exc)}"
+                record = _failed_row(case, job, error)
             finished(case, record)
     except BaseException:
         client.cancel(list(futures))
