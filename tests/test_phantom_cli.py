@@ -122,3 +122,15 @@ def test_console_script_without_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "a-file" in done.stderr.splitlines()[-1]
+
+
+def test_full_field_of_view_option(tmp_path, capsys):
+    # coarse voxels keep it fast; the field is still the scanner's 126 mm
+    out = tmp_path / "full"
+    assert main(["phantom", str(out), "--fov", "full", "--slices", "12", "--spacing", "0.41", "--hand", "random",
+                 "--json", "--quiet"]) == 0
+    [case] = json.loads(capsys.readouterr().out)["cases"]
+    image = read_scan(case["image"])
+    assert image.shape == (12, 307, 307)
+    assert 307 * 0.41 == pytest.approx(1536 * 0.082, abs=0.41)
+    assert case["hand"] in ("left", "right") and image.hand == case["hand"]
