@@ -380,3 +380,17 @@ def test_a_record_that_cannot_be_written_fails_its_case_only(cohort, checkpoint,
     assert rows["site0/p0"]["status"] == "failed" and "cannot write the case's record" in rows["site0/p0"]["error"]
     assert not (out / "masks" / "site0" / "p0_mask.aim").exists()
     assert (summary.processed, summary.failed) == (3, 3)
+
+
+def test_nifti_scan_gives_the_aims_figures_and_a_nifti_mask(cohort_master, checkpoint, tmp_path):
+    scans = tmp_path / "in"
+    scans.mkdir()
+    shutil.copy(cohort_master / "site1" / "p1.aim", scans / "left.aim")
+    write_image(scans / "left_densities.nii.gz", read_scan(cohort_master / "site1" / "p1.aim"))
+    summary = run_batch(scans, tmp_path / "out", _settings(checkpoint), workers=0)
+    rows = {r["case"]: r for r in summary.table}
+    assert rows["left_densities"]["format"] == "nifti" and rows["left_densities"]["mask"].endswith("_mask.nii.gz")
+    assert rows["left"]["mask"].endswith("_mask.aim")
+    assert rows["left_densities"]["n_voxels"] == rows["left"]["n_voxels"]
+    assert rows["left_densities"]["d100_mg_ha_cm3"] == pytest.approx(rows["left"]["d100_mg_ha_cm3"], abs=0.01)
+    assert rows["left_densities"]["hand"] == "right" and rows["left"]["hand"] == "left"  # NIfTI has no hand
