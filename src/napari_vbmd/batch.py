@@ -449,6 +449,12 @@ def _is_done(record: dict | None, sha256: str | None, job: Job, mask: Path, stat
     )
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -485,6 +491,7 @@ def process_case(case: Case, job: Job) -> dict:
         "profile": None,
         "timings_s": timings,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "napari_vbmd_version": _version(),
         "model_loaded_now": False,
         "finished": None,
     }
