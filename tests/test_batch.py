@@ -116,6 +116,7 @@ def test_discovery_nifti_image_vs_mask_and_same_name_clash(cohort_master, tmp_pa
     assert {i["file"]: i["reason"] for i in ignored} == {"a_seg.nii.gz": "mask (NIfTI written as a mask)"}
 
 
+@pytest.mark.shared_data
 def test_dicom_folder_is_one_case_hashed_by_its_files(dicom_dir, tmp_path):
     series = Path(shutil.copytree(dicom_dir, tmp_path / "in" / "patient1" / "ct"))
     cases, _ = discover_cases(tmp_path / "in")
@@ -394,3 +395,12 @@ def test_nifti_scan_gives_the_aims_figures_and_a_nifti_mask(cohort_master, check
     assert rows["left_densities"]["n_voxels"] == rows["left"]["n_voxels"]
     assert rows["left_densities"]["d100_mg_ha_cm3"] == pytest.approx(rows["left"]["d100_mg_ha_cm3"], abs=0.01)
     assert rows["left_densities"]["hand"] == "right" and rows["left"]["hand"] == "left"  # NIfTI has no hand
+
+
+@pytest.mark.shared_data
+def test_discovery_of_the_real_scanco_and_dicom_files(shared_data):
+    cases, ignored = discover_cases(shared_data)
+    assert [(c.case, c.format) for c in cases] == [("dicom-elscint-ct", "dicom"), ("scanco/aluminum", "aim")]
+    reasons = {i["file"]: i["reason"] for i in ignored}
+    assert reasons["scanco/XT2_RADIUS_82_SEG.AIM"] == "mask (AIM of type binary, run-length compressed)"
+    assert reasons["scanco/tube.aim"].startswith("mask") and reasons["scanco/test25a.aim"].startswith("mask")
