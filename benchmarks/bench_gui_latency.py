@@ -90,9 +90,12 @@ def main(argv=None) -> int:
 
     widget._on_segmented = timed_handler
 
+    stalls: list[tuple[float, float]] = []  # (seconds since start, lateness ms) of ticks > 50 ms late
+
     def measure(run: bool, seconds: float = 3.0) -> tuple[list[float], float]:
         """Lateness of a 10 ms timer while the worker runs (the result's hand-over excluded)."""
         lateness: list[float] = []
+        stalls.clear()
         clock = QElapsedTimer()
         timer = QTimer()
         timer.setTimerType(Qt.PreciseTimer)
@@ -105,6 +108,8 @@ def main(argv=None) -> int:
                 last[0] = None
             if last[0] is not None:
                 lateness.append(max(0.0, now - last[0] - 10.0))
+                if lateness[-1] > 50:
+                    stalls.append((round(now / 1000.0, 2), round(lateness[-1])))
             last[0] = now
 
         timer.timeout.connect(tick)
@@ -148,7 +153,8 @@ def main(argv=None) -> int:
             widget.threads = threads
             lateness, elapsed = measure(run=True)
             entry = {"model": model, "torch_threads": threads, "run_seconds": round(elapsed, 2),
-                     "result_handover_ms": round(1000 * handling["seconds"], 1), **_stats(lateness)}
+                     "result_handover_ms": round(1000 * handling["seconds"], 1), **_stats(lateness),
+                     "stalls_s_ms": list(stalls)}
             if widget.result is None:
                 entry["error"] = widget.status_label.text()
             results["runs"].append(entry)

@@ -213,9 +213,18 @@ def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, 
     monkeypatch.setattr(registry, "load_model", lambda spec, device: loads.append(spec) or real_load(spec, device))
     widget.model_combo.setCurrentText("checkpoint file")
     widget.checkpoint_edit.setText(str(json_path))
-    for _ in range(2):
+    for run in range(2):
         _run(qtbot, widget)
         assert widget.status_label.text().startswith("Done"), widget.status_label.text()
         assert widget.segmentation.model == "tiny" and widget.labels_layer in viewer.layers
+        if run == 0:  # an edit before the second run must not be undoable into the second run's mask
+            labels = widget.labels_layer
+            labels.data_setitem(np.nonzero(np.asarray(labels.data) != 0), 0)
+    # the second run updated the same layer, with a fresh undo history
+    assert widget.labels_layer is labels and sum(layer is labels for layer in viewer.layers) == 1
+    assert np.asarray(labels.data).any()
+    fresh = np.asarray(labels.data).copy()
+    labels.undo()
+    assert np.array_equal(np.asarray(labels.data), fresh)
     assert loads == [str(json_path)]
     assert len(widget._models) == 1 and next(iter(widget._models.values())).name == "tiny"

@@ -542,20 +542,30 @@ class SegmentMeasureWidget(QWidget):
         name = f"{self.scan_layer.name.replace(' (mg HA/cm3)', '')} MC2"
         meta = {METADATA_KEY: {**self.scan_layer.metadata.get(METADATA_KEY, {}), "kind": "mask",
                                "calibration": None}}
-        if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.labels_layer)
-        self.labels_layer = self.viewer.add_labels(mask, name=name, scale=tuple(scan.spacing),
-                                                   translate=tuple(scan.origin), metadata=meta, opacity=0.5)
-        self.labels_layer.events.paint.connect(self._schedule_recompute)
-        self.labels_layer.events.set_data.connect(self._schedule_recompute)
-        self.labels_layer.bind_key("Shift-N", lambda layer: self.next_flagged(), overwrite=True)
-        self.labels_layer.bind_key("Shift-P", lambda layer: self.next_flagged(backwards=True), overwrite=True)
-        self.labels_layer.bind_key("Shift-C", lambda layer: self.contour_check.toggle(), overwrite=True)
+        self._measured = mask.copy()  # so that setting the layer's data does not trigger a re-measure
+        previous = self.labels_layer
+        if previous is not None and previous in self.viewer.layers and previous.data.shape == mask.shape:
+            # a re-run on the same grid updates the layer: removing and adding one costs the GUI ~0.5 s
+            previous.data = mask
+            previous.scale, previous.translate = tuple(scan.spacing), tuple(scan.origin)
+            previous.metadata = meta
+            previous.name = name
+            if hasattr(previous, "_reset_history"):  # the previous run's edits are not undoable into this one
+                previous._reset_history()
+        else:
+            if previous is not None and previous in self.viewer.layers:
+                self.viewer.layers.remove(previous)
+            self.labels_layer = self.viewer.add_labels(mask, name=name, scale=tuple(scan.spacing),
+                                                       translate=tuple(scan.origin), metadata=meta, opacity=0.5)
+            self.labels_layer.events.paint.connect(self._schedule_recompute)
+            self.labels_layer.events.set_data.connect(self._schedule_recompute)
+            self.labels_layer.bind_key("Shift-N", lambda layer: self.next_flagged(), overwrite=True)
+            self.labels_layer.bind_key("Shift-P", lambda layer: self.next_flagged(backwards=True), overwrite=True)
+            self.labels_layer.bind_key("Shift-C", lambda layer: self.contour_check.toggle(), overwrite=True)
         self.set_contour(self.contour_check.isChecked())
         self.segmentation, self.result, self.flags, self._crop, self.seconds = seg, result, flags, crop, seconds
         self.d100_model = result.d100_mg_ha_cm3
         self.versions = MaskVersions(mask, model=seg.model)
-        self._measured = mask.copy()
         self._recorded = mask.copy()
         case = Path(scan.source).name.split(".")[0] if scan.source else self.scan_layer.name.split(" ")[0]
         self.review = ReviewStore(case=case, scan=scan.source)
