@@ -180,3 +180,16 @@ def test_json_manifest_and_cli_create(tmp_path, capsys):
     assert load_study(tmp_path / "s").allow_back
     # an existing non-empty folder is never reused
     assert main(["study", "create", str(manifest), "-o", str(tmp_path / "s")]) == 2
+
+
+def test_rating_engine_imports_no_napari_or_qt():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_vbmd.rating, napari_vbmd.rating.analysis, napari_vbmd.cli.study\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PySide2', 'PyQt6', 'PySide6', 'vispy'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

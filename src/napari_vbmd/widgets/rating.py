@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QKeySequence
+from qtpy.QtGui import QFontDatabase, QKeySequence
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -321,6 +321,9 @@ class StudyAnalysisWidget(QWidget):
         layout.addWidget(self.analyze_button)
         self.output = QPlainTextEdit()
         self.output.setReadOnly(True)
+        self.output.setLineWrapMode(QPlainTextEdit.NoWrap)
+        self.output.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.output.setMinimumHeight(220)
         layout.addWidget(self.output)
         self.plot_label = QLabel()
         self.plot_label.setAlignment(Qt.AlignCenter)
