@@ -139,13 +139,18 @@ def open_rating(make_napari_viewer, qtbot, study, rater):
     return viewer, widget
 
 
-def press(qtbot, viewer, key: str) -> None:
-    """A key pressed while the canvas has the focus (where the rater's eyes and mouse are)."""
+def activate(qtbot, viewer) -> None:
+    """Keyboard shortcuts only reach the active window."""
     from qtpy.QtWidgets import QApplication
 
     window = viewer.window._qt_window
     window.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=3000)
+
+
+def press(qtbot, viewer, key: str) -> None:
+    """A key pressed while the canvas has the focus (where the rater's eyes and mouse are)."""
+    activate(qtbot, viewer)
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
     qtbot.keyClick(canvas, key)
@@ -192,6 +197,10 @@ def test_rate_three_cases_by_clicks_and_keys_then_resume(make_napari_viewer, qtb
     assert widget.progress_label.text() == "Case 3 of 3 (2 rated)"
     assert "2 case(s) already rated" in widget.status_label.text()
     check_case_display(viewer, widget, study)
+    activate(qtbot, viewer)
+    widget.confidence_combo.setFocus()
+    qtbot.keyClick(widget.confidence_combo, "2")  # a digit meant for the confidence box answers nothing
+    assert order[2] not in session.answers
     widget.confidence_combo.setCurrentIndex(4)
     qtbot.keyClicks(widget.comment_edit, "outline 2 leaks at 12")  # digits typed here are text, not choices
     assert widget.comment_edit.text() == "outline 2 leaks at 12" and order[2] not in session.answers

@@ -241,6 +241,10 @@ class RatingWidget(QWidget):
         return index if index > 0 else None
 
     def _shortcut_choice(self, choice: str) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        if QApplication.focusWidget() is self.confidence_combo:
+            return  # a digit typed to pick a confidence must not answer the case
         if self.session is not None and self.session.case_id is not None and self.isVisible():
             self.choose(choice)
 
