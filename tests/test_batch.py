@@ -404,3 +404,24 @@ def test_discovery_of_the_real_scanco_and_dicom_files(shared_data):
     reasons = {i["file"]: i["reason"] for i in ignored}
     assert reasons["scanco/XT2_RADIUS_82_SEG.AIM"] == "mask (AIM of type binary, run-length compressed)"
     assert reasons["scanco/tube.aim"].startswith("mask") and reasons["scanco/test25a.aim"].startswith("mask")
+
+
+@pytest.mark.slow
+def test_a_case_over_the_memory_limit_fails_alone(cohort_master, tmp_path):
+    import numpy as np
+    import psutil
+
+    scans = tmp_path / "in"
+    scans.mkdir()
+    small = read_scan(cohort_master / "site0" / "p0.aim")
+    shutil.copy(cohort_master / "site0" / "p0.aim", scans / "small.aim")
+    big = small.with_data(np.tile(small.data, (8, 4, 2)), origin=small.origin)  # ~100 MB: far more than the limit allows
+    write_image(scans / "big.aim", big)
+    # a worker process holds about what this one does (Python, torch, Dask); each case needs more
+    limit = psutil.Process().memory_info().rss + (400 << 20)
+    summary = run_batch(scans, tmp_path / "out", BatchSettings(model="classical", torch_threads=1), workers=1,
+                        memory_limit=limit)
+    rows = {r["case"]: r for r in summary.table}
+    assert rows["small"]["status"] == "ok"
+    assert rows["big"]["status"] == "failed" and "memory limit too low" in rows["big"]["error"]
+    assert "\n" not in rows["big"]["error"] and summary.failed == 1

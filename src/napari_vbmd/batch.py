@@ -708,9 +708,14 @@ def _client(workers: int, threads_per_worker: int, scheduler: str | None, memory
     with dask.config.set({
         # a scan that kills its worker (memory) is retried once, then fails its own case
         "distributed.scheduler.allowed-failures": 1,
+        # send a worker only the cases it can start now, so a worker that dies takes no queued
+        # neighbour with it
+        "distributed.scheduler.worker-saturation": 1.0,
         # tasks return small records: nothing worth spilling to disk
         "distributed.worker.memory.target": False,
         "distributed.worker.memory.spill": False,
+        # pausing a worker that runs one case helps nothing (its memory is the case's own)
+        "distributed.worker.memory.pause": False,
         # Dask's default MALLOC_TRIM_THRESHOLD_ turns off glibc's adaptive mmap threshold, so every
         # large numpy array is mmapped and page-faulted afresh: cases ran ~45% slower with it
         "distributed.nanny.pre-spawn-environ": WORKER_ENVIRONMENT,
@@ -860,8 +865,8 @@ def _run_on_cluster(client, cases: list[Case], job: Job, finished, cancel) -> No
                 raise
             except Exception as exc:
                 if type(exc).__name__ == "KilledWorker":  # died, e.g. killed at its memory limit
-                    error = (f"{case.file}: worker lost while processing this case ({_one_line(exc)}); "
-                             "memory limit too low?")
+                    error = (f"{case.file}: the worker processes running this case died (each time it was "
+                             "tried): memory limit too low?")
                 else:  # e.g. the worker cannot import napari_vbmd, or a version mismatch
                     error = f"{case.file}: the task failed on its worker: {type(exc).__name__}: {_one_line(exc)}"
                 record = _failed_row(case, job, error)
