@@ -211,3 +211,29 @@ def test_analysis_needs_the_matching_mapping(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n_rated"] == 0
     with pytest.raises(VbmdError, match="mapping belongs to study"):
         load_mapping(load_study(tmp_path / "two"), outside)
+
+
+@pytest.mark.parametrize("k, n", [(0, 3), (3, 3), (0, 41), (41, 41), (1, 1)])
+def test_wilson_interval_contains_the_proportion_at_the_edges(k, n):
+    from napari_vbmd.rating import wilson_interval
+
+    lo, hi = wilson_interval(k, n)
+    assert lo <= k / n <= hi
+    assert (lo == 0.0) == (k == 0) and (hi == 1.0) == (k == n)
+    assert (lo, hi) == pytest.approx(hand_wilson(k, n), abs=1e-12)
+
+
+def test_plot_when_one_source_wins_every_decided_case(tmp_path):
+    """A unanimous rater: p = 1 with its interval's upper end at 1 (once an error bar went negative)."""
+    from napari_vbmd.rating.analysis import plot_summary
+
+    study, mapping = fake_study(tmp_path, 3)
+    rate(study, mapping, "Sure", {c.case_id: NETWORK for c in study.cases})
+    summary, _ = analyze(load_all_answers(tmp_path)[0], study, mapping)
+    stats = summary["pooled"]["sources"][NETWORK]
+    assert (stats["k"], stats["n"], stats["ci95_high"]) == (3, 3, 1.0)
+    assert summary["pooled"]["sources"][EXPERT]["ci95_low"] == 0.0
+    import matplotlib.image
+
+    image = matplotlib.image.imread(plot_summary(summary, tmp_path / "plot.png"))
+    assert image.shape[0] > 200 and image.std() > 0.01

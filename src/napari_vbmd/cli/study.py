@@ -30,20 +30,38 @@ def register(subparsers) -> None:
     a.set_defaults(func=run_analyze)
 
 
-def _progress(step, total, message):
-    sys.stderr.write(f"\r[{step}/{total}] {message[:60]:<60}")
-    if step >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+class _Progress:
+    """One self-overwriting line on stderr; `end()` closes it so an error message starts on its own line."""
+
+    def __init__(self):
+        self.open = False
+
+    def __call__(self, step, total, message):
+        sys.stderr.write(f"\r[{step}/{total}] {message[:60]:<60}")
+        self.open = step < total
+        if not self.open:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def end(self):
+        if self.open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.open = False
 
 
 def run_create(args) -> int:
     from ..rating import create_study
 
-    study = create_study(
-        args.manifest, args.output, allow_back=args.allow_back, copy_scans=args.copy_scans,
-        mapping_path=args.mapping, title=args.title, progress=None if args.json else _progress,
-    )
+    progress = None if args.json else _Progress()
+    try:
+        study = create_study(
+            args.manifest, args.output, allow_back=args.allow_back, copy_scans=args.copy_scans,
+            mapping_path=args.mapping, title=args.title, progress=progress,
+        )
+    finally:
+        if progress:
+            progress.end()
     mapping = args.mapping or str(study.folder / "owner" / "mapping.json")
     if args.json:
         print_json({"study_dir": str(study.folder), "study_id": study.study_id, "n_cases": study.n_cases,

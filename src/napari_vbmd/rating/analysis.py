@@ -33,7 +33,9 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    # exact bounds at the edges (rounding would otherwise put p = 0 or 1 just outside its interval)
+    return (0.0 if successes == 0 else lo), (1.0 if successes == n else hi)
 
 
 def binomial_p(successes: int, n: int, p: float = 0.5) -> float | None:
@@ -251,7 +253,7 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
             continue
         p, lo, hi = stats["proportion"], stats["ci95_low"], stats["ci95_high"]
         ax.bar(i, p, color="#0072B2" if label != "pooled" else "#E69F00", width=0.6)
-        ax.errorbar(i, p, yerr=[[p - lo], [hi - p]], color="black", capsize=4)
+        ax.errorbar(i, p, yerr=[[max(0.0, p - lo)], [max(0.0, hi - p)]], color="black", capsize=4)
         ax.text(i, min(hi + 0.03, 1.02), f"{stats['k']}/{stats['n']}\nties {data['ties']}", ha="center", fontsize=8)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(groups)), [g[0] for g in groups], rotation=20)
