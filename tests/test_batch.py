@@ -415,10 +415,10 @@ def test_a_case_over_the_memory_limit_fails_alone(cohort_master, tmp_path):
     scans.mkdir()
     small = read_scan(cohort_master / "site0" / "p0.aim")
     shutil.copy(cohort_master / "site0" / "p0.aim", scans / "small.aim")
-    big = small.with_data(np.tile(small.data, (8, 4, 2)), origin=small.origin)  # ~100 MB: far more than the limit allows
+    big = small.with_data(np.tile(small.data, (8, 4, 4)), origin=small.origin)  # 200 MB: far over the limit
     write_image(scans / "big.aim", big)
     # a worker process holds about what this one does (Python, torch, Dask); each case needs more
-    limit = psutil.Process().memory_info().rss + (400 << 20)
+    limit = psutil.Process().memory_info().rss + (300 << 20)
     summary = run_batch(scans, tmp_path / "out", BatchSettings(model="classical", torch_threads=1), workers=1,
                         memory_limit=limit)
     rows = {r["case"]: r for r in summary.table}
