@@ -5,7 +5,6 @@ import csv
 import json
 import math
 
-import numpy as np
 import pytest
 
 from _rating_helpers import make_manifest

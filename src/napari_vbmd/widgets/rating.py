@@ -7,8 +7,6 @@ in a separate widget for the study's owner.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QFontDatabase, QKeySequence
