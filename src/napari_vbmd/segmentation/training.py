@@ -253,9 +253,20 @@ def predict_prepared(model, config: ModelConfig, case: PreparedCase, device, bat
 
 
 def validate(model, config, cases, device) -> dict[str, float]:
-    probs = np.concatenate([predict_prepared(model, config, c, device).ravel() for c in cases])
-    truths = np.concatenate([c.mask.ravel() for c in cases])
-    return segmentation_metrics(probs, truths, config.threshold)
+    """Dice, IoU and accuracy of the mask the pipeline would keep (threshold, per-slice hole filling,
+    largest component) on the working grid; AUC of the raw probabilities."""
+    from . import postprocess as post
+
+    probs, kept, truths = [], [], []
+    for case in cases:
+        prob = predict_prepared(model, config, case, device)
+        mask = post.keep_largest_component(post.fill_holes_per_slice(prob >= config.threshold))
+        probs.append(prob.ravel())
+        kept.append(mask.ravel())
+        truths.append(case.mask.ravel())
+    metrics = segmentation_metrics(np.concatenate(probs), np.concatenate(truths), config.threshold)
+    pipeline = segmentation_metrics(np.concatenate(kept).astype(np.float32), np.concatenate(truths), 0.5)
+    return {**metrics, **{k: pipeline[k] for k in ("dice", "iou", "accuracy")}}
 
 
 # -- resume state (safetensors + JSON, no pickle) --------------------------------------------------------
