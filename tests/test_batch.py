@@ -425,3 +425,14 @@ def test_a_case_over_the_memory_limit_fails_alone(cohort_master, tmp_path):
     assert rows["small"]["status"] == "ok"
     assert rows["big"]["status"] == "failed" and "memory limit too low" in rows["big"]["error"]
     assert "\n" not in rows["big"]["error"] and summary.failed == 1
+
+
+def test_the_batch_engine_imports_neither_napari_nor_qt(cohort_master):
+    code = (
+        "import sys; import napari_vbmd.batch as b, napari_vbmd.cli.batch; "
+        f"b.discover_cases({str(cohort_master)!r}); b.model_identity('classical'); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
