@@ -27,6 +27,17 @@ def settle(app, rounds: int = 30) -> None:
         app.processEvents()
 
 
+def wait_loaded(widget, app) -> None:
+    """The rating widget reads each case in a worker thread."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while widget.loading and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    settle(app)
+
+
 def zoom_on_contours(viewer) -> None:
     """Centre the camera on the contours of the current slice, with some margin."""
     masks = [np.asarray(layer.data) for layer in viewer.layers if layer.name.startswith("Contour")]
@@ -88,7 +99,7 @@ def main() -> int:
         widget.folder_edit.setText(str(study.folder))
         widget.rater_edit.setText("Demo rater")
         widget.start()
-        settle(app)
+        wait_loaded(widget, app)
         zoom_on_contours(viewer)
         save(viewer, "rating_case.png", app)
 
@@ -98,8 +109,10 @@ def main() -> int:
         save(viewer, "rating_answered.png", app)
         for choice in ("equal", "contour_2"):
             widget.go_next()
+            wait_loaded(widget, app)
             widget.choose(choice)
         widget.go_next()
+        wait_loaded(widget, app)
         save(viewer, "rating_done.png", app)
         viewer.close()
 

@@ -125,6 +125,11 @@ def check_case_display(viewer, widget, study):
     assert all(np.asarray(viewer.layers[n].data[z]).any() for n in ("Contour 1", "Contour 2"))
 
 
+def loaded(qtbot, widget) -> None:
+    """Cases are read in a worker thread; wait until the case is on screen."""
+    qtbot.waitUntil(lambda: not widget.loading, timeout=30000)
+
+
 def open_rating(make_napari_viewer, qtbot, study, rater):
     from qtpy.QtCore import Qt
 
@@ -136,6 +141,7 @@ def open_rating(make_napari_viewer, qtbot, study, rater):
     widget.folder_edit.setText(str(study.folder))
     qtbot.keyClicks(widget.rater_edit, rater)
     qtbot.mouseClick(widget.start_button, Qt.LeftButton)
+    loaded(qtbot, widget)
     return viewer, widget
 
 
@@ -175,6 +181,13 @@ def test_rate_three_cases_by_clicks_and_keys_then_resume(make_napari_viewer, qtb
     assert session.answers[order[0]]["choice"] == "contour_1"
     assert widget.choice_buttons["contour_1"].isChecked() and widget.next_button.isEnabled()
     qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    # while the next case is read (in a worker thread) nothing can be answered
+    assert widget.loading and len(viewer.layers) == 0
+    assert widget.progress_label.text() == "Case 2 of 3: loading ..."
+    assert not any(b.isEnabled() for b in widget.choice_buttons.values())
+    widget.choose("equal")
+    assert order[1] not in session.answers
+    loaded(qtbot, widget)
     assert widget.progress_label.text() == "Case 2 of 3 (1 rated)"
     check_case_display(viewer, widget, study)
 
@@ -185,6 +198,7 @@ def test_rate_three_cases_by_clicks_and_keys_then_resume(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: session.answers[order[1]]["choice"] == "equal", timeout=3000)
     assert widget.choice_buttons["equal"].isChecked() and not widget.choice_buttons["contour_2"].isChecked()
     qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    loaded(qtbot, widget)
     assert widget.progress_label.text() == "Case 3 of 3 (2 rated)"
     assert_blind(viewer, contour_files)
 
@@ -206,6 +220,7 @@ def test_rate_three_cases_by_clicks_and_keys_then_resume(make_napari_viewer, qtb
     assert widget.comment_edit.text() == "outline 2 leaks at 12" and order[2] not in session.answers
     qtbot.mouseClick(widget.choice_buttons["contour_2"], Qt.LeftButton)
     qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    loaded(qtbot, widget)
     assert widget.progress_label.text() == "All 3 cases are rated. Thank you!"
     assert widget.progress_bar.value() == 3
     assert not any(b.isEnabled() for b in widget.choice_buttons.values())
@@ -234,8 +249,10 @@ def test_going_back_when_the_study_allows_it(make_napari_viewer, qtbot, phantom_
     assert not widget.previous_button.isHidden() and not widget.previous_button.isEnabled()
     qtbot.mouseClick(widget.choice_buttons["equal"], Qt.LeftButton)
     qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    loaded(qtbot, widget)
     assert widget.previous_button.isEnabled()
     qtbot.mouseClick(widget.previous_button, Qt.LeftButton)
+    loaded(qtbot, widget)
     assert widget.progress_label.text() == "Case 1 of 3 (1 rated)"
     assert widget.choice_buttons["equal"].isChecked()  # the earlier answer is shown again
     qtbot.mouseClick(widget.choice_buttons["contour_1"], Qt.LeftButton)
@@ -254,6 +271,7 @@ def test_analysis_is_for_the_owner_only(make_napari_viewer, qtbot, study):
     for _ in range(3):
         qtbot.mouseClick(widget.choice_buttons["contour_1"], Qt.LeftButton)
         qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+        loaded(qtbot, widget)
     rating_buttons = [b.text() for b in viewer.window._qt_window.findChildren(QPushButton)]
     assert not [t for t in rating_buttons if "analy" in t.casefold()]  # no analysis in the rating view
 

@@ -51,6 +51,8 @@ class RatingWidget(QWidget):
         self.viewer = napari_viewer
         self.session: RatingSession | None = None
         self._layers: list = []
+        self._worker = None
+        self.loading = False  # a case is being read; no answer is taken meanwhile
 
         layout = QVBoxLayout(self)
         setup = QGroupBox("Study")
@@ -151,20 +153,10 @@ class RatingWidget(QWidget):
                 self.viewer.layers.remove(layer)
         self._layers = []
 
-    def _show_current(self) -> None:
-        self._clear_layers()
-        session = self.session
-        if session is None or session.case_id is None:
-            self._refresh()
-            return
-        try:
-            display = session.load_case()
-        except VbmdError as exc:
-            self._error(str(exc))
-            self._refresh()
-            return
-        from napari.utils.colormaps import DirectLabelColormap
-
+    @staticmethod
+    def _prepare_case(session: RatingSession):
+        """Off the GUI thread: read and check the files, density, display range, the slice to open on."""
+        display = session.load_case()
         scan = display.scan
         try:
             data = scan.density()
@@ -172,10 +164,41 @@ class RatingWidget(QWidget):
             data = scan.data
         sample = np.asarray(data[:: max(1, data.shape[0] // 16)])
         lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.9]))
+        contoured = np.flatnonzero(np.any([mask.any(axis=(1, 2)) for _, mask in display.contours], axis=0))
+        middle = (contoured[0] + contoured[-1]) // 2 if contoured.size else scan.shape[0] // 2
+        return display, data, (lo, hi if hi > lo else lo + 1), int(middle)
+
+    def _show_current(self) -> None:
+        """Load the current case in a worker thread; answers are refused until it is on screen."""
+        self._clear_layers()
+        session = self.session
+        if session is None or session.case_id is None:
+            self._refresh()
+            return
+        from napari.qt.threading import create_worker
+
+        self.loading = True
+        self._refresh()
+        worker = create_worker(self._prepare_case, session, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self._display_case)
+        worker.errored.connect(self._load_failed)
+        self._worker = worker
+        worker.start()
+
+    def _load_failed(self, exc) -> None:
+        self.loading = False
+        self._error(str(exc) if isinstance(exc, VbmdError) else f"cannot show this case: {exc}")
+        self._refresh()
+
+    def _display_case(self, prepared) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        display, data, contrast, middle = prepared
+        session = self.session
+        scan = display.scan
         geometry = {"scale": tuple(scan.spacing), "translate": tuple(scan.origin)}
-        self._layers.append(self.viewer.add_image(
-            data, name="Scan", colormap="gray", contrast_limits=(lo, hi if hi > lo else lo + 1), **geometry
-        ))
+        self._layers.append(self.viewer.add_image(data, name="Scan", colormap="gray", contrast_limits=contrast,
+                                                  **geometry))
         for shown, mask in display.contours:  # bottom first
             colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: shown.colour_hex})
             layer = self.viewer.add_labels(mask, name=shown.name, colormap=colormap, opacity=1.0, **geometry)
@@ -185,25 +208,25 @@ class RatingWidget(QWidget):
         self.viewer.layers.selection.active = self._layers[0]
         self.viewer.dims.ndisplay = 2
         self.viewer.reset_view()
-        contoured = np.flatnonzero(np.any([mask.any(axis=(1, 2)) for _, mask in display.contours], axis=0))
-        middle = (contoured[0] + contoured[-1]) // 2 if contoured.size else scan.shape[0] // 2
         self.viewer.dims.set_point(0, scan.origin[0] + middle * scan.spacing[0])
         answer = session.current_answer()
         self.confidence_combo.setCurrentIndex(answer["confidence"] if answer and answer["confidence"] else 0)
         self.comment_edit.setText(answer["comment"] if answer else "")
+        session.start_timer()  # time spent counts from the moment the case is on screen
+        self.loading = False
         self._refresh()
 
     def _refresh(self) -> None:
         session = self.session
-        active = session is not None and session.case_id is not None
+        active = session is not None and session.case_id is not None and not self.loading
         for choice, button in self.choice_buttons.items():
             button.setEnabled(active)
         for w in (self.confidence_combo, self.comment_edit):
             w.setEnabled(active)
         self.next_button.setEnabled(bool(active and session.current_answer()))
         self.previous_button.setVisible(session is None or session.study.allow_back)
-        self.previous_button.setEnabled(bool(session and session.can_go_back))
-        shown = session.shown() if active else None
+        self.previous_button.setEnabled(bool(session and session.can_go_back and not self.loading))
+        shown = session.shown() if active else None  # colours named only once the case is on screen
         labels = {"contour_1": "Contour 1 is better  [1]", "contour_2": "Contour 2 is better  [2]",
                   "equal": "Equally good  [0]"}
         answer = session.current_answer() if active else None
@@ -228,6 +251,8 @@ class RatingWidget(QWidget):
         self.progress_bar.setValue(session.n_answered)
         if session.case_id is None:
             self.progress_label.setText(f"All {session.n_cases} cases are rated. Thank you!")
+        elif self.loading:
+            self.progress_label.setText(f"Case {session.index + 1} of {session.n_cases}: loading ...")
         else:
             self.progress_label.setText(
                 f"Case {session.index + 1} of {session.n_cases} ({session.n_answered} rated)"
@@ -247,7 +272,7 @@ class RatingWidget(QWidget):
             self.choose(choice)
 
     def choose(self, choice: str) -> None:
-        if self.session is None or self.session.case_id is None:
+        if self.session is None or self.session.case_id is None or self.loading:
             return
         try:
             self.session.answer(choice, self._confidence(), self.comment_edit.text())
@@ -272,7 +297,7 @@ class RatingWidget(QWidget):
         return True
 
     def go_next(self) -> None:
-        if self.session is None or not self._save_notes_if_changed():
+        if self.session is None or self.loading or not self._save_notes_if_changed():
             return
         try:
             self.session.next()
@@ -283,7 +308,7 @@ class RatingWidget(QWidget):
         self._show_current()
 
     def go_previous(self) -> None:
-        if self.session is None or not self._save_notes_if_changed():
+        if self.session is None or self.loading or not self._save_notes_if_changed():
             return
         try:
             self.session.previous()
