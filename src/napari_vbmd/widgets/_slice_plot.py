@@ -21,8 +21,10 @@ class SlicePlot(FigureCanvasQTAgg):
         self.slices: list[int] = []
         self.areas: list[float] = []
         self.densities: list[float] = []
+        self._backgrounds = None
         self.setMinimumHeight(220)
         self.mpl_connect("button_press_event", self._clicked)
+        self.mpl_connect("draw_event", self._capture_background)
 
     def show_profile(self, slices, areas, densities, flagged=(), current: int | None = None) -> None:
         self.slices, self.areas, self.densities = list(slices), list(areas), list(densities)
@@ -36,18 +38,31 @@ class SlicePlot(FigureCanvasQTAgg):
             lookup = dict(zip(self.slices, self.areas))
             self.area_axes.scatter(flagged, [lookup[z] for z in flagged], s=14, color="tab:red", zorder=3,
                                    label="flagged")
-        self._markers = [axes.axvline(current if current is not None else 0, color="0.4", lw=0.8, ls="--")
+        self._markers = [axes.axvline(current if current is not None else 0, color="0.4", lw=0.8, ls="--",
+                                      animated=True)  # drawn by blitting: moving it redraws nothing else
                          for axes in (self.area_axes, self.density_axes)]
         for axes in (self.area_axes, self.density_axes):
             axes.relim()
             axes.autoscale_view()
         self.draw_idle()
 
+    def _capture_background(self, event=None) -> None:
+        self._backgrounds = [self.copy_from_bbox(axes.bbox) for axes in (self.area_axes, self.density_axes)]
+        self._blit_markers()
+
+    def _blit_markers(self) -> None:
+        if not self._backgrounds or not self._markers:
+            return
+        for axes, background, marker in zip((self.area_axes, self.density_axes), self._backgrounds, self._markers):
+            self.restore_region(background)
+            axes.draw_artist(marker)
+            self.blit(axes.bbox)
+
     def set_current(self, z: int) -> None:
+        """Move the current-slice line (cheap: only the line is redrawn)."""
         for marker in self._markers:
             marker.set_xdata([z, z])
-        if self._markers:
-            self.draw_idle()
+        self._blit_markers()
 
     def _clicked(self, event) -> None:
         if event.inaxes is None or event.xdata is None or self._on_click is None:

@@ -113,6 +113,8 @@ class SegmentMeasureWidget(QWidget):
         self._measured: np.ndarray | None = None
         self._recorded: np.ndarray | None = None
         self._crop = None  # (box, probability crop, density crop) for the review flags
+        self._paint_count = 0
+        self._measured_signature = None
 
         self._recompute_timer = QTimer(self)
         self._recompute_timer.setSingleShot(True)
@@ -557,8 +559,8 @@ class SegmentMeasureWidget(QWidget):
                 self.viewer.layers.remove(previous)
             self.labels_layer = self.viewer.add_labels(mask, name=name, scale=tuple(scan.spacing),
                                                        translate=tuple(scan.origin), metadata=meta, opacity=0.5)
-            self.labels_layer.events.paint.connect(self._schedule_recompute)
-            self.labels_layer.events.set_data.connect(self._schedule_recompute)
+            self.labels_layer.events.paint.connect(self._on_paint)
+            self.labels_layer.events.set_data.connect(self._on_set_data)
             self.labels_layer.bind_key("Shift-N", lambda layer: self.next_flagged(), overwrite=True)
             self.labels_layer.bind_key("Shift-P", lambda layer: self.next_flagged(backwards=True), overwrite=True)
             self.labels_layer.bind_key("Shift-C", lambda layer: self.contour_check.toggle(), overwrite=True)
@@ -567,6 +569,7 @@ class SegmentMeasureWidget(QWidget):
         self.d100_model = result.d100_mg_ha_cm3
         self.versions = MaskVersions(mask, model=seg.model)
         self._recorded = mask.copy()
+        self._measured_signature = self._edit_signature()
         case = Path(scan.source).name.split(".")[0] if scan.source else self.scan_layer.name.split(" ")[0]
         self.review = ReviewStore(case=case, scan=scan.source)
         if not self.case_edit.text():
@@ -747,6 +750,24 @@ class SegmentMeasureWidget(QWidget):
         self._recorded = after.astype(np.uint8)
         self._schedule_recompute()
 
+    def _edit_signature(self):
+        """Changes with every edit, undo and redo, and costs nothing to compute (napari emits
+        set_data on every slice change too, and comparing whole masks there would slow stepping)."""
+        layer = self.labels_layer
+        undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
+        if undo is None or redo is None:
+            return None  # unknown napari internals: always compare the masks
+        return self._paint_count, len(undo), len(redo)
+
+    def _on_paint(self, event=None) -> None:
+        self._paint_count += 1
+        self._schedule_recompute()
+
+    def _on_set_data(self, event=None) -> None:
+        signature = self._edit_signature()
+        if signature is None or signature != self._measured_signature:
+            self._schedule_recompute()
+
     def _schedule_recompute(self, event=None) -> None:
         if self.labels_layer is not None and self.scan is not None:
             self._recompute_timer.start()
@@ -758,8 +779,10 @@ class SegmentMeasureWidget(QWidget):
         if self._measure_worker is not None:
             self._measure_pending = True
             return
+        signature = self._edit_signature()
         current = np.asarray(self.labels_layer.data) != 0
         if self._measured is not None and np.array_equal(current, self._measured != 0):
+            self._measured_signature = signature
             return
         self._sync_manual_edits()
         mask = current.astype(np.uint8)
@@ -768,6 +791,8 @@ class SegmentMeasureWidget(QWidget):
         def work():
             result = measure_vbmd(scan, mask)
             return mask, result, _flags_on_crop(mask, crop)
+
+        self._measured_signature = signature
 
         self.status_label.setText("Measuring the corrected mask…")
         self._measure_worker = create_worker(
