@@ -87,6 +87,7 @@ def test_segment_cancel_rerun_review_correct_undo_export(widget_and_viewer, qtbo
     assert widget.current_slice() == target + 1
     qtbot.mouseClick(widget.prev_button, _left())
     assert widget.current_slice() == target
+    assert not widget.measuring  # stepping through slices does not re-measure an unchanged mask
     widget.contour_check.setChecked(True)
     assert labels.contour > 0
     widget.contour_check.setChecked(False)
