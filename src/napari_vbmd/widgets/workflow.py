@@ -570,6 +570,7 @@ class SegmentMeasureWidget(QWidget):
         self.versions = MaskVersions(mask, model=seg.model)
         self._recorded = mask.copy()
         self._measured_signature = self._edit_signature()
+        self._recompute_timer.stop()  # the new layer's own set_data events: this mask is measured already
         case = Path(scan.source).name.split(".")[0] if scan.source else self.scan_layer.name.split(" ")[0]
         self.review = ReviewStore(case=case, scan=scan.source)
         if not self.case_edit.text():
