@@ -148,6 +148,7 @@ class SegmentMeasureWidget(QWidget):
         box = QGroupBox("Segment && measure")
         self.sections["segment"] = box
         form = QFormLayout(box)
+        self._segment_form = form
         self.scan_combo = QComboBox()
         form.addRow("Scan", self.scan_combo)
         self.model_combo = QComboBox()
@@ -382,12 +383,18 @@ class SegmentMeasureWidget(QWidget):
             self._enable_case_tools(False)
         self._refresh_layers()
 
+    def _show_row(self, field: QWidget, visible: bool) -> None:
+        field.setVisible(visible)
+        label = self._segment_form.labelForField(field)
+        if label is not None:
+            label.setVisible(visible)
+
     def _on_model_changed(self, text: str) -> None:
-        self.checkpoint_row.setVisible(text == "checkpoint file")
+        self._show_row(self.checkpoint_row, text == "checkpoint file")
 
     def _on_range_changed(self, text: str) -> None:
-        self.range_row.setVisible(text == "slice range")
-        self.voi_spin.setVisible(text == "standard VOI")
+        self._show_row(self.range_row, text == "slice range")
+        self._show_row(self.voi_spin, text == "standard VOI")
 
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "napari-vbmd checkpoint (*.json)")
