@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# The test process runs napari viewers (Mesa OpenGL) and torch in one process, as napari does:
+# keep Triton out the way the plugin's widgets do (see napari_vbmd/widgets/__init__.py).
+import napari_vbmd.widgets  # noqa: F401,E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VBMD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
