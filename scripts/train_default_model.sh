@@ -3,20 +3,28 @@
 #
 #   bash scripts/train_default_model.sh [WORK_DIR]      (default WORK_DIR: /tmp/vbmd-default-model)
 #
-# 1. writes 34 varied phantoms (napari_vbmd.phantom) to WORK_DIR/data with pairs.csv
-#    (image, mask, patient): seeds 1000..1033, both hands, cropped and full field of view, native
+# 1. writes 11 varied phantoms (napari_vbmd.phantom) to WORK_DIR/data with pairs.csv
+#    (image, mask, patient): seeds 1000..1010, both hands, cropped and full field of view, native
 #    0.082 mm and coarser 0.123 mm voxels, motion grades 0-3, 0-3 erosions, XtremeCT I and II;
-# 2. trains with `vbmd train` (small 2D U-Net, 0.3 mm working grid, Dice loss, Adam lr 1e-3,
-#    batch 8, whole-width 96 x 256 patches so the network always sees which bone is the second);
-# 3. copies WORK_DIR/run/best.{json,safetensors} to src/napari_vbmd/models/default.*.
+# 2. trains with `vbmd train` (small 2D U-Net with instance norm, 0.3 mm working grid, Dice + BCE loss, Adam lr 1e-3,
+#    batch 4, whole-width 96 x 256 patches so the network always sees which bone is the second);
+# 3. chooses the probability threshold on the validation phantoms (napari_vbmd.segmentation.calibrate);
+# 4. copies WORK_DIR/run/last.{json,safetensors} (epoch 28) to src/napari_vbmd/models/default.*.
 #
 # Phantoms never used here (evaluation): seeds 5000.. in benchmarks/eval_default_model.py.
-# Environment: THREADS (default 2), MAX_MINUTES (default 24), PYTHON (default: python on PATH).
+# Environment: THREADS (default 2), PYTHON (default: python on PATH).
+#
+# How the shipped weights were made (2 shared CPU cores, ~35 min of training): a run with
+# --max-minutes 22 stopped after epoch 23, was continued with --resume up to epoch 62, and the
+# checkpoint with the best validation Dice was epoch 28. Every epoch's randomness derives from its
+# number and a resumed run equals an uninterrupted one, so `--epochs 28` below, then its last.*,
+# gives those weights (bit-for-bit on the same CPU and thread count; float rounding may differ
+# elsewhere). A fine-tuning pass at lr 1e-4 from epoch 28 was tried and not kept (validation Dice
+# 0.96 at best, falling).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${1:-/tmp/vbmd-default-model}"
 threads="${THREADS:-2}"
-max_minutes="${MAX_MINUTES:-24}"
 python="${PYTHON:-python}"
 export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
 mkdir -p "$work/data"
@@ -28,7 +36,7 @@ from napari_vbmd.phantom import PhantomSpec, generate_phantom, phantom_paths, wr
 
 out = Path(sys.argv[1])
 rows = []
-for k in range(34):
+for k in range(11):
     seed = 1000 + k
     full = k in (2, 5, 10, 13, 22, 25)  # wide fields of view: 1536 x 1536 at 0.082 mm, 1024 x 1024 at 0.123 mm
     spec = PhantomSpec(
@@ -54,11 +62,30 @@ with open(out / "pairs.csv", "w", newline="") as fh:
 PY
 
 nice -n 10 "$python" -m napari_vbmd.cli train "$work/data/pairs.csv" -o "$work/run" \
-    --architecture unet2d_small --kwargs '{"base": 8, "depth": 5}' \
-    --spacing-mm 0.3 --patch 96,256 --batch-size 8 --lr 1e-3 \
-    --epochs 40 --steps-per-epoch 60 --max-minutes "$max_minutes" \
+    --architecture unet2d_small --kwargs '{"base": 8, "depth": 5, "norm": "instance"}' --loss dice_bce \
+    --spacing-mm 0.3 --patch 96,256 --batch-size 4 --lr 1e-3 \
+    --epochs 28 --steps-per-epoch 50 \
     --seed 0 --name default --threads "$threads" ${RESUME:+--resume}
 
-cp "$work/run/best.safetensors" "$here/src/napari_vbmd/models/default.safetensors"
-cp "$work/run/best.json" "$here/src/napari_vbmd/models/default.json"
+# 4. the probability threshold is chosen on the validation phantoms (never on the held-out ones) for
+#    vBMD: smallest mean |D100 error| among thresholds whose mean Dice is within 0.01 of the best
+#    (see napari_vbmd.segmentation.calibrate)
+nice -n 10 "$python" - "$work/run" <<'PY'
+import json, sys
+from pathlib import Path
+from napari_vbmd.segmentation.calibrate import calibrate_threshold, set_checkpoint_threshold
+from napari_vbmd.segmentation.datasets import find_pairs
+
+run = Path(sys.argv[1])
+split = json.loads((run / "split.json").read_text())
+pairs = [p for p in find_pairs(json.loads((run / "last.json").read_text())["training"]["data"]) if p.case in split["val"]]
+result = calibrate_threshold(run / "last.json", pairs, log=lambda line: print(line, flush=True))
+for row in result["table"]:
+    print(row)
+print("chosen threshold", result["threshold"])
+set_checkpoint_threshold(run / "last.json", result)
+PY
+
+cp "$work/run/last.safetensors" "$here/src/napari_vbmd/models/default.safetensors"
+cp "$work/run/last.json" "$here/src/napari_vbmd/models/default.json"
 echo "default model: $here/src/napari_vbmd/models/default.{json,safetensors}"
