@@ -5,7 +5,7 @@
 #
 # 1. writes 11 varied phantoms (napari_vbmd.phantom) to WORK_DIR/data with pairs.csv
 #    (image, mask, patient): seeds 1000..1010, both hands, cropped and full field of view, native
-#    0.082 mm and coarser 0.123 mm voxels, motion grades 0-3, 0-3 erosions, XtremeCT I and II;
+#    0.082 mm and coarser 0.123 mm voxels, motion grades 0-3, 0-2 erosions, XtremeCT I and II;
 # 2. trains with `vbmd train` (small 2D U-Net with instance norm, 0.3 mm working grid, Dice + BCE loss, Adam lr 1e-3,
 #    batch 4, whole-width 96 x 256 patches so the network always sees which bone is the second);
 # 3. chooses the probability threshold on the validation phantoms (napari_vbmd.segmentation.calibrate);
