@@ -108,3 +108,16 @@ def test_atomic_outputs_get_the_umask_permissions_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+@pytest.mark.slow
+def test_demo_segments_and_measures_the_phantom_close_to_its_truth(tmp_path, capsys):
+    import json
+
+    from napari_vbmd.cli import main
+
+    assert main(["demo", str(tmp_path), "--no-viewer", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dice_vs_truth"] > 0.95
+    assert abs(report["d100_error_percent"]) < 2.0
+    assert (tmp_path / "phantom_mc2_mask.aim").is_file() and (tmp_path / "report.json").is_file()
