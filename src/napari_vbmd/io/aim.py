@@ -55,17 +55,24 @@ def validate_aim_header(path: str | Path) -> dict:
         raise VbmdError("AIM header is truncated or corrupt", path) from None
 
 
-def _validate_aim_header(path: Path) -> dict:
+def read_head(path: Path, n_bytes: int, kind: str) -> tuple[int, bytes]:
+    """The file's size and its first ``n_bytes``; a folder, an unreadable or an empty file is
+    refused in one line (``kind``: "an AIM", "an ISQ", ...)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(4096)
+            head = fh.read(n_bytes)
     except IsADirectoryError:
-        raise VbmdError("is a folder, not an AIM file", path) from None
+        raise VbmdError(f"is a folder, not {kind} file", path) from None
     except OSError as exc:
         raise VbmdError(f"cannot read file ({exc.strerror})", path) from None
     if size == 0:
         raise VbmdError("file is empty", path)
+    return size, head
+
+
+def _validate_aim_header(path: Path) -> dict:
+    size, head = read_head(path, 4096, "an AIM")
     if len(head) < 24:
         raise VbmdError(f"too short for an AIM file ({size} bytes)", path)
 

@@ -7,22 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VbmdError
+from .aim import read_head
 from ..scan import IDENTITY_DIRECTION, UNIT_NATIVE, Calibration, Scan
 
 ISQ_MAGIC = b"CTDATA-HEADER_V1"
 
 
 def validate_isq_header(path: Path) -> dict:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except IsADirectoryError:
-        raise VbmdError("is a folder, not an ISQ file", path) from None
-    except OSError as exc:
-        raise VbmdError(f"cannot read file ({exc.strerror})", path) from None
-    if size == 0:
-        raise VbmdError("file is empty", path)
+    size, head = read_head(path, 512, "an ISQ")
     if len(head) < 512 or not head.startswith(ISQ_MAGIC):
         raise VbmdError("not an ISQ file (no CTDATA-HEADER_V1 header)", path)
     data_type = struct.unpack_from("<i", head, 16)[0]
@@ -84,15 +76,7 @@ def read_gobj(path: str | Path) -> Scan:
     import py_aimio
 
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(16)
-    except IsADirectoryError:
-        raise VbmdError("is a folder, not a GOBJ file", path) from None
-    except OSError as exc:
-        raise VbmdError(f"cannot read file ({exc.strerror})", path) from None
-    if not magic:
-        raise VbmdError("file is empty", path)
+    _, magic = read_head(path, 16, "a GOBJ")
     if not magic.startswith(ISQ_MAGIC):
         raise VbmdError("not a GOBJ file (no CTDATA-HEADER_V1 header)", path)
     try:
