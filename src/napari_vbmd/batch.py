@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ._atomic import write_text_atomic
+from ._atomic import update_digest, write_text_atomic
 from .errors import CancelledError, VbmdError
 
 Progress = Callable[[int, int, str], None]
@@ -298,9 +298,7 @@ def _hash_files(paths: list[Path], names: list[str] | None = None) -> str:
     for i, path in enumerate(paths):
         if names is not None:
             digest.update(names[i].encode("utf-8") + b"\0")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
+        update_digest(digest, path, block_size=1 << 22)
     return digest.hexdigest()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import write_text_atomic
+from ._atomic import update_digest, write_text_atomic
 from .correction import CorrectionStats
 from .errors import VbmdError
 from .layers import native_if_lossless
@@ -49,9 +49,7 @@ def file_sha256(path: str | Path | None) -> str | None:
     digest = hashlib.sha256()
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        update_digest(digest, file)
     return digest.hexdigest()
 
 

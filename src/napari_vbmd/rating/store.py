@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from .._atomic import fsync_dir
 from ..errors import VbmdError
 
 ANSWERS_DIR = "answers"
@@ -32,19 +33,6 @@ def rater_file_name(name: str) -> str:
     key = rater_key(name)
     slug = re.sub(r"[^a-z0-9]+", "-", key).strip("-")[:40] or "rater"
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.jsonl"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class LoadReport:
@@ -121,7 +109,7 @@ class AnswerStore:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
 
 def load_all_answers(study_folder: str | Path) -> tuple[list[dict], dict[str, LoadReport]]:

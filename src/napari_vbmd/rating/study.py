@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import fsync_dir, sha256_file
 from ..errors import CancelledError, VbmdError
 
 STUDY_FILE = "study.json"
@@ -112,11 +113,7 @@ def sha256_path(path: str | Path) -> str:
     cached = _HASH_CACHE.get(key)
     if cached:
         return cached
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    _HASH_CACHE[key] = digest.hexdigest()
+    _HASH_CACHE[key] = sha256_file(path)
     return _HASH_CACHE[key]
 
 
@@ -244,19 +241,6 @@ def _safe_name(text: str) -> str:
     return f"{slug[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def create_study(
     manifest: str | Path,
     out_dir: str | Path,
@@ -381,7 +365,7 @@ def create_study(
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
         os.replace(work, out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
