@@ -363,7 +363,8 @@ def write_aim(
     if hand and hand_from_log(base_log) is None:
         extra["Hand"] = hand
     if scan.kind == "mask":
-        data = np.where(np.asarray(scan.data) != 0, MASK_VALUE, 0).astype(np.int8)
+        data = (np.asarray(scan.data) != 0).view(np.int8)  # a new array: safe to scale in place
+        data *= MASK_VALUE  # (np.where with Python ints went through int64: 5 s for a 1536² × 110 mask)
         aim_type = TYPE_BINCMP
         extra["Mask values"] = f"0 outside, {MASK_VALUE} inside (as gobj_to_aim)"
         what = "mask written for togobj_from_aim"
