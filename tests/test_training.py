@@ -289,3 +289,47 @@ def test_dice_bce_loss_is_recorded_and_unknown_losses_refused(phantom_folder, tm
     assert config.training["loss"] == "dice_bce" and config.kwargs["norm"] == "instance"
     with pytest.raises(VbmdError, match="unknown loss"):
         train(phantom_folder, tmp_path / "x", tiny_settings(loss="focal"), device="cpu", show_progress=False)
+
+
+def test_flips_keep_the_hand_a_right_hand_unless_asked():
+    """The pipeline turns every hand into a right one; a mirror flip would put MC3 where MC2 belongs."""
+    from napari_vbmd.segmentation.training import _augment_2d, _flip_axes
+
+    rng = np.random.default_rng(0)
+    assert {_flip_axes("none", rng) for _ in range(50)} == {()}
+    assert {_flip_axes("rot180", rng) for _ in range(50)} == {(), (-1, -2)}  # a rotation, never a mirror
+    assert {_flip_axes("all", rng) for _ in range(200)} == {(), (-1,), (-2,), (-1, -2)}
+    with pytest.raises(VbmdError, match="unknown flips"):
+        _flip_axes("x", rng)
+
+    import torch
+
+    # a bright block on the left of every image stays on the left without flips
+    images = torch.zeros(8, 1, 16, 32)
+    images[..., 4:12, 2:10] = 1000.0
+    masks = (images > 0).float()
+    _, out_masks = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(1), flips="none")
+    assert (out_masks[..., :16].sum() > 10 * out_masks[..., 16:].sum())
+
+    with pytest.raises(VbmdError, match="unknown flips"):
+        train("unused", "unused", tiny_settings(flips="mirror"), device="cpu", show_progress=False)
+
+
+def test_the_study_3d_unet_trains_and_its_checkpoint_segments(phantom_folder, tmp_path):
+    from napari_vbmd.segmentation.pipeline import segment
+
+    out = tmp_path / "run3d"
+    settings = tiny_settings(architecture="unet3d_isensee", kwargs={}, patch=(16, 32, 32), batch_size=1, epochs=1,
+                             steps_per_epoch=2, lr=1e-4, flips="rot180")
+    summary = train(phantom_folder, out, settings, device="cpu", show_progress=False)
+    assert summary["last_epoch"] == 1
+    network, config = load_checkpoint(out / "best.json", device="cpu")
+    assert config.architecture == "unet3d_isensee" and config.dims == 3
+    assert config.training["batch_size"] == 1 and config.training["settings"]["flips"] == "rot180"
+    scan = read_scan(phantom_folder / "case1.aim")
+    try:
+        result = segment(scan, model=str(out / "best.json"), device="cpu", threads=1)
+    except VbmdError as exc:  # two steps of training may leave a network that marks nothing
+        assert "no MC2 found" in str(exc)
+    else:
+        assert result.mask.shape == scan.shape and result.mask.spacing == scan.spacing

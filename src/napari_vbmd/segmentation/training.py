@@ -3,8 +3,11 @@
 Pairs are split by patient 70/20/10 with a seed (``split.json``; the test split is never read
 during training), prepared like the inference pipeline prepares a scan, and a network is trained
 with the Dice loss and Adam (the study's settings by default: 2D lr 1e-5 batch 4, 3D lr 1e-4
-batch 1). Augmentation: flips, intensity scale/shift/noise, small rotations, directional blur (like
-motion). Every epoch: validation Dice/IoU/AUC/accuracy to ``metrics.csv``; the best checkpoint by
+batch 1). Augmentation: intensity scale/shift/noise, small rotations, directional blur (like
+motion) and, on request, flips. Flips are off by default: the pipeline turns every hand into a right
+hand, and a mirror flip turns it back into a left one, where MC3 sits where MC2 should be; a network
+trained with mirror flips cannot tell the two by position (the first default model marked MC3 on
+phantoms for this reason). Every epoch: validation Dice/IoU/AUC/accuracy to ``metrics.csv``; the best checkpoint by
 validation Dice is ``best.json``/``best.safetensors``, the latest ``last.*`` plus ``resume.*``
 (optimizer state in safetensors, never pickle) so ``--resume`` continues where it stopped.
 """
@@ -46,6 +49,7 @@ class TrainSettings:
     lr: float | None = None  # None: the study's (2D 1e-5, 3D 1e-4)
     patch: tuple[int, ...] = (160, 160)  # 2D (h, w) or 3D (z, h, w) in working voxels
     augment: bool = True
+    flips: str = "none"  # "none", "rot180" (both in-plane axes at once: keeps the hand's chirality) or "all"
     seed: int = 0
     threshold: float = 0.5
     crop_margin_mm: float = 4.0
@@ -110,14 +114,28 @@ def segmentation_metrics(prob: np.ndarray, truth: np.ndarray, threshold: float =
 # -- augmentation -------------------------------------------------------------------------------------
 
 
-def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator):
+FLIPS = ("none", "rot180", "all")
+
+
+def _flip_axes(flips: str, rng: np.random.Generator) -> tuple[int, ...]:
+    """The in-plane axes to flip for one sample. "all" flips each axis with probability 1/2 (a single
+    flip mirrors the hand); "rot180" flips both or neither (a rotation, the hand stays a right hand)."""
+    if flips == "none":
+        return ()
+    if flips == "rot180":
+        return (-1, -2) if rng.random() < 0.5 else ()
+    if flips == "all":
+        return tuple(axis for axis in (-1, -2) if rng.random() < 0.5)
+    raise VbmdError(f"unknown flips setting {flips!r}; use {', '.join(FLIPS)}")
+
+
+def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none"):
     """images, masks: (b, 1, h, w); images in mg HA/cm³ (before z-scoring)."""
     b = images.shape[0]
     for i in range(b):
-        if rng.random() < 0.5:
-            images[i], masks[i] = images[i].flip(-1), masks[i].flip(-1)
-        if rng.random() < 0.5:
-            images[i], masks[i] = images[i].flip(-2), masks[i].flip(-2)
+        axes = _flip_axes(flips, rng)
+        if axes:
+            images[i], masks[i] = images[i].flip(axes), masks[i].flip(axes)
     angles = torch.tensor(rng.uniform(-10, 10, b) * math.pi / 180, dtype=torch.float32)
     cos, sin = torch.cos(angles), torch.sin(angles)
     theta = torch.zeros(b, 2, 3)
@@ -141,10 +159,10 @@ def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Genera
     return images * scale + shift + noise, masks
 
 
-def _augment_3d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator):
-    for axis in (-1, -2):
-        if rng.random() < 0.5:
-            images, masks = images.flip(axis), masks.flip(axis)
+def _augment_3d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none"):
+    axes = _flip_axes(flips, rng)
+    if axes:
+        images, masks = images.flip(axes), masks.flip(axes)
     scale, shift = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
     return images * scale + shift + torch.randn_like(images) * float(rng.uniform(0, 40)), masks
 
@@ -341,6 +359,8 @@ def train(
                                        spacing_mm=init_config.spacing_mm, crop_margin_mm=init_config.crop_margin_mm)
     if settings.loss not in LOSSES:
         raise VbmdError(f"unknown loss {settings.loss!r}; use {' or '.join(LOSSES)}")
+    if settings.flips not in FLIPS:
+        raise VbmdError(f"unknown flips setting {settings.flips!r}; use {', '.join(FLIPS)}")
     dims = network_dims(settings.architecture)
     defaults = STUDY_DEFAULTS[dims]
     lr = settings.lr if settings.lr is not None else defaults["lr"]
@@ -439,7 +459,7 @@ def train(
             images, masks = sampler.batch(batch_size, rng)
             images, masks = torch.from_numpy(images), torch.from_numpy(masks)
             if settings.augment:
-                images, masks = augment(images, masks, rng)
+                images, masks = augment(images, masks, rng, settings.flips)
             images = ((images - config.mean) / config.std).to(torch_device)
             masks = masks.to(torch_device)
             optimizer.zero_grad(set_to_none=True)
