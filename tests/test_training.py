@@ -333,3 +333,30 @@ def test_the_study_3d_unet_trains_and_its_checkpoint_segments(phantom_folder, tm
         assert "no MC2 found" in str(exc)
     else:
         assert result.mask.shape == scan.shape and result.mask.spacing == scan.spacing
+
+
+def test_scans_with_gobj_contours_train_end_to_end(tmp_path):
+    """A site's expert contours as GOBJ beside the AIM they were drawn on (whole-voxel scanner
+    coordinates): found by name, aligned by geometry, trained on."""
+    from _gobj_writer import ellipses_from_mask, write_gobj_ellipses
+    from _segmentation_synthetic import dice, synthetic_mcp
+
+    from napari_vbmd.io import read_mask, write_image
+
+    for k, hand in enumerate(("right", "left", "right")):
+        scan, truth = synthetic_mcp(shape=(24, 96, 128), hand=hand, seed=k, offset_x=4 * k)
+        write_image(tmp_path / f"site{k}.aim", scan)
+        position = tuple(int(round(o / s)) for o, s in zip(scan.origin, scan.spacing))
+        assert position == (10, 20, 30)
+        write_gobj_ellipses(tmp_path / f"site{k}.gobj", ellipses_from_mask(truth, position), (200, 200, 60), 0.1)
+        aligned = read_mask(tmp_path / f"site{k}.gobj", like=read_scan(tmp_path / f"site{k}.aim"))
+        assert dice(aligned.data != 0, truth) > 0.97  # the ellipse drawn on the GOBJ, back in its place
+
+    pairs = find_pairs(tmp_path)
+    assert [(p.case, p.mask.name) for p in pairs] == [(f"site{k}", f"site{k}.gobj") for k in range(3)]
+    image, inside = load_pair(pairs[1])
+    assert inside.shape == image.shape and inside.any()
+    summary = train(tmp_path, tmp_path / "run", tiny_settings(epochs=1, steps_per_epoch=2), device="cpu",
+                    show_progress=False)
+    assert summary["last_epoch"] == 1 and summary["n_cases"]["train"] >= 1
+    assert (tmp_path / "run" / "best.safetensors").is_file()
