@@ -51,10 +51,10 @@ def case_spec(name: str):
 
 
 def ensure_case(cache: Path, name: str) -> Path:
-    from napari_vbmd.phantom import generate_phantom, phantom_paths, write_phantom
+    from napari_vbmd.phantom import generate_phantom, phantom_is_cached, phantom_paths, write_phantom
 
     paths = phantom_paths(cache, name)
-    if not all(p.exists() for p in paths.values()):
+    if not phantom_is_cached(cache, name, case_spec(name)):
         write_phantom(generate_phantom(case_spec(name)), cache, name, overwrite=True)
     return paths["image"]
 

@@ -23,7 +23,7 @@ import numpy as np
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
-from napari_vbmd.phantom import PhantomSpec, generate_phantom, phantom_paths, write_phantom
+from napari_vbmd.phantom import PhantomSpec, generate_phantom, phantom_is_cached, phantom_paths, write_phantom
 from napari_vbmd.segmentation.pipeline import segment
 from napari_vbmd.segmentation.registry import load_model
 
@@ -49,7 +49,7 @@ def ensure_phantoms(cache: Path, specs: list[PhantomSpec]) -> list[dict]:
     for spec in specs:
         name = f"heldout_{spec.seed}"
         paths = phantom_paths(cache, name)
-        if not all(p.exists() for p in paths.values()):
+        if not phantom_is_cached(cache, name, spec):
             t = time.perf_counter()
             write_phantom(generate_phantom(spec), cache, name, overwrite=True)
             print(f"wrote {name} ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ from napari_vbmd.phantom import (
     cohort_specs,
     generate_cohort,
     generate_phantom,
+    phantom_is_cached,
     write_phantom,
 )
 
@@ -120,6 +121,21 @@ def test_write_refuses_to_overwrite(written):
     phantom, paths = written
     with pytest.raises(VbmdError, match="refusing to overwrite"):
         write_phantom(phantom, paths["image"].parent, "case")
+
+
+def test_a_cached_phantom_is_reused_only_from_the_same_spec_and_generator(written, tmp_path):
+    import shutil
+
+    _, paths = written
+    folder = paths["image"].parent
+    assert phantom_is_cached(folder, "case", PhantomSpec(seed=7, **SMALL))
+    assert not phantom_is_cached(folder, "case", PhantomSpec(seed=8, **SMALL))
+    assert not phantom_is_cached(folder, "other", PhantomSpec(seed=7, **SMALL))
+    for path in paths.values():
+        shutil.copy(path, tmp_path / path.name)
+    truth = json.loads((tmp_path / "case_truth.json").read_text())
+    (tmp_path / "case_truth.json").write_text(json.dumps(dict(truth, generator_version=1)))
+    assert not phantom_is_cached(tmp_path, "case", PhantomSpec(seed=7, **SMALL))  # an older generator's
 
 
 def test_cortex_and_soft_tissue_densities_are_in_the_scanner_ranges(right):

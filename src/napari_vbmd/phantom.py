@@ -1073,6 +1073,21 @@ def phantom_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
     return {"image": out_dir / f"{name}.aim", "mask": out_dir / f"{name}_mask.aim", "truth": out_dir / f"{name}_truth.json"}
 
 
+def phantom_is_cached(out_dir: str | Path, name: str, spec: PhantomSpec) -> bool:
+    """Whether ``<name>`` in ``out_dir`` was written from ``spec`` by this generator version (so a
+    cache of phantoms from an older generator is made again, not silently reused)."""
+    import json
+
+    paths = phantom_paths(out_dir, name)
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    try:
+        info = json.loads(paths["truth"].read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("generator_version") == GENERATOR_VERSION and info.get("spec") == spec.validated().to_dict()
+
+
 def write_phantom(phantom: Phantom, out_dir: str | Path, name: str, overwrite: bool = False) -> dict[str, Path]:
     """Write ``<name>.aim`` (image), ``<name>_mask.aim`` (truth, char 127) and ``<name>_truth.json``."""
     from . import io
