@@ -1,9 +1,8 @@
 """`vbmd demo OUT_DIR`: the main job on the bundled phantom, end to end.
 
-Generate a synthetic HR-pQCT scan of the MCP joint with known truth, segment MC2 (the classical
-method by default; ``--model default`` runs the bundled phantom-trained network, which still picks
-the wrong bone on about 1 phantom in 5, this one included: see docs/default-model.md), measure vBMD, compare
-with the truth, write the mask as a char-127 AIM and a JSON report, and show the result in napari
+Generate a synthetic HR-pQCT scan of the MCP joint with known truth, segment MC2 (with the bundled
+phantom-trained network by default, see docs/default-model.md; ``--model classical`` needs no
+weights), measure vBMD, compare with the truth, write the mask as a char-127 AIM and a JSON report, and show the result in napari
 (--show) or save a screenshot of napari.
 """
 from __future__ import annotations
@@ -20,8 +19,8 @@ from ._output import print_table
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="segment and measure a synthetic phantom, show or save the result")
     p.add_argument("out_dir", help="folder for the phantom, mask, report and screenshot")
-    p.add_argument("--model", default="classical",
-                   help="classical (default), default (the bundled phantom-trained network), or a checkpoint")
+    p.add_argument("--model", default="default",
+                   help="default (the bundled phantom-trained network; the default), classical, or a checkpoint")
     p.add_argument("--seed", type=int, default=2026, help="phantom seed")
     p.add_argument("--hand", choices=["left", "right"], default="right")
     p.add_argument("--show", action="store_true", help="open napari and wait (needs a display)")
