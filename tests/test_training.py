@@ -360,3 +360,41 @@ def test_scans_with_gobj_contours_train_end_to_end(tmp_path):
                     show_progress=False)
     assert summary["last_epoch"] == 1 and summary["n_cases"]["train"] >= 1
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_weight_averaging_keeps_the_mean_of_the_epochs_weights_and_resumes_exactly(phantom_folder, tmp_path):
+    for n in (1, 2, 3):
+        train(phantom_folder, tmp_path / f"raw{n}", tiny_settings(epochs=n), device="cpu", show_progress=False)
+    raw = [load_file(str(tmp_path / f"raw{n}" / "last.safetensors")) for n in (1, 2, 3)]
+
+    averaged_dir = tmp_path / "averaged"
+    summary = train(phantom_folder, averaged_dir, tiny_settings(epochs=3, average_from=2), device="cpu",
+                    show_progress=False)
+    average = load_file(str(averaged_dir / "average.safetensors"))
+    # averaging does not disturb the raw trajectory, and the average is of epochs 2 and 3 only
+    last = load_file(str(averaged_dir / "last.safetensors"))
+    assert all(np.array_equal(last[k], raw[2][k]) for k in last)
+    parameters = [k for k in average if "running_" not in k and "num_batches_tracked" not in k]
+    assert all(np.allclose(average[k], (raw[1][k] + raw[2][k]) / 2, atol=1e-6) for k in parameters)
+    assert not all(np.allclose(average[k], raw[2][k]) for k in parameters)
+    # the tiny network has batch norm: the average's statistics are recomputed on 20 training batches
+    tracked = [k for k in average if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(average[k]) == 20 for k in tracked)
+    # before averaging starts the validated model is the raw one; from epoch 2 on it is the average
+    metrics = read_metrics(averaged_dir / "metrics.csv")
+    raw_metrics = read_metrics(tmp_path / "raw3" / "metrics.csv")
+    assert metrics[0]["val_dice"] == raw_metrics[0]["val_dice"]
+    best = load_file(str(averaged_dir / "best.safetensors"))
+    expected = {1: raw[0], 2: raw[1], 3: average}[summary["best_epoch"]]
+    assert all(np.allclose(best[k], expected[k], atol=1e-6) for k in best)
+
+    # stopped after epoch 2 and resumed: the same average as the uninterrupted run
+    stopped = tmp_path / "stopped"
+    train(phantom_folder, stopped, tiny_settings(epochs=2, average_from=2), device="cpu", show_progress=False)
+    train(phantom_folder, stopped, tiny_settings(epochs=3, average_from=2), device="cpu", resume=True, show_progress=False)
+    resumed = load_file(str(stopped / "average.safetensors"))
+    assert all(np.allclose(resumed[k], average[k], atol=1e-6) for k in average)
+    assert [r["val_dice"] for r in read_metrics(stopped / "metrics.csv")] == [r["val_dice"] for r in metrics]
+
+    with pytest.raises(VbmdError, match="average_from must be an epoch between 1 and 3"):
+        train(phantom_folder, tmp_path / "bad", tiny_settings(epochs=3, average_from=5), device="cpu", show_progress=False)

@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--loss", default="dice", choices=["dice", "dice_bce"],
                    help="dice = the study's Dice loss; dice_bce adds binary cross-entropy (faster convergence)")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--average-from", type=int, metavar="EPOCH",
+                   help="stochastic weight averaging: from this epoch on, validate and keep the average of the "
+                   "weights after each epoch (steadier than the raw weights at a constant learning rate)")
     p.add_argument("--flips", default="none", choices=["none", "rot180", "all"],
                    help="flip augmentation (default none: every hand is turned into a right hand, and a mirror "
                    "flip would put MC3 where MC2 belongs; rot180 keeps the hand's chirality; all = the study's flips)")
@@ -80,7 +83,7 @@ def run(args) -> int:
     settings = TrainSettings(
         architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
-        augment=not args.no_augment, flips=args.flips, loss=args.loss, seed=args.seed, threshold=args.threshold, name=args.name,
+        augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss, seed=args.seed, threshold=args.threshold, name=args.name,
         max_minutes=args.max_minutes, init=args.init, encoder_weights_path=args.encoder_weights,
         imagenet_online=args.imagenet_online,
     )

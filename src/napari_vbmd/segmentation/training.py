@@ -10,6 +10,12 @@ trained with mirror flips cannot tell the two by position (the first default mod
 phantoms for this reason). Every epoch: validation Dice/IoU/AUC/accuracy to ``metrics.csv``; the best checkpoint by
 validation Dice is ``best.json``/``best.safetensors``, the latest ``last.*`` plus ``resume.*``
 (optimizer state in safetensors, never pickle) so ``--resume`` continues where it stopped.
+
+``average_from`` (``--average-from``) is stochastic weight averaging: from that epoch on, the weights
+after each epoch join an equal-weight average (``torch.optim.swa_utils.AveragedModel``), and the
+average, not the raw weights, is validated and becomes ``best.*``. At a constant learning rate the
+raw weights of a small data set swing from epoch to epoch; their average sits in a flatter, more
+stable place. Batch-norm statistics of the average are recomputed on training batches.
 """
 from __future__ import annotations
 
@@ -60,6 +66,7 @@ class TrainSettings:
     imagenet_online: bool = False
     empty_slice_fraction: float = 0.25  # share of 2D training samples drawn from slices without MC2
     loss: str = "dice"  # the study's; "dice_bce" adds binary cross-entropy (converges faster)
+    average_from: int | None = None  # from this epoch on, validate and keep an equal-weight average of the weights
 
 
 def seed_everything(seed: int) -> None:
@@ -322,6 +329,30 @@ def _load_resume(out_dir: Path, optimizer) -> dict:
     return meta
 
 
+@torch.no_grad()
+def _refresh_batch_norm(network, sampler, batch_size, augment, settings, config, device, epoch, batches: int = 20):
+    """Recompute batch-norm running statistics of averaged weights on training batches (no-op without BN)."""
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = {}
+    for m in norms:
+        m.reset_running_stats()
+        momenta[m], m.momentum = m.momentum, None  # None: a cumulative (equal-weight) mean over the batches
+    rng = np.random.default_rng(settings.seed * 100_003 + epoch + 7_919)
+    was_training = network.training
+    network.train()
+    for _ in range(batches):
+        images, masks = sampler.batch(batch_size, rng)
+        images = torch.from_numpy(images)
+        if settings.augment:
+            images, _ = augment(images, torch.from_numpy(masks), rng, settings.flips)
+        network(((images - config.mean) / config.std).to(device))
+    for m in norms:
+        m.momentum = momenta[m]
+    network.train(was_training)
+
+
 # -- the loop -------------------------------------------------------------------------------------------
 
 
@@ -359,6 +390,8 @@ def train(
                                        spacing_mm=init_config.spacing_mm, crop_margin_mm=init_config.crop_margin_mm)
     if settings.loss not in LOSSES:
         raise VbmdError(f"unknown loss {settings.loss!r}; use {' or '.join(LOSSES)}")
+    if settings.average_from is not None and not 1 <= settings.average_from <= settings.epochs:
+        raise VbmdError(f"average_from must be an epoch between 1 and {settings.epochs}, got {settings.average_from}")
     if settings.flips not in FLIPS:
         raise VbmdError(f"unknown flips setting {settings.flips!r}; use {', '.join(FLIPS)}")
     dims = network_dims(settings.architecture)
@@ -441,6 +474,18 @@ def train(
         with open(metrics_path, "w", newline="") as fh:
             csv.writer(fh).writerow(METRIC_COLUMNS)
 
+    averaged = None
+    if settings.average_from is not None:
+        from torch.optim.swa_utils import AveragedModel
+
+        averaged = AveragedModel(model)
+        n_averaged = int(meta.get("n_averaged", 0)) if resume else 0
+        if n_averaged:
+            if not (out_dir / "average.json").is_file():
+                raise VbmdError("cannot resume: average.json/average.safetensors missing", out_dir)
+            average_model, _ = load_checkpoint(out_dir / "average.json", device="cpu")
+            averaged.module.load_state_dict(average_model.state_dict())
+            averaged.n_averaged.fill_(n_averaged)
     sampler = _Sampler2D(train_cases, patch, settings.empty_slice_fraction) if dims == 2 else _Sampler3D(train_cases, patch)
     steps = settings.steps_per_epoch or max(1, len(sampler) // batch_size)
     started = time.monotonic()
@@ -468,7 +513,13 @@ def train(
             optimizer.step()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        metrics = validate(model, config, val_cases, torch_device)
+        evaluated = model
+        if averaged is not None and epoch >= settings.average_from:
+            averaged.update_parameters(model)
+            _refresh_batch_norm(averaged.module, sampler, batch_size, augment, settings, config, torch_device, epoch)
+            save_checkpoint(out_dir / "average", averaged.module, config)
+            evaluated = averaged.module
+        metrics = validate(evaluated, config, val_cases, torch_device)
         row = [epoch, float(np.mean(losses)), metrics["dice"], metrics["iou"], metrics["auc"], metrics["accuracy"], lr,
                time.monotonic() - epoch_start]
         with open(metrics_path, "a", newline="") as fh:
@@ -480,9 +531,10 @@ def train(
         config.training["val_metrics"] = metrics
         if metrics["dice"] > best["val_dice"]:
             best = {"epoch": epoch, "val_dice": metrics["dice"], "metrics": metrics}
-            save_checkpoint(out_dir / "best", model, config)
+            save_checkpoint(out_dir / "best", evaluated, config)
         save_checkpoint(out_dir / "last", model, config)
-        _save_resume(out_dir, optimizer, {"epoch": epoch, "best": best, "mean": config.mean, "std": config.std})
+        _save_resume(out_dir, optimizer, {"epoch": epoch, "best": best, "mean": config.mean, "std": config.std,
+                                          "n_averaged": int(averaged.n_averaged) if averaged is not None else 0})
         if settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes:
             if log:
                 log(f"stopping after epoch {epoch}: the time budget of {settings.max_minutes} min is spent")
