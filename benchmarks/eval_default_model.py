@@ -2,7 +2,7 @@
 
     python benchmarks/eval_default_model.py [--model default] [--n 20] [--cache DIR] [--csv OUT.csv]
 
-Phantoms (seeds 5000.., never used by scripts/train_default_model.sh, which uses 1000..1033) are
+Phantoms (seeds 5000.., never used by scripts/train_default_model.sh, which uses 1000..1019) are
 written once to ``--cache`` and reused. Each goes through the full pipeline ``segment(...)`` (bone
 crop, mirroring of left hands, working grid, inference, probabilities back on the scan grid, hole
 filling, MC2 component) and is compared with its truth: Dice of the mask, and the error of the
@@ -29,13 +29,14 @@ from napari_vbmd.segmentation.registry import load_model
 
 
 def held_out_specs(n: int) -> list[PhantomSpec]:
-    """Both hands, every fifth a 1536 x 1536 field of view, motion 0-3, 0-2 erosions, both scanners."""
+    """Both hands, every fifth a 1536 x 1536 field of view, motion 0-3, 0-2 erosions, both scanners;
+    from the 21st on, 320 slices (26 mm of the shaft, as a 3-stack scan) on a cropped field of view."""
     return [
         PhantomSpec(
             seed=5000 + k,
             hand="left" if k % 2 else "right",
-            fov="full" if k % 5 == 2 else "cropped",
-            n_slices=110,
+            fov="full" if k % 5 == 2 and k < 20 else "cropped",
+            n_slices=320 if k >= 20 else 110,
             motion_grade=(k // 2) % 4,
             erosions=k % 3,
             scanner="xtremect2" if (k // 3) % 2 else "xtremect1",
@@ -108,7 +109,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--n", type=int, default=24)
     parser.add_argument("--cache", default="/tmp/vbmd-eval-phantoms")
     parser.add_argument("--csv", help="also write the per-case rows to this CSV")
     parser.add_argument("--threads", type=int)
