@@ -329,28 +329,21 @@ def _load_resume(out_dir: Path, optimizer) -> dict:
     return meta
 
 
-@torch.no_grad()
 def _refresh_batch_norm(network, sampler, batch_size, augment, settings, config, device, epoch, batches: int = 20):
     """Recompute batch-norm running statistics of averaged weights on training batches (no-op without BN)."""
-    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = {}
-    for m in norms:
-        m.reset_running_stats()
-        momenta[m], m.momentum = m.momentum, None  # None: a cumulative (equal-weight) mean over the batches
+    from torch.optim.swa_utils import update_bn
+
     rng = np.random.default_rng(settings.seed * 100_003 + epoch + 7_919)
-    was_training = network.training
-    network.train()
-    for _ in range(batches):
-        images, masks = sampler.batch(batch_size, rng)
-        images = torch.from_numpy(images)
-        if settings.augment:
-            images, _ = augment(images, torch.from_numpy(masks), rng, settings.flips)
-        network(((images - config.mean) / config.std).to(device))
-    for m in norms:
-        m.momentum = momenta[m]
-    network.train(was_training)
+
+    def inputs():
+        for _ in range(batches):
+            images, masks = sampler.batch(batch_size, rng)
+            images = torch.from_numpy(images)
+            if settings.augment:
+                images, _ = augment(images, torch.from_numpy(masks), rng, settings.flips)
+            yield (images - config.mean) / config.std
+
+    update_bn(inputs(), network, device)  # resets the statistics, averages them equally, restores the mode
 
 
 # -- the loop -------------------------------------------------------------------------------------------
