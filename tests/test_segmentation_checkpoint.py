@@ -69,6 +69,10 @@ def test_pickle_is_never_loaded(tmp_path):
         ({"format": "something-else"}, "not a napari-vbmd checkpoint"),
         ({"std": 0}, "invalid values"),
         ({"threshold": 1.5}, "invalid values"),
+        ({"context_mm": []}, "invalid values"),
+        ({"context_mm": ["nan"]}, "invalid values"),
+        ({"context_mm": [-1.0, 0.0, 1.0]}, "3 context slices need 3 input channels; the network has 1"),
+        ({"architecture": "unet3d_isensee", "context_mm": [-1.0, 0.0]}, "for 2D networks"),
     ],
 )
 def test_other_versions_and_architectures_are_refused(tmp_path, change, message):
@@ -98,3 +102,24 @@ def test_broken_json_and_missing_files(tmp_path):
     weights_path.unlink()
     with pytest.raises(VbmdError, match="not found"):
         load_checkpoint(config_path)
+
+
+def test_slice_context_round_trips_and_older_checkpoints_mean_the_slice_alone(tmp_path):
+    torch.manual_seed(0)
+    model = build_network("unet2d_small", base=4, depth=2, in_channels=3)
+    config = ModelConfig("unet2d_small", {"base": 4, "depth": 2, "in_channels": 3}, spacing_mm=(0.082, 0.2, 0.2),
+                         mean=120.0, std=300.0, context_mm=(-2.0, 0.0, 2.0))
+    config_path, _ = save_checkpoint(tmp_path / "context", model, config)
+    assert json.loads(config_path.read_text())["context_mm"] == [-2.0, 0.0, 2.0]
+    loaded, read_back = load_checkpoint(config_path)
+    assert read_back.context_mm == (-2.0, 0.0, 2.0)
+    x = torch.randn(2, 3, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x))
+
+    _, (old_path, _) = _tiny(tmp_path, "old")
+    data = json.loads(old_path.read_text())
+    del data["context_mm"]  # written before slice context existed
+    old_path.write_text(json.dumps(data))
+    assert read_config(old_path).context_mm == (0.0,)

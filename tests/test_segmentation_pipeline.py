@@ -2,6 +2,8 @@
 tests, so results depend on the pipeline, not on trained weights)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,53 @@ def test_3d_network_path():
     scan, truth = synthetic_mcp()
     result = segment(scan, model=LoadedModel(Threshold3D(), config, "t3d", torch.device("cpu"), "test"))
     assert dice(result.mask.data, truth) > 0.85
+
+
+class RecordInputs(DensityThreshold):
+    """DensityThreshold on the centre context channel that also keeps every input batch it saw."""
+
+    def __init__(self, centre: int):
+        super().__init__()
+        self.centre, self.seen = centre, []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return super().forward(x[:, self.centre : self.centre + 1])
+
+
+def test_slice_context_feeds_each_slice_its_neighbours_clamped_to_the_bone_region():
+    from napari_vbmd.segmentation.preprocess import density_block, find_bone_box
+
+    scan, truth = synthetic_mcp(shape=(24, 96, 128), spacing=0.1)
+    context = (-0.3, 0.0, 0.2)  # -3, 0, +2 slices at 0.1 mm
+    config = dataclasses.replace(CONFIG, kwargs={"in_channels": 3}, context_mm=context)
+    net = RecordInputs(centre=1)
+    loaded = LoadedModel(net, config, "context-net", torch.device("cpu"), "test")
+    result = segment(scan, model=loaded, batch_size=5, slice_range=(4, 20))
+    assert dice(result.mask.data[4:20], truth[4:20]) > 0.85
+    assert not result.mask.data[:4].any() and not result.mask.data[20:].any()
+
+    bone = find_bone_box(scan, margin_mm=config.crop_margin_mm)
+    inputs = torch.cat(net.seen).numpy()  # (slices 4..19, 3, h, w), z-scored working slices
+    assert inputs.shape[:2] == (16, 3)
+    # the network's view of slice z, channel c, must be working slice clamp(z + offset_c) of the bone region
+    centre = {z: inputs[z - 4, 1] for z in range(4, 20)}
+    for z in range(4, 20):
+        for channel, offset in ((0, -3), (2, 2)):
+            source = min(max(z + offset, bone.z0), bone.z1 - 1)
+            if source in centre:
+                np.testing.assert_array_equal(inputs[z - 4, channel], centre[source])
+            else:  # outside the user's range: prepared from the scan all the same, not clamped to the range
+                density = density_block(scan, (slice(source, source + 1), slice(bone.y0, bone.y1), slice(bone.x0, bone.x1)))
+                assert np.abs(inputs[z - 4, channel].mean() - ((density.mean() - CONFIG.mean) / CONFIG.std)) < 0.05
+
+
+def test_slice_context_reaches_past_a_user_range_but_not_past_the_scan():
+    scan, _ = synthetic_mcp(shape=(24, 96, 128), spacing=0.1)
+    config = dataclasses.replace(CONFIG, kwargs={"in_channels": 2}, context_mm=(0.0, 5.0))  # 50 slices ahead
+    net = RecordInputs(centre=0)
+    segment(scan, model=LoadedModel(net, config, "context-net", torch.device("cpu"), "test"), batch_size=8)
+    inputs = torch.cat(net.seen).numpy()
+    # every slice's second channel is the last slice of the bone region
+    for row in inputs[:, 1]:
+        np.testing.assert_array_equal(row, inputs[-1, 0])

@@ -398,3 +398,38 @@ def test_weight_averaging_keeps_the_mean_of_the_epochs_weights_and_resumes_exact
 
     with pytest.raises(VbmdError, match="average_from must be an epoch between 1 and 3"):
         train(phantom_folder, tmp_path / "bad", tiny_settings(epochs=3, average_from=5), device="cpu", show_progress=False)
+
+
+def test_slice_context_trains_fine_tunes_and_segments_with_neighbouring_slices(phantom_folder, tmp_path):
+    from napari_vbmd.segmentation.pipeline import segment
+    from napari_vbmd.segmentation.training import _Sampler2D
+
+    out = tmp_path / "context"
+    # a low threshold: two epochs of a tiny network may otherwise mark nothing, and this is about the plumbing
+    train(phantom_folder, out, tiny_settings(context_mm=(-1.0, 0.0, 1.0), threshold=0.02), device="cpu",
+          show_progress=False)
+    network, config = load_checkpoint(out / "best.json", device="cpu")
+    assert config.context_mm == (-1.0, 0.0, 1.0) and config.kwargs["in_channels"] == 3
+    assert next(w for w in network.parameters() if w.ndim == 4).shape[1] == 3  # the first convolution
+    scan = read_scan(phantom_folder / "case1.aim")
+    result = segment(scan, model=str(out / "best.json"), threads=1)
+    assert result.mask.shape == scan.shape and result.mask.data.any()
+
+    # the sampler stacks the slices 1 mm (4 slices at 0.25 mm) below and above, clamped at the crop's ends
+    image, inside = load_pair(find_pairs(phantom_folder)[0])
+    case = prepare_case(image, inside, (0.5, 0.5, 0.5), 2, 4.0, "case0")
+    sampler = _Sampler2D([case], (48, 80), 0.0, (-1.0, 0.0, 1.0))
+    np.testing.assert_array_equal(sampler.offsets[0], [-4, 0, 4])
+    images, masks = sampler.batch(6, np.random.default_rng(0))
+    assert images.shape == (6, 3, 48, 80) and masks.shape == (6, 1, 48, 80)
+
+    # fine-tuning keeps the checkpoint's context; a context that the network cannot take is refused
+    tuned = tmp_path / "tuned"
+    train(phantom_folder, tuned, tiny_settings(init=str(out / "best.json"), epochs=1), device="cpu", show_progress=False)
+    assert load_checkpoint(tuned / "last.json")[1].context_mm == (-1.0, 0.0, 1.0)
+    with pytest.raises(VbmdError, match="2D networks"):
+        train(phantom_folder, tmp_path / "bad3d", tiny_settings(architecture="unet3d_isensee", kwargs={},
+              patch=(16, 32, 32), context_mm=(-1.0, 0.0)), device="cpu", show_progress=False)
+    with pytest.raises(VbmdError, match="finite"):
+        train(phantom_folder, tmp_path / "badnan", tiny_settings(context_mm=(float("nan"),)), device="cpu",
+              show_progress=False)

@@ -48,6 +48,10 @@ def register(subparsers) -> None:
     p.add_argument("--flips", default="none", choices=["none", "rot180", "all"],
                    help="flip augmentation (default none: every hand is turned into a right hand, and a mirror "
                    "flip would put MC3 where MC2 belongs; rot180 keeps the hand's chirality; all = the study's flips)")
+    p.add_argument("--context-mm", type=float, nargs="+", default=[0.0], metavar="MM",
+                   help="2D networks: slices given to the network as input channels, as offsets in mm along z "
+                   "from the slice being segmented (default 0 = the slice alone; e.g. -4 -2 0 2 4 lets it see "
+                   "which side of the joint a slice lies on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold stored in the checkpoint")
     p.add_argument("--name", default="model", help="model name stored in the checkpoint")
@@ -83,7 +87,8 @@ def run(args) -> int:
     settings = TrainSettings(
         architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
-        augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss, seed=args.seed, threshold=args.threshold, name=args.name,
+        augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss,
+        context_mm=tuple(args.context_mm), seed=args.seed, threshold=args.threshold, name=args.name,
         max_minutes=args.max_minutes, init=args.init, encoder_weights_path=args.encoder_weights,
         imagenet_online=args.imagenet_online,
     )

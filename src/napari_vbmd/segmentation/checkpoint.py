@@ -38,6 +38,9 @@ class ModelConfig:
     threshold: float = 0.5
     #: margin (mm) kept around the detected bone region when cropping.
     crop_margin_mm: float = 4.0
+    #: 2D networks: the slices stacked as input channels, as offsets (mm along z) from the slice being
+    #: segmented; (0.0,) is the slice alone. Neighbours beyond the bone region repeat its end slice.
+    context_mm: tuple[float, ...] = (0.0,)
     name: str = "model"
     training: dict[str, Any] = field(default_factory=dict)
     project_version: str = ""
@@ -51,6 +54,7 @@ class ModelConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["spacing_mm"] = list(self.spacing_mm)
+        out["context_mm"] = list(self.context_mm)
         return out
 
     @classmethod
@@ -78,9 +82,12 @@ class ModelConfig:
         try:
             config = cls(**data)
             config.spacing_mm = tuple(float(s) for s in config.spacing_mm)
-            numbers = [*config.spacing_mm, config.mean, config.std, config.threshold, config.crop_margin_mm]
+            config.context_mm = tuple(float(c) for c in config.context_mm)
+            numbers = [*config.spacing_mm, *config.context_mm, config.mean, config.std, config.threshold,
+                       config.crop_margin_mm]
             ok = (
                 len(config.spacing_mm) == 3
+                and len(config.context_mm) >= 1
                 and all(math.isfinite(float(v)) for v in numbers)
                 and all(s > 0 for s in config.spacing_mm)
                 and config.std > 0
@@ -90,8 +97,19 @@ class ModelConfig:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise VbmdError("checkpoint config has invalid values (spacing, mean/std, threshold)", path)
+            raise VbmdError("checkpoint config has invalid values (spacing, context, mean/std, threshold)", path)
+        check_context(config.architecture, config.context_mm, config.kwargs, path)
         return config
+
+
+def check_context(architecture: str, context_mm, kwargs: dict, path: Path | None = None) -> None:
+    """Slice context must fit the network: 2D only, one input channel per offset."""
+    if network_dims(architecture) != 2 and tuple(context_mm) != (0.0,):
+        raise VbmdError(f"slice context {list(context_mm)} is for 2D networks; {architecture} is 3D", path)
+    channels = int(kwargs.get("in_channels", 1))
+    if channels != len(context_mm):
+        raise VbmdError(f"{len(context_mm)} context slices need {len(context_mm)} input channels; the network "
+                        f"has {channels}", path)
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:

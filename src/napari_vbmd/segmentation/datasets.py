@@ -117,6 +117,7 @@ class PreparedCase:
     case: str
     image: np.ndarray  # (z, h, w) densities (mg HA/cm³) on the working grid, right-hand oriented
     mask: np.ndarray  # (z, h, w) float32 fraction of MC2 in each working voxel
+    spacing_z: float = 1.0  # mm between the slices of ``image`` (native for 2D, working for 3D)
 
 
 def load_pair(pair: Pair) -> tuple[Scan, np.ndarray]:
@@ -156,8 +157,11 @@ def prepare_case(image: Scan, inside: np.ndarray, spacing_mm, dims: int, margin_
     out_hw = (working_size(h, image.spacing[1], spacing_mm[1]), working_size(w, image.spacing[2], spacing_mm[2]))
     density = resample_slices(density, out_hw)
     mask = resample_slices(mask, out_hw)
+    spacing_z = float(image.spacing[0])
     if dims == 3:
         wz = working_size(nz, image.spacing[0], spacing_mm[0])
         density = resample_volume(density, (wz, *out_hw))
         mask = resample_volume(mask, (wz, *out_hw))
-    return PreparedCase(case, np.ascontiguousarray(density, np.float32), np.ascontiguousarray(np.clip(mask, 0, 1), np.float32))
+        spacing_z = nz * spacing_z / wz
+    return PreparedCase(case, np.ascontiguousarray(density, np.float32), np.ascontiguousarray(np.clip(mask, 0, 1), np.float32),
+                        spacing_z)

@@ -27,6 +27,8 @@ from . import postprocess as post
 from .checkpoint import ModelConfig
 from .preprocess import (
     Box,
+    context_indices,
+    context_offsets,
     density_block,
     find_bone_box,
     pad_to_multiple,
@@ -132,6 +134,7 @@ def segment(
         hand_used, hand_source = _resolve_hand(hand, scan)
         user_range = post.parse_slice_range(slice_range, scan.shape[0]) if slice_range is not None else None
         box = find_bone_box(scan, margin_mm=margin)
+        bone_z = (box.z0, box.z1)  # slice context reaches across the whole bone region, whatever the range
         if user_range is not None:
             z0, z1 = max(box.z0, user_range[0]), min(box.z1, user_range[1])
             if z1 <= z0:
@@ -149,7 +152,7 @@ def segment(
             threshold = 0.5
             model_name, device_name = "classical", "cpu"
         elif config.dims == 2:
-            probability, crop_timings = _run_2d(scan, box, mirror, loaded, progress, cancel, batch_size)
+            probability, crop_timings = _run_2d(scan, box, mirror, loaded, progress, cancel, batch_size, bone_z)
             threshold = config.threshold
             model_name, device_name = loaded.name, str(loaded.device)
         else:
@@ -197,8 +200,15 @@ def segment(
     )
 
 
-def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, cancel, batch_size):
-    """Batched 2D inference over the crop; returns (uint8 probability on the crop, timings)."""
+def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, cancel, batch_size,
+            context_range: tuple[int, int] | None = None):
+    """Batched 2D inference over the crop; returns (uint8 probability on the crop, timings).
+
+    A network with slice context (``config.context_mm``) gets, for each slice, the slices at those
+    offsets as input channels; neighbours are taken from ``context_range`` (scan slice indices
+    [start, stop), by default the crop's) and clamped to it, as training clamps them to its crop.
+    Working-grid slices are prepared once and kept while later batches still need them.
+    """
     from .networks import size_multiple
 
     config = loaded.config
@@ -208,24 +218,43 @@ def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, c
     wh = working_size(h, scan.spacing[1], config.spacing_mm[1])
     ww = working_size(w, scan.spacing[2], config.spacing_mm[2])
     multiple = size_multiple(net, config.architecture)
-    pad_value = (0.0 - config.mean) / config.std
+    offsets = context_offsets(config.context_mm, scan.spacing[0])
+    lo, hi = context_range if context_range is not None else (box.z0, box.z1)
+    lo, hi = min(lo, box.z0), max(hi, box.z1)
     if batch_size is None:
         batch_size = 32 if device.type != "cpu" else 8
     probability = np.zeros(box.shape, dtype=np.uint8)
+    prepared: dict[int, np.ndarray] = {}  # scan slice index -> z-scored working slice
+
+    def prepare(z0: int, z1: int) -> None:
+        block = density_block(scan, (slice(z0, z1), slice(box.y0, box.y1), slice(box.x0, box.x1)))
+        if mirror:
+            block = block[..., ::-1]
+        work = resample_slices(block, (wh, ww))
+        work -= config.mean
+        work /= config.std
+        for i, z in enumerate(range(z0, z1)):
+            prepared[z] = work[i]
+
     starts = list(range(0, nz, batch_size))
     total = len(starts) + 1
     for step, start in enumerate(starts, 1):
         _check_cancel(cancel)
         t = time.perf_counter()
         stop = min(nz, start + batch_size)
-        block = density_block(scan, (slice(box.z0 + start, box.z0 + stop), slice(box.y0, box.y1), slice(box.x0, box.x1)))
-        if mirror:
-            block = block[..., ::-1]
-        work = resample_slices(block, (wh, ww))
-        work -= config.mean
-        work /= config.std
-        work, _ = pad_to_multiple(work, multiple, axes=(1, 2), value=pad_value)
-        tensor = torch.from_numpy(np.ascontiguousarray(work))[:, None].to(device)
+        index = context_indices(np.arange(box.z0 + start, box.z0 + stop), offsets, lo, hi)
+        for z in [z for z in list(prepared) if z < index.min()]:
+            del prepared[z]
+        missing = sorted(set(index.ravel().tolist()) - set(prepared))
+        while missing:  # contiguous runs of missing slices, one read each
+            run_end = 0
+            while run_end + 1 < len(missing) and missing[run_end + 1] == missing[run_end] + 1:
+                run_end += 1
+            prepare(missing[0], missing[run_end] + 1)
+            missing = missing[run_end + 1 :]
+        work = np.stack([np.stack([prepared[z] for z in row]) for row in index.tolist()])
+        work, _ = pad_to_multiple(work, multiple, axes=(2, 3), value=(0.0 - config.mean) / config.std)
+        tensor = torch.from_numpy(np.ascontiguousarray(work)).to(device)
         timings["preprocess"] += time.perf_counter() - t
         t = time.perf_counter()
         with torch.inference_mode(), _autocast(device):

@@ -145,3 +145,13 @@ def pad_to_multiple(array: np.ndarray, multiple: int, axes: tuple[int, ...], val
     if all(p == (0, 0) for p in pads):
         return array, array.shape
     return np.pad(array, pads, mode="constant", constant_values=value), array.shape
+
+
+def context_offsets(context_mm, spacing_z: float) -> np.ndarray:
+    """Slice offsets (int, one per input channel) of ``context_mm`` (mm along z) at ``spacing_z`` mm."""
+    return np.array([int(round(float(c) / spacing_z)) for c in context_mm], dtype=np.int64)
+
+
+def context_indices(z: np.ndarray, offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """(len(z), len(offsets)) slice indices of each slice's context, clamped to [lo, hi)."""
+    return np.clip(np.asarray(z, dtype=np.int64)[:, None] + offsets[None, :], lo, hi - 1)

@@ -7,7 +7,8 @@ batch 1). Augmentation: intensity scale/shift/noise, small rotations, directiona
 motion) and, on request, flips. Flips are off by default: the pipeline turns every hand into a right
 hand, and a mirror flip turns it back into a left one, where MC3 sits where MC2 should be; a network
 trained with mirror flips cannot tell the two by position (the first default model marked MC3 on
-phantoms for this reason). Every epoch: validation Dice/IoU/AUC/accuracy to ``metrics.csv``; the best checkpoint by
+phantoms for this reason). ``context_mm`` (2D) stacks the slices at those offsets (mm along z) as
+input channels, so the network can see which side of the joint a slice lies on. Every epoch: validation Dice/IoU/AUC/accuracy to ``metrics.csv``; the best checkpoint by
 validation Dice is ``best.json``/``best.safetensors``, the latest ``last.*`` plus ``resume.*``
 (optimizer state in safetensors, never pickle) so ``--resume`` continues where it stopped.
 
@@ -35,8 +36,9 @@ import torch.nn.functional as F
 
 from .._atomic import atomic_path, write_text_atomic
 from ..errors import CancelledError, VbmdError
-from .checkpoint import ModelConfig, load_checkpoint, save_checkpoint
+from .checkpoint import ModelConfig, check_context, load_checkpoint, save_checkpoint
 from .datasets import PreparedCase, find_pairs, load_pair, prepare_case, split_by_patient
+from .preprocess import context_indices, context_offsets
 from .networks import architecture_kwargs, build_network, network_dims, size_multiple
 from .registry import resolve_device
 
@@ -67,6 +69,7 @@ class TrainSettings:
     empty_slice_fraction: float = 0.25  # share of 2D training samples drawn from slices without MC2
     loss: str = "dice"  # the study's; "dice_bce" adds binary cross-entropy (converges faster)
     average_from: int | None = None  # from this epoch on, validate and keep an equal-weight average of the weights
+    context_mm: tuple[float, ...] = (0.0,)  # 2D: slices stacked as input channels, offsets in mm along z
 
 
 def seed_everything(seed: int) -> None:
@@ -137,7 +140,7 @@ def _flip_axes(flips: str, rng: np.random.Generator) -> tuple[int, ...]:
 
 
 def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none"):
-    """images, masks: (b, 1, h, w); images in mg HA/cm³ (before z-scoring)."""
+    """images: (b, c, h, w) (c context slices), masks: (b, 1, h, w); images in mg HA/cm³ (before z-scoring)."""
     b = images.shape[0]
     for i in range(b):
         axes = _flip_axes(flips, rng)
@@ -147,19 +150,20 @@ def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Genera
     cos, sin = torch.cos(angles), torch.sin(angles)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    grid = F.affine_grid(theta, images.shape, align_corners=False)
+    grid = F.affine_grid(theta, images.shape, align_corners=False)  # the same motion for every context slice
     background = images.amin(dim=(1, 2, 3), keepdim=True)
     images = F.grid_sample(images - background, grid, align_corners=False, padding_mode="zeros") + background
     masks = F.grid_sample(masks, grid, align_corners=False, padding_mode="zeros")
     # directional blur, like patient motion
+    channels = images.shape[1]
     for i in range(b):
         if rng.random() < 0.3:
             length = int(rng.integers(2, 6)) * 2 + 1
-            kernel = torch.full((1, 1, 1, length), 1.0 / length)
+            kernel = torch.full((channels, 1, 1, length), 1.0 / length)
             if rng.random() < 0.5:
                 kernel = kernel.transpose(-1, -2)
             pad = (length // 2, length // 2, 0, 0) if kernel.shape[-1] > 1 else (0, 0, length // 2, length // 2)
-            images[i : i + 1] = F.conv2d(F.pad(images[i : i + 1], pad, mode="replicate"), kernel)
+            images[i : i + 1] = F.conv2d(F.pad(images[i : i + 1], pad, mode="replicate"), kernel, groups=channels)
     scale = torch.tensor(rng.uniform(0.9, 1.1, (b, 1, 1, 1)), dtype=torch.float32)
     shift = torch.tensor(rng.uniform(-30, 30, (b, 1, 1, 1)), dtype=torch.float32)
     noise = torch.randn_like(images) * torch.tensor(rng.uniform(0, 40, (b, 1, 1, 1)), dtype=torch.float32)
@@ -201,8 +205,9 @@ def _random_start(n: int, s: int, rng, centre: int | None = None) -> int:
 
 
 class _Sampler2D:
-    def __init__(self, cases: list[PreparedCase], patch, empty_fraction: float):
+    def __init__(self, cases: list[PreparedCase], patch, empty_fraction: float, context_mm=(0.0,)):
         self.cases, self.patch = cases, tuple(patch)
+        self.offsets = [context_offsets(context_mm, case.spacing_z) for case in cases]
         self.with_bone = [(c, z) for c, case in enumerate(cases) for z in np.flatnonzero(case.mask.max(axis=(1, 2)) > 0.5)]
         self.without = [(c, z) for c, case in enumerate(cases) for z in np.flatnonzero(case.mask.max(axis=(1, 2)) <= 0.5)]
         self.empty_fraction = empty_fraction if self.without else 0.0
@@ -218,17 +223,18 @@ class _Sampler2D:
             pool = self.without if rng.random() < self.empty_fraction else self.with_bone
             c, z = pool[int(rng.integers(len(pool)))]
             case = self.cases[c]
-            img, msk = case.image[z], case.mask[z]
+            img = case.image[context_indices(np.array([z]), self.offsets[c], 0, case.image.shape[0])[0]]
+            msk = case.mask[z]
             if msk.max() > 0.5:
                 ys, xs = np.nonzero(msk > 0.5)
                 cy, cx = int(ys.mean()), int(xs.mean())
             else:
                 cy = cx = None
-            start = (_random_start(img.shape[0], self.patch[0], rng, cy), _random_start(img.shape[1], self.patch[1], rng, cx))
+            start = (_random_start(msk.shape[0], self.patch[0], rng, cy), _random_start(msk.shape[1], self.patch[1], rng, cx))
             # padded like the pipeline pads (density 0, soft tissue), not with the slice's noisy minimum
-            images.append(_crop_or_pad(img, self.patch, start, 0.0))
+            images.append(_crop_or_pad(img, (img.shape[0], *self.patch), (0, *start), 0.0))
             masks.append(_crop_or_pad(msk, self.patch, start, 0.0))
-        return np.stack(images)[:, None], np.stack(masks)[:, None]
+        return np.stack(images), np.stack(masks)[:, None]
 
 
 class _Sampler3D:
@@ -269,8 +275,10 @@ def predict_prepared(model, config: ModelConfig, case: PreparedCase, device, bat
     z, h, w = image.shape
     if dims == 2:
         out = []
+        offsets = context_offsets(config.context_mm, case.spacing_z)
         for start in range(0, z, batch):
-            logits = model(torch.from_numpy(padded[start : start + batch])[:, None].to(device))
+            index = context_indices(np.arange(start, min(z, start + batch)), offsets, 0, z)
+            logits = model(torch.from_numpy(padded[index]).to(device))
             out.append(torch.sigmoid(logits.float())[:, 0, :h, :w].cpu().numpy())
         return np.concatenate(out)
     logits = model(torch.from_numpy(padded)[None, None].to(device))
@@ -380,7 +388,8 @@ def train(
     if settings.init:
         init_model, init_config = load_checkpoint(settings.init, device="cpu")
         settings = dataclasses.replace(settings, architecture=init_config.architecture, kwargs=init_config.kwargs,
-                                       spacing_mm=init_config.spacing_mm, crop_margin_mm=init_config.crop_margin_mm)
+                                       spacing_mm=init_config.spacing_mm, crop_margin_mm=init_config.crop_margin_mm,
+                                       context_mm=init_config.context_mm)
     if settings.loss not in LOSSES:
         raise VbmdError(f"unknown loss {settings.loss!r}; use {' or '.join(LOSSES)}")
     if settings.average_from is not None and not 1 <= settings.average_from <= settings.epochs:
@@ -388,6 +397,12 @@ def train(
     if settings.flips not in FLIPS:
         raise VbmdError(f"unknown flips setting {settings.flips!r}; use {', '.join(FLIPS)}")
     dims = network_dims(settings.architecture)
+    context_mm = tuple(float(c) for c in settings.context_mm)
+    if not context_mm or not all(math.isfinite(c) for c in context_mm):
+        raise VbmdError(f"slice context must be one or more finite offsets in mm, got {list(settings.context_mm)}")
+    if len(context_mm) > 1 and "in_channels" not in settings.kwargs:
+        settings = dataclasses.replace(settings, kwargs={**settings.kwargs, "in_channels": len(context_mm)})
+    check_context(settings.architecture, context_mm, settings.kwargs)
     defaults = STUDY_DEFAULTS[dims]
     lr = settings.lr if settings.lr is not None else defaults["lr"]
     batch_size = settings.batch_size or defaults["batch_size"]
@@ -429,6 +444,7 @@ def train(
         std=std,
         threshold=settings.threshold,
         crop_margin_mm=settings.crop_margin_mm,
+        context_mm=context_mm,
         name=settings.name,
         training={
             "data": str(data),
@@ -479,7 +495,8 @@ def train(
             average_model, _ = load_checkpoint(out_dir / "average.json", device="cpu")
             averaged.module.load_state_dict(average_model.state_dict())
             averaged.n_averaged.fill_(n_averaged)
-    sampler = _Sampler2D(train_cases, patch, settings.empty_slice_fraction) if dims == 2 else _Sampler3D(train_cases, patch)
+    sampler = (_Sampler2D(train_cases, patch, settings.empty_slice_fraction, context_mm) if dims == 2
+               else _Sampler3D(train_cases, patch))
     steps = settings.steps_per_epoch or max(1, len(sampler) // batch_size)
     started = time.monotonic()
     augment = _augment_2d if dims == 2 else _augment_3d
