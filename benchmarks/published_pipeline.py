@@ -29,7 +29,7 @@ def _resize(volume: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 @torch.inference_mode()
 def published_segment(scan, loaded, hand: str = "right", batch_size: int = 8) -> tuple[np.ndarray, dict]:
     """(mask on the scan's grid as uint8 0/1, timings) of the published pipeline's shape."""
-    from napari_vbmd.segmentation.preprocess import density_block
+    from napari_vbmd.segmentation.preprocess import context_indices, context_offsets, density_block
 
     config, net, device = loaded.config, loaded.network, loaded.device
     timings = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
@@ -46,8 +46,11 @@ def published_segment(scan, loaded, hand: str = "right", batch_size: int = 8) ->
     if config.dims == 2:
         slices = small[0, 0]
         prob = torch.empty_like(slices)
+        # a network with slice context gets its neighbours at the same distances in mm on the 80-slice grid
+        offsets = context_offsets(config.context_mm, scan.shape[0] * scan.spacing[0] / slices.shape[0])
         for start in range(0, slices.shape[0], batch_size):
-            batch = slices[start : start + batch_size, None].to(device)
+            index = context_indices(np.arange(start, min(slices.shape[0], start + batch_size)), offsets, 0, slices.shape[0])
+            batch = slices[torch.from_numpy(index)].to(device)
             prob[start : start + batch_size] = torch.sigmoid(net(batch).float())[:, 0].cpu()
         prob = prob[None, None]
     else:

@@ -56,6 +56,21 @@ def test_published_shape_resizes_to_80x512x512_and_back_onto_the_scan(dims, hand
     assert dice(dense, mask[..., ::-1]) < score - 0.3  # a left hand comes back mirrored onto itself
 
 
+def test_published_shape_gives_a_context_network_its_neighbours_in_mm():
+    scan, _ = synthetic_mcp(shape=(24, 96, 128))  # 2.4 mm deep: 80 slices of 0.03 mm on the published grid
+    config = ModelConfig(architecture="unet2d_small", kwargs={"in_channels": 3}, mean=600.0, std=100.0,
+                         threshold=0.5, context_mm=(-0.3, 0.0, 0.3))  # 10 published slices either side
+    net = ThresholdNet(2)
+    seen = []
+    net.forward = lambda x: (seen.append(x.clone()), 10 * x[:, 1:2])[1]
+    mask, _ = published_segment(scan, LoadedModel(net, config, "context", torch.device("cpu"), "test"), batch_size=16)
+    assert mask.shape == scan.shape
+    inputs = torch.cat(seen)
+    assert inputs.shape == (80, 3, 512, 512)
+    assert torch.equal(inputs[40, 0], inputs[30, 1]) and torch.equal(inputs[40, 2], inputs[50, 1])
+    assert torch.equal(inputs[3, 0], inputs[0, 1]) and torch.equal(inputs[75, 2], inputs[79, 1])  # clamped at the ends
+
+
 def test_resolution_ceilings_of_both_grids():
     _, truth = synthetic_mcp(shape=(24, 96, 128))
     assert dice(truth, published_ceiling(truth)) > 0.9
