@@ -1,8 +1,8 @@
 """Held-out evaluation of a segmentation model on phantoms it never saw.
 
-    python benchmarks/eval_default_model.py [--model default] [--n 20] [--cache DIR] [--csv OUT.csv]
+    python benchmarks/eval_default_model.py [--model default] [--n 24] [--cache DIR] [--csv OUT.csv]
 
-Phantoms (seeds 5000.., never used by scripts/train_default_model.sh, which uses 1000..1019) are
+Phantoms (seeds 5000.., never used by scripts/train_default_model.sh, which uses seeds from 1000 up) are
 written once to ``--cache`` and reused. Each goes through the full pipeline ``segment(...)`` (bone
 crop, mirroring of left hands, working grid, inference, probabilities back on the scan grid, hole
 filling, MC2 component) and is compared with its truth: Dice of the mask, and the error of the

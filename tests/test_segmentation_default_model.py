@@ -1,4 +1,4 @@
-"""The bundled default model end to end on phantoms it never saw (training used seeds 1000-1023)."""
+"""The bundled default model end to end on phantoms it never saw (training used seeds 1000-1047)."""
 from __future__ import annotations
 
 import json
