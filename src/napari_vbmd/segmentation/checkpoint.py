@@ -103,7 +103,10 @@ class ModelConfig:
 
 
 def check_context(architecture: str, context_mm, kwargs: dict, path: Path | None = None) -> None:
-    """Slice context must fit the network: 2D only, one input channel per offset."""
+    """Slice context must be one or more finite offsets (mm) and fit the network: 2D only, one input
+    channel per offset."""
+    if not len(context_mm) or not all(math.isfinite(float(c)) for c in context_mm):
+        raise VbmdError(f"slice context must be one or more finite offsets in mm, got {list(context_mm)}", path)
     if network_dims(architecture) != 2 and tuple(context_mm) != (0.0,):
         raise VbmdError(f"slice context {list(context_mm)} is for 2D networks; {architecture} is 3D", path)
     channels = int(kwargs.get("in_channels", 1))

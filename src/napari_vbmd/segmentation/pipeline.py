@@ -201,13 +201,14 @@ def segment(
 
 
 def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, cancel, batch_size,
-            context_range: tuple[int, int] | None = None):
+            context_range: tuple[int, int]):
     """Batched 2D inference over the crop; returns (uint8 probability on the crop, timings).
 
     A network with slice context (``config.context_mm``) gets, for each slice, the slices at those
     offsets as input channels; neighbours are taken from ``context_range`` (scan slice indices
-    [start, stop), by default the crop's) and clamped to it, as training clamps them to its crop.
-    Working-grid slices are prepared once and kept while later batches still need them.
+    [start, stop) of the bone region, which holds the crop) and clamped to it, as training clamps them
+    to its crop. Every slice a batch reaches is prepared once, in order, and kept until no later batch
+    reaches back to it.
     """
     from .networks import size_multiple
 
@@ -219,12 +220,12 @@ def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, c
     ww = working_size(w, scan.spacing[2], config.spacing_mm[2])
     multiple = size_multiple(net, config.architecture)
     offsets = context_offsets(config.context_mm, scan.spacing[0])
-    lo, hi = context_range if context_range is not None else (box.z0, box.z1)
-    lo, hi = min(lo, box.z0), max(hi, box.z1)
+    lo, hi = context_range
     if batch_size is None:
         batch_size = 32 if device.type != "cpu" else 8
     probability = np.zeros(box.shape, dtype=np.uint8)
     prepared: dict[int, np.ndarray] = {}  # scan slice index -> z-scored working slice
+    next_unprepared = lo
 
     def prepare(z0: int, z1: int) -> None:
         block = density_block(scan, (slice(z0, z1), slice(box.y0, box.y1), slice(box.x0, box.x1)))
@@ -243,15 +244,12 @@ def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, c
         t = time.perf_counter()
         stop = min(nz, start + batch_size)
         index = context_indices(np.arange(box.z0 + start, box.z0 + stop), offsets, lo, hi)
-        for z in [z for z in list(prepared) if z < index.min()]:
+        first, last = int(index.min()), int(index.max()) + 1  # both only grow from batch to batch
+        for z in [z for z in prepared if z < first]:
             del prepared[z]
-        missing = sorted(set(index.ravel().tolist()) - set(prepared))
-        while missing:  # contiguous runs of missing slices, one read each
-            run_end = 0
-            while run_end + 1 < len(missing) and missing[run_end + 1] == missing[run_end] + 1:
-                run_end += 1
-            prepare(missing[0], missing[run_end] + 1)
-            missing = missing[run_end + 1 :]
+        for z0 in range(max(first, next_unprepared), last, batch_size):  # native blocks of one batch at most
+            prepare(z0, min(last, z0 + batch_size))
+        next_unprepared = max(next_unprepared, last)
         work = np.stack([np.stack([prepared[z] for z in row]) for row in index.tolist()])
         work, _ = pad_to_multiple(work, multiple, axes=(2, 3), value=(0.0 - config.mean) / config.std)
         tensor = torch.from_numpy(np.ascontiguousarray(work)).to(device)

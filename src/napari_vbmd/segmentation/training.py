@@ -399,8 +399,6 @@ def train(
         raise VbmdError(f"unknown flips setting {settings.flips!r}; use {', '.join(FLIPS)}")
     dims = network_dims(settings.architecture)
     context_mm = tuple(float(c) for c in settings.context_mm)
-    if not context_mm or not all(math.isfinite(c) for c in context_mm):
-        raise VbmdError(f"slice context must be one or more finite offsets in mm, got {list(settings.context_mm)}")
     if len(context_mm) > 1 and "in_channels" not in settings.kwargs:
         settings = dataclasses.replace(settings, kwargs={**settings.kwargs, "in_channels": len(context_mm)})
     check_context(settings.architecture, context_mm, settings.kwargs)
