@@ -433,3 +433,4 @@ def test_slice_context_trains_fine_tunes_and_segments_with_neighbouring_slices(p
     with pytest.raises(VbmdError, match="finite"):
         train(phantom_folder, tmp_path / "badnan", tiny_settings(context_mm=(float("nan"),)), device="cpu",
               show_progress=False)
+    assert not (tmp_path / "bad3d").exists() and not (tmp_path / "badnan").exists()  # no empty run folders left

@@ -382,7 +382,6 @@ def train(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
     seed_everything(settings.seed)
     init_model, init_config = (None, None)
@@ -410,6 +409,7 @@ def train(
         raise VbmdError(f"patch must have {dims} sizes for a {dims}D network, got {patch}")
 
     pairs = find_pairs(data)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the settings and the data are known to be usable
     split_path = out_dir / "split.json"
     if resume and split_path.is_file():
         recorded = json.loads(split_path.read_text())
