@@ -16,7 +16,7 @@ from napari_vbmd.io import read_scan, write_mask
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, write_phantom
 from napari_vbmd.segmentation.checkpoint import load_checkpoint
 from napari_vbmd.segmentation.datasets import Pair, find_pairs, load_pair, prepare_case, split_by_patient
-from napari_vbmd.segmentation.training import METRIC_COLUMNS, TrainSettings, train
+from napari_vbmd.segmentation.training import METRIC_COLUMNS, TrainSettings, epoch_lr, train
 
 TINY = dict(n_slices=24, spacing_mm=0.25)
 
@@ -434,3 +434,69 @@ def test_slice_context_trains_fine_tunes_and_segments_with_neighbouring_slices(p
         train(phantom_folder, tmp_path / "badnan", tiny_settings(context_mm=(float("nan"),)), device="cpu",
               show_progress=False)
     assert not (tmp_path / "bad3d").exists() and not (tmp_path / "badnan").exists()  # no empty run folders left
+
+
+def test_cosine_schedule_with_warm_up_is_a_function_of_the_epoch_alone():
+    settings = tiny_settings(epochs=10, lr_schedule="cosine", warmup_epochs=2)
+    rates = [epoch_lr(settings, 1e-3, e) for e in range(1, 11)]
+    assert rates[:2] == pytest.approx([5e-4, 1e-3])  # linear warm-up
+    assert rates[2] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)  # cosine from lr to lr/100
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))
+    assert rates[6] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * 4 / 7)))
+    constant = tiny_settings(epochs=10)
+    assert [epoch_lr(constant, 1e-3, e) for e in range(1, 11)] == [1e-3] * 10
+
+
+def test_schedule_and_gradient_clipping_are_applied_recorded_and_resumable(phantom_folder, trained, tmp_path):
+    scheduled = dict(epochs=3, lr_schedule="cosine", warmup_epochs=1, grad_clip=1e-3)
+    out = tmp_path / "scheduled"
+    train(phantom_folder, out, tiny_settings(**scheduled), device="cpu", show_progress=False)
+    rows = read_metrics(out / "metrics.csv")
+    settings = tiny_settings(**scheduled)
+    assert [float(r["lr"]) for r in rows] == pytest.approx([epoch_lr(settings, 1e-3, e) for e in (1, 2, 3)], rel=1e-5)
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-5], rel=1e-5)  # warm-up of 1 epoch: full lr
+    # the gradient norm is recorded before clipping: far above the clip, so every step was clipped
+    assert all(float(r["grad_norm"]) > 1e-2 for r in rows)
+    _, config = load_checkpoint(out / "best.json", device="cpu")
+    assert (config.training["lr_schedule"], config.training["warmup_epochs"], config.training["grad_clip"]) == (
+        "cosine", 1, 1e-3)
+
+    # clipping every step to a thousandth changes Adam's path (the steps' relative sizes), unclipped it is the plain run
+    unclipped = tmp_path / "unclipped"
+    train(phantom_folder, unclipped, tiny_settings(**{**scheduled, "grad_clip": None}), device="cpu", show_progress=False)
+    clipped_weights, unclipped_weights = load_file(str(out / "last.safetensors")), load_file(str(unclipped / "last.safetensors"))
+    assert any(not np.allclose(clipped_weights[k], unclipped_weights[k]) for k in clipped_weights)
+    assert all(np.isfinite(v).all() for v in clipped_weights.values())
+
+    # stopped after epoch 2 and resumed: the same learning rates and the same weights as the run straight through
+    stopped = tmp_path / "stopped"
+    train(phantom_folder, stopped, tiny_settings(**{**scheduled, "epochs": 2}), device="cpu", show_progress=False)
+    train(phantom_folder, stopped, tiny_settings(**scheduled), device="cpu", resume=True, show_progress=False)
+    assert [r["lr"] for r in read_metrics(stopped / "metrics.csv")] == [r["lr"] for r in rows]
+    resumed = load_file(str(stopped / "last.safetensors"))
+    assert all(np.allclose(resumed[k], clipped_weights[k], atol=1e-6) for k in clipped_weights)
+
+
+def test_impossible_schedules_and_a_diverging_loss_are_refused(phantom_folder, tmp_path, monkeypatch, capsys):
+    for changes, message in [
+        (dict(lr_schedule="step"), "unknown learning-rate schedule 'step'"),
+        (dict(warmup_epochs=2), "warmup_epochs must be between 0 and 1"),
+        (dict(warmup_epochs=-1), "warmup_epochs must be between 0 and 1"),
+        (dict(grad_clip=0.0), "grad_clip must be a positive number"),
+        (dict(grad_clip=float("nan")), "grad_clip must be a positive number"),
+    ]:
+        with pytest.raises(VbmdError, match=message):
+            train(phantom_folder, tmp_path / "refused", tiny_settings(**changes), device="cpu", show_progress=False)
+        assert not (tmp_path / "refused").exists()
+    code = main(["train", str(phantom_folder), "-o", str(tmp_path / "cli"), "--epochs", "2", "--warmup-epochs", "2",
+                 "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "warmup_epochs must be between 0 and 1" in err
+
+    import napari_vbmd.segmentation.training as training
+
+    real_loss = training.training_loss
+    monkeypatch.setattr(training, "training_loss", lambda kind, logits, target: real_loss(kind, logits, target) * np.nan)
+    with pytest.raises(VbmdError, match="training diverged: the loss is not finite in epoch 1"):
+        train(phantom_folder, tmp_path / "nan", tiny_settings(), device="cpu", show_progress=False)
+    assert not (tmp_path / "nan" / "best.safetensors").exists()

@@ -39,6 +39,12 @@ def register(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the slices)")
     p.add_argument("--batch-size", type=int, help="default: the study's (2D 4, 3D 1)")
     p.add_argument("--lr", type=float, help="Adam learning rate; default: the study's (2D 1e-5, 3D 1e-4)")
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="constant, or cosine: from --lr down to a hundredth of it at the last epoch")
+    p.add_argument("--warmup-epochs", type=int, default=0,
+                   help="raise the learning rate linearly to --lr over this many first epochs")
+    p.add_argument("--grad-clip", type=float, metavar="NORM",
+                   help="clip the gradients' total L2 norm to NORM before each step")
     p.add_argument("--loss", default="dice", choices=["dice", "dice_bce"],
                    help="dice = the study's Dice loss; dice_bce adds binary cross-entropy (faster convergence)")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
@@ -88,7 +94,8 @@ def run(args) -> int:
         architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
         augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss,
-        context_mm=tuple(args.context_mm), seed=args.seed, threshold=args.threshold, name=args.name,
+        context_mm=tuple(args.context_mm), lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+        grad_clip=args.grad_clip, seed=args.seed, threshold=args.threshold, name=args.name,
         max_minutes=args.max_minutes, init=args.init, encoder_weights_path=args.encoder_weights,
         imagenet_online=args.imagenet_online,
     )

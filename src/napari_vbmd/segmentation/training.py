@@ -18,6 +18,12 @@ after each epoch join an equal-weight average (``torch.optim.swa_utils.AveragedM
 average, not the raw weights, is validated and becomes ``best.*``. At a constant learning rate the
 raw weights of a small data set swing from epoch to epoch; their average sits in a flatter, more
 stable place. Batch-norm statistics of the average are recomputed on training batches.
+
+``lr_schedule="cosine"`` lowers the learning rate from ``lr`` to ``lr/100`` over the run (after an
+optional linear warm-up), and ``grad_clip`` caps the gradients' total norm before each Adam step; a
+constant lr 1e-3 on batches of four once threw a converged run off (loss 0.11 back to 1.08). Each
+epoch's lr and median gradient norm (before clipping) are in ``metrics.csv``; a non-finite loss
+stops the run with an error instead of writing NaN weights.
 """
 from __future__ import annotations
 
@@ -44,7 +50,9 @@ from .networks import architecture_kwargs, build_network, network_dims, size_mul
 from .registry import resolve_device
 
 STUDY_DEFAULTS = {2: {"lr": 1e-5, "batch_size": 4}, 3: {"lr": 1e-4, "batch_size": 1}}
-METRIC_COLUMNS = ["epoch", "train_loss", "val_dice", "val_iou", "val_auc", "val_accuracy", "lr", "seconds"]
+METRIC_COLUMNS = ["epoch", "train_loss", "val_dice", "val_iou", "val_auc", "val_accuracy", "lr", "seconds",
+                  "grad_norm"]
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -71,6 +79,21 @@ class TrainSettings:
     loss: str = "dice"  # the study's; "dice_bce" adds binary cross-entropy (converges faster)
     average_from: int | None = None  # from this epoch on, validate and keep an equal-weight average of the weights
     context_mm: tuple[float, ...] = (0.0,)  # 2D: slices stacked as input channels, offsets in mm along z
+    lr_schedule: str = "constant"  # "cosine": from lr down to lr/100 at the last epoch
+    warmup_epochs: int = 0  # linear warm-up from lr/warmup_epochs to lr over the first epochs
+    grad_clip: float | None = None  # clip the gradients' total L2 norm to this before each step
+
+
+def epoch_lr(settings: TrainSettings, lr: float, epoch: int) -> float:
+    """The learning rate of an epoch (1-based): a function of its number alone, so a resumed run follows it too."""
+    if epoch <= settings.warmup_epochs:
+        return lr * epoch / settings.warmup_epochs
+    if settings.lr_schedule == "constant":
+        return lr
+    span = settings.epochs - settings.warmup_epochs
+    progress = (epoch - settings.warmup_epochs - 1) / max(1, span - 1)  # 0 at the first epoch after warm-up, 1 at the last
+    floor = lr / 100
+    return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def seed_everything(seed: int) -> None:
@@ -396,6 +419,13 @@ def train(
         raise VbmdError(f"average_from must be an epoch between 1 and {settings.epochs}, got {settings.average_from}")
     if settings.flips not in FLIPS:
         raise VbmdError(f"unknown flips setting {settings.flips!r}; use {', '.join(FLIPS)}")
+    if settings.lr_schedule not in LR_SCHEDULES:
+        raise VbmdError(f"unknown learning-rate schedule {settings.lr_schedule!r}; use {' or '.join(LR_SCHEDULES)}")
+    if not 0 <= settings.warmup_epochs < settings.epochs:
+        raise VbmdError(f"warmup_epochs must be between 0 and {settings.epochs - 1} (fewer than the epochs), "
+                        f"got {settings.warmup_epochs}")
+    if settings.grad_clip is not None and not (math.isfinite(settings.grad_clip) and settings.grad_clip > 0):
+        raise VbmdError(f"grad_clip must be a positive number, got {settings.grad_clip}")
     dims = network_dims(settings.architecture)
     context_mm = tuple(float(c) for c in settings.context_mm)
     if len(context_mm) > 1 and "in_channels" not in settings.kwargs:
@@ -454,6 +484,9 @@ def train(
             "batch_size": batch_size,
             "loss": settings.loss,
             "optimizer": "adam",
+            "lr_schedule": settings.lr_schedule,
+            "warmup_epochs": settings.warmup_epochs,
+            "grad_clip": settings.grad_clip,
         },
     )
     build_kwargs = dict(settings.kwargs)
@@ -505,7 +538,10 @@ def train(
         seed_everything(settings.seed * 100_003 + epoch)  # resumable: each epoch's randomness from its number
         rng = np.random.default_rng(settings.seed * 100_003 + epoch)
         model.train()
-        losses = []
+        current_lr = epoch_lr(settings, lr, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = current_lr
+        losses, grad_norms = [], []
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{settings.epochs}", disable=not show_progress, leave=False)
         for _ in bar:
             if cancel is not None and cancel():
@@ -518,9 +554,14 @@ def train(
             masks = masks.to(torch_device)
             optimizer.zero_grad(set_to_none=True)
             loss = training_loss(settings.loss, model(images), masks)
+            if not torch.isfinite(loss):
+                raise VbmdError(f"training diverged: the loss is not finite in epoch {epoch} (lower the learning "
+                                f"rate or set a gradient clip); the last good state is in last.json", out_dir)
             loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip or math.inf)
             optimizer.step()
             losses.append(float(loss.detach()))
+            grad_norms.append(float(grad_norm))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         evaluated = model
         if averaged is not None and epoch >= settings.average_from:
@@ -529,13 +570,14 @@ def train(
             save_checkpoint(out_dir / "average", averaged.module, config)
             evaluated = averaged.module
         metrics = validate(evaluated, config, val_cases, torch_device)
-        row = [epoch, float(np.mean(losses)), metrics["dice"], metrics["iou"], metrics["auc"], metrics["accuracy"], lr,
-               time.monotonic() - epoch_start]
+        row = [epoch, float(np.mean(losses)), metrics["dice"], metrics["iou"], metrics["auc"], metrics["accuracy"],
+               current_lr, time.monotonic() - epoch_start, float(np.median(grad_norms))]
         with open(metrics_path, "a", newline="") as fh:
             csv.writer(fh).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
         if log:
             log(f"epoch {epoch}: loss {row[1]:.4f}, val Dice {metrics['dice']:.4f}, IoU {metrics['iou']:.4f}, "
-                f"AUC {metrics['auc']:.4f}, accuracy {metrics['accuracy']:.5f} ({row[-1]:.0f} s)")
+                f"AUC {metrics['auc']:.4f}, accuracy {metrics['accuracy']:.5f}, lr {current_lr:.3g}, "
+                f"median gradient norm {row[8]:.3g} ({row[7]:.0f} s)")
         config.training["epoch"] = epoch
         config.training["val_metrics"] = metrics
         if metrics["dice"] > best["val_dice"]:
