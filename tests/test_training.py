@@ -500,3 +500,19 @@ def test_impossible_schedules_and_a_diverging_loss_are_refused(phantom_folder, t
     with pytest.raises(VbmdError, match="training diverged: the loss is not finite in epoch 1"):
         train(phantom_folder, tmp_path / "nan", tiny_settings(), device="cpu", show_progress=False)
     assert not (tmp_path / "nan" / "best.safetensors").exists()
+
+
+def test_resuming_a_run_from_before_the_gradient_norm_column_keeps_its_rows(phantom_folder, tmp_path):
+    out = tmp_path / "old"
+    train(phantom_folder, out, tiny_settings(epochs=1), device="cpu", show_progress=False)
+    rows = read_metrics(out / "metrics.csv")
+    old_columns = [c for c in METRIC_COLUMNS if c != "grad_norm"]
+    with open(out / "metrics.csv", "w", newline="") as fh:  # as an earlier version wrote it
+        writer = csv.DictWriter(fh, fieldnames=old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    train(phantom_folder, out, tiny_settings(epochs=2), device="cpu", resume=True, show_progress=False)
+    resumed = read_metrics(out / "metrics.csv")
+    assert list(resumed[0]) == METRIC_COLUMNS and [r["epoch"] for r in resumed] == ["1", "2"]
+    assert resumed[0]["grad_norm"] == "" and resumed[0]["val_dice"] == rows[0]["val_dice"]
+    assert float(resumed[1]["grad_norm"]) > 0

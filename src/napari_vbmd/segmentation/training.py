@@ -361,6 +361,20 @@ def _load_resume(out_dir: Path, optimizer) -> dict:
     return meta
 
 
+def _upgrade_metrics_header(path: Path) -> None:
+    """A run resumed from an older version: its metrics.csv gets today's columns (missing values empty)."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    if reader.fieldnames == METRIC_COLUMNS:
+        return
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore", restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def _refresh_batch_norm(network, sampler, batch_size, augment, settings, config, device, epoch, batches: int = 20):
     """Recompute batch-norm running statistics of averaged weights on training batches (no-op without BN)."""
     from torch.optim.swa_utils import update_bn
@@ -514,6 +528,8 @@ def train(
     if not metrics_path.exists():
         with open(metrics_path, "w", newline="") as fh:
             csv.writer(fh).writerow(METRIC_COLUMNS)
+    else:
+        _upgrade_metrics_header(metrics_path)
 
     averaged = None
     if settings.average_from is not None:
