@@ -497,9 +497,24 @@ def test_impossible_schedules_and_a_diverging_loss_are_refused(phantom_folder, t
 
     real_loss = training.training_loss
     monkeypatch.setattr(training, "training_loss", lambda kind, logits, target: real_loss(kind, logits, target) * np.nan)
-    with pytest.raises(VbmdError, match="training diverged: the loss is not finite in epoch 1"):
+    with pytest.raises(VbmdError, match=r"training diverged: the loss is not finite in epoch 1 \(lower the learning "
+                       r"rate or set a gradient clip\)$"):
         train(phantom_folder, tmp_path / "nan", tiny_settings(), device="cpu", show_progress=False)
     assert not (tmp_path / "nan" / "best.safetensors").exists()
+
+    calls = []  # finite for epoch 1 (3 steps), NaN from epoch 2 on: epoch 1's checkpoint stays as it was written
+
+    def nan_after_epoch_1(kind, logits, target):
+        calls.append(1)
+        loss = real_loss(kind, logits, target)
+        return loss if len(calls) <= 3 else loss * np.nan
+
+    monkeypatch.setattr(training, "training_loss", nan_after_epoch_1)
+    with pytest.raises(VbmdError, match="not finite in epoch 2 .*last.json holds the last finished epoch"):
+        train(phantom_folder, tmp_path / "nan2", tiny_settings(), device="cpu", show_progress=False)
+    _, config = load_checkpoint(tmp_path / "nan2" / "last.json", device="cpu")
+    assert config.training["epoch"] == 1
+    assert all(np.isfinite(v).all() for v in load_file(str(tmp_path / "nan2" / "last.safetensors")).values())
 
 
 def test_resuming_a_run_from_before_the_gradient_norm_column_keeps_its_rows(phantom_folder, tmp_path):

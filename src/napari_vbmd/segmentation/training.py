@@ -571,8 +571,9 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = training_loss(settings.loss, model(images), masks)
             if not torch.isfinite(loss):
+                kept = "; last.json holds the last finished epoch" if epoch > 1 else ""
                 raise VbmdError(f"training diverged: the loss is not finite in epoch {epoch} (lower the learning "
-                                f"rate or set a gradient clip); the last good state is in last.json", out_dir)
+                                f"rate or set a gradient clip){kept}", out_dir)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip or math.inf)
             optimizer.step()
