@@ -219,6 +219,7 @@ def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, c
     wh = working_size(h, scan.spacing[1], config.spacing_mm[1])
     ww = working_size(w, scan.spacing[2], config.spacing_mm[2])
     multiple = size_multiple(net, config.architecture)
+    pad_value = (0.0 - config.mean) / config.std
     offsets = context_offsets(config.context_mm, scan.spacing[0])
     lo, hi = context_range
     if batch_size is None:
@@ -251,7 +252,7 @@ def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, c
             prepare(z0, min(last, z0 + batch_size))
         next_unprepared = max(next_unprepared, last)
         work = np.stack([np.stack([prepared[z] for z in row]) for row in index.tolist()])
-        work, _ = pad_to_multiple(work, multiple, axes=(2, 3), value=(0.0 - config.mean) / config.std)
+        work, _ = pad_to_multiple(work, multiple, axes=(2, 3), value=pad_value)
         tensor = torch.from_numpy(np.ascontiguousarray(work)).to(device)
         timings["preprocess"] += time.perf_counter() - t
         t = time.perf_counter()
