@@ -1,6 +1,6 @@
 """Held-out evaluation of a segmentation model on phantoms it never saw.
 
-    python benchmarks/eval_default_model.py [--model default] [--n 24] [--cache DIR] [--csv OUT.csv]
+    python benchmarks/eval_default_model.py [--model default] [--n 24] [--first-seed 5000] [--cache DIR] [--csv OUT.csv]
 
 Phantoms (seeds 5000.., never used by scripts/train_default_model.sh, which uses seeds from 1000 up) are
 written once to ``--cache`` and reused. Each goes through the full pipeline ``segment(...)`` (bone
@@ -28,12 +28,12 @@ from napari_vbmd.segmentation.pipeline import segment
 from napari_vbmd.segmentation.registry import load_model
 
 
-def held_out_specs(n: int) -> list[PhantomSpec]:
-    """Both hands, every fifth a 1536 x 1536 field of view, motion 0-3, 0-2 erosions, both scanners;
+def held_out_specs(n: int, first_seed: int = 5000) -> list[PhantomSpec]:
+    """Seeds first_seed..; both hands, every fifth a 1536 x 1536 field of view, motion 0-3, 0-2 erosions, both scanners;
     from the 21st on, 320 slices (26 mm of the shaft, as a 3-stack scan) on a cropped field of view."""
     return [
         PhantomSpec(
-            seed=5000 + k,
+            seed=first_seed + k,
             hand="left" if k % 2 else "right",
             fov="full" if k % 5 == 2 and k < 20 else "cropped",
             n_slices=320 if k >= 20 else 110,
@@ -113,9 +113,11 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="/tmp/vbmd-eval-phantoms")
     parser.add_argument("--csv", help="also write the per-case rows to this CSV")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--first-seed", type=int, default=5000,
+                        help="phantom seeds first_seed..first_seed+n-1 (default 5000; 6000.. is a second, fresh set)")
     parser.add_argument("--generate-only", action="store_true")
     args = parser.parse_args(argv)
-    cases = ensure_phantoms(Path(args.cache), held_out_specs(args.n))
+    cases = ensure_phantoms(Path(args.cache), held_out_specs(args.n, args.first_seed))
     if args.generate_only:
         return 0
     model = args.model if args.model == "classical" else load_model(args.model, device="cpu")

@@ -59,6 +59,8 @@ def test_segment_table_output_and_voi(scan_file, tmp_path, capsys):
         (["--model", "nonsense"], "unknown model 'nonsense'"),
         (["--model", "unet2d"], "no trained weights are bundled"),
         (["--model", "unet3d"], "no trained weights are bundled"),
+        (["--boundary-band", "-0.5"], "boundary refinement band must be between 0 and 2 mm"),
+        (["--boundary-band", "nan"], "boundary refinement band must be between 0 and 2 mm"),
     ],
 )
 def test_segment_bad_models_are_one_line_errors(scan_file, tmp_path, capsys, extra, message):

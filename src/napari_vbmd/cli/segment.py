@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for inference")
     p.add_argument("--hole-filling", default="fill", choices=["fill", "active_contour", "none"],
                    help="fill = exact per-slice filling (default); active_contour = the study's option")
+    p.add_argument("--boundary-band", type=float, metavar="MM",
+                   help="move the mask's boundary, within MM of where the network put it, onto the scan's "
+                   "half-maximum edge; 0 keeps the network's boundary; default: the model's own setting")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_calibration_arguments(p)
     p.set_defaults(func=run)
@@ -64,6 +67,7 @@ def run(args) -> int:
         result = segment(
             image, model=args.model, device=args.device, hand=args.hand, slice_range=args.slices,
             voi_mm=args.voi_mm, progress=progress, threads=args.threads, hole_filling=args.hole_filling,
+            boundary_band_mm=args.boundary_band,
         )
     finally:
         close()

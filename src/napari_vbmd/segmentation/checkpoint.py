@@ -20,6 +20,7 @@ from torch import nn
 
 from .._atomic import atomic_path, write_text_atomic
 from ..errors import VbmdError
+from .postprocess import MAX_BOUNDARY_BAND_MM
 from .networks import ARCHITECTURES, architecture_kwargs, build_network, network_dims
 
 FORMAT = "napari-vbmd-checkpoint"
@@ -41,6 +42,9 @@ class ModelConfig:
     #: 2D networks: the slices stacked as input channels, as offsets (mm along z) from the slice being
     #: segmented; (0.0,) is the slice alone. Neighbours beyond the bone region repeat its end slice.
     context_mm: tuple[float, ...] = (0.0,)
+    #: after thresholding, move the boundary within this many mm onto the scan's half-maximum edge
+    #: (postprocess.refine_boundary); 0 keeps the network's own boundary
+    boundary_band_mm: float = 0.0
     name: str = "model"
     training: dict[str, Any] = field(default_factory=dict)
     project_version: str = ""
@@ -83,8 +87,9 @@ class ModelConfig:
             config = cls(**data)
             config.spacing_mm = tuple(float(s) for s in config.spacing_mm)
             config.context_mm = tuple(float(c) for c in config.context_mm)
+            config.boundary_band_mm = float(config.boundary_band_mm)
             numbers = [*config.spacing_mm, *config.context_mm, config.mean, config.std, config.threshold,
-                       config.crop_margin_mm]
+                       config.crop_margin_mm, config.boundary_band_mm]
             ok = (
                 len(config.spacing_mm) == 3
                 and len(config.context_mm) >= 1
@@ -92,12 +97,14 @@ class ModelConfig:
                 and all(s > 0 for s in config.spacing_mm)
                 and config.std > 0
                 and 0 < config.threshold < 1
+                and 0 <= config.boundary_band_mm <= MAX_BOUNDARY_BAND_MM
                 and isinstance(config.kwargs, dict)
             )
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise VbmdError("checkpoint config has invalid values (spacing, context, mean/std, threshold)", path)
+            raise VbmdError("checkpoint config has invalid values (spacing, context, mean/std, threshold, "
+                        "boundary band)", path)
         check_context(config.architecture, config.context_mm, config.kwargs, path)
         return config
 

@@ -7,8 +7,10 @@
 3. inference in batches of slices (2D) or one pass (3D), mixed precision on GPU, progress after
    each batch and a cancel check between batches;
 4. probabilities resampled back onto the crop's native grid, *then* thresholded; mirrored back;
-   hole filling per slice, the MC2 component, optional standard VOI; the crop is put back into a
-   mask on the scan's exact grid.
+   hole filling per slice, the MC2 component; when the checkpoint (or the caller) asks for it, the
+   boundary is moved within a narrow band onto the scan's half-maximum edge
+   (:func:`~napari_vbmd.segmentation.postprocess.refine_boundary`); optional standard VOI; the crop
+   is put back into a mask on the scan's exact grid.
 """
 from __future__ import annotations
 
@@ -105,8 +107,14 @@ def segment(
     hole_filling: str = "fill",
     batch_size: int | None = None,
     keep_probability: bool = False,
+    boundary_band_mm: float | None = None,
 ) -> SegmentationResult:
-    """Segment MC2 in ``scan`` (a Scan or a path); see the module docstring for the steps."""
+    """Segment MC2 in ``scan`` (a Scan or a path); see the module docstring for the steps.
+
+    ``boundary_band_mm``: None uses the checkpoint's setting; 0 keeps the network's boundary; a
+    positive value refines it within that band (not used by the classical method, which snaps its
+    contour to the edges itself).
+    """
     timings = {"read": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     if not isinstance(scan, Scan):
         from ..io import read_scan
@@ -118,6 +126,8 @@ def segment(
         raise VbmdError(f"hole filling must be one of {', '.join(post.HOLE_FILLING)}, got {hole_filling!r}")
     if scan.kind != "image":
         raise VbmdError("segmentation needs a greyscale image, not a mask", scan.source)
+    if boundary_band_mm is not None:
+        boundary_band_mm = post.check_boundary_band(boundary_band_mm)
 
     with _torch_threads(threads):
         t = time.perf_counter()
@@ -170,6 +180,11 @@ def segment(
         elif hole_filling == "active_contour":
             crop_mask = post.active_contour_per_slice(crop_mask, probability.astype(np.float32) / 255.0)
         crop_mask = post.keep_largest_component(crop_mask)
+        band = boundary_band_mm if boundary_band_mm is not None else (config.boundary_band_mm if config else 0.0)
+        if loaded is not None and band > 0 and crop_mask.any():
+            _check_cancel(cancel)
+            crop_mask = post.keep_largest_component(
+                post.refine_boundary(crop_mask, density_block(scan, box.slices), scan.spacing, band))
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
         voi = None
@@ -182,7 +197,8 @@ def segment(
         used_range = (int(present[0]), int(present[-1]) + 1) if present.size else None
         mask = scan.with_data(full, kind="mask", unit="unknown", calibration=scan.calibration)
         mask.header = dict(scan.header)
-        mask.header["segmentation"] = {"model": model_name, "hand": hand_used, "box": box.to_list()}
+        mask.header["segmentation"] = {"model": model_name, "hand": hand_used, "box": box.to_list(),
+                                       "boundary_band_mm": band if loaded is not None else 0.0}
         timings["postprocess"] += time.perf_counter() - t
         if progress:
             progress(1, 1, "done")
