@@ -183,8 +183,7 @@ def segment(
         band = boundary_band_mm if boundary_band_mm is not None else (config.boundary_band_mm if config else 0.0)
         if loaded is not None and band > 0 and crop_mask.any():
             _check_cancel(cancel)
-            crop_mask = post.keep_largest_component(
-                post.refine_boundary(crop_mask, density_block(scan, box.slices), scan.spacing, band))
+            crop_mask = _refine_in_place(scan, box, crop_mask, band)
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
         voi = None
@@ -214,6 +213,22 @@ def segment(
         slice_range=used_range,
         voi=voi,
     )
+
+
+def _refine_in_place(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float) -> np.ndarray:
+    """Boundary refinement on MC2's own bounding box within the crop (densities of that box only)."""
+    zs, ys, xs = (np.flatnonzero(crop_mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    reach = band_mm + post.EDGE_WINDOW_MM
+    py, px = int(np.ceil(reach / scan.spacing[1])) + 2, int(np.ceil(reach / scan.spacing[2])) + 2
+    y0, y1 = max(0, ys[0] - py), min(crop_mask.shape[1], ys[-1] + 1 + py)
+    x0, x1 = max(0, xs[0] - px), min(crop_mask.shape[2], xs[-1] + 1 + px)
+    sub = (slice(zs[0], zs[-1] + 1), slice(y0, y1), slice(x0, x1))
+    in_scan = (slice(box.z0 + zs[0], box.z0 + zs[-1] + 1), slice(box.y0 + y0, box.y0 + y1),
+               slice(box.x0 + x0, box.x0 + x1))
+    out = np.zeros_like(crop_mask, dtype=bool)
+    out[sub] = post.keep_largest_component(
+        post.refine_boundary(crop_mask[sub], density_block(scan, in_scan), scan.spacing, band_mm))
+    return out
 
 
 def _run_2d(scan: Scan, box: Box, mirror: bool, loaded: LoadedModel, progress, cancel, batch_size,

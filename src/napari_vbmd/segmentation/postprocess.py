@@ -87,14 +87,17 @@ def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: flo
     x0, x1 = max(0, xs[0] - px), min(mask.shape[2], xs[-1] + 1 + px)
     window = (2 * int(round(EDGE_WINDOW_MM / 2 / dy)) + 1, 2 * int(round(EDGE_WINDOW_MM / 2 / dx)) + 1)
     sigma = (EDGE_SMOOTHING_MM / dy, EDGE_SMOOTHING_MM / dx)
+    # every in-plane offset within band_mm: erosion by it keeps the voxels farther than the band from the
+    # background, dilation adds those within the band of the mask (what two distance transforms give, faster)
+    ry, rx = int(band_mm / dy), int(band_mm / dx)
+    oy, ox = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    reach_disk = (oy * dy) ** 2 + (ox * dx) ** 2 <= band_mm**2 + 1e-12
     for z in present:
         m = mask[z, y0:y1, x0:x1]
-        inside = ndimage.distance_transform_edt(m, sampling=(dy, dx))
-        core = inside > band_mm
+        core = ndimage.binary_erosion(m, reach_disk)
         if not core.any():
             continue
-        outside = ndimage.distance_transform_edt(~m, sampling=(dy, dx))
-        band = (m & ~core) | (~m & (outside <= band_mm))
+        band = ndimage.binary_dilation(m, reach_disk) & ~core
         smooth = ndimage.gaussian_filter(density[z, y0:y1, x0:x1].astype(np.float32), sigma)
         half_max = 0.5 * (ndimage.maximum_filter(smooth, size=window) + ndimage.minimum_filter(smooth, size=window))
         refined = ndimage.binary_fill_holes(core | (band & (smooth >= half_max)))
