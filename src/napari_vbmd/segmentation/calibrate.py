@@ -86,8 +86,8 @@ def calibrate_threshold(checkpoint, pairs: list[Pair], candidates=DEFAULT_CANDID
     best_dice = max(row["mean_dice"] for row in table)
     eligible = [row for row in table if row["mean_dice"] >= best_dice - dice_tolerance]
     chosen = min(eligible, key=lambda row: row["mean_abs_d100_error_pct"])
-    return {"threshold": chosen["threshold"], "boundary_band_mm": chosen["boundary_band_mm"], "table": table, "cases": [p.case for p in pairs],
-            "dice_tolerance": dice_tolerance}
+    return {"threshold": chosen["threshold"], "boundary_band_mm": chosen["boundary_band_mm"], "table": table,
+            "cases": [p.case for p in pairs], "dice_tolerance": dice_tolerance}
 
 
 def set_checkpoint_threshold(config_path: str | Path, calibration: dict) -> None:

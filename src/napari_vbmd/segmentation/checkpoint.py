@@ -20,8 +20,8 @@ from torch import nn
 
 from .._atomic import atomic_path, write_text_atomic
 from ..errors import VbmdError
-from .postprocess import MAX_BOUNDARY_BAND_MM
 from .networks import ARCHITECTURES, architecture_kwargs, build_network, network_dims
+from .postprocess import MAX_BOUNDARY_BAND_MM
 
 FORMAT = "napari-vbmd-checkpoint"
 FORMAT_VERSION = 1

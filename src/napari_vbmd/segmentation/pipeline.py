@@ -180,8 +180,11 @@ def segment(
         elif hole_filling == "active_contour":
             crop_mask = post.active_contour_per_slice(crop_mask, probability.astype(np.float32) / 255.0)
         crop_mask = post.keep_largest_component(crop_mask)
-        band = boundary_band_mm if boundary_band_mm is not None else (config.boundary_band_mm if config else 0.0)
-        if loaded is not None and band > 0 and crop_mask.any():
+        if loaded is None:  # the classical method snaps its own contour
+            band = 0.0
+        else:
+            band = boundary_band_mm if boundary_band_mm is not None else config.boundary_band_mm
+        if band > 0 and crop_mask.any():
             _check_cancel(cancel)
             crop_mask = _refine_in_place(scan, box, crop_mask, band)
         if not crop_mask.any():
@@ -197,7 +200,7 @@ def segment(
         mask = scan.with_data(full, kind="mask", unit="unknown", calibration=scan.calibration)
         mask.header = dict(scan.header)
         mask.header["segmentation"] = {"model": model_name, "hand": hand_used, "box": box.to_list(),
-                                       "boundary_band_mm": band if loaded is not None else 0.0}
+                                       "boundary_band_mm": band}
         timings["postprocess"] += time.perf_counter() - t
         if progress:
             progress(1, 1, "done")
@@ -217,14 +220,8 @@ def segment(
 
 def _refine_in_place(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float) -> np.ndarray:
     """Boundary refinement on MC2's own bounding box within the crop (densities of that box only)."""
-    zs, ys, xs = (np.flatnonzero(crop_mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
-    reach = band_mm + post.EDGE_WINDOW_MM
-    py, px = int(np.ceil(reach / scan.spacing[1])) + 2, int(np.ceil(reach / scan.spacing[2])) + 2
-    y0, y1 = max(0, ys[0] - py), min(crop_mask.shape[1], ys[-1] + 1 + py)
-    x0, x1 = max(0, xs[0] - px), min(crop_mask.shape[2], xs[-1] + 1 + px)
-    sub = (slice(zs[0], zs[-1] + 1), slice(y0, y1), slice(x0, x1))
-    in_scan = (slice(box.z0 + zs[0], box.z0 + zs[-1] + 1), slice(box.y0 + y0, box.y0 + y1),
-               slice(box.x0 + x0, box.x0 + x1))
+    sub = post.refinement_region(crop_mask, scan.spacing, band_mm)
+    in_scan = tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), sub))
     out = np.zeros_like(crop_mask, dtype=bool)
     out[sub] = post.keep_largest_component(
         post.refine_boundary(crop_mask[sub], density_block(scan, in_scan), scan.spacing, band_mm))

@@ -55,6 +55,18 @@ def check_boundary_band(band_mm) -> float:
     return band
 
 
+def refinement_region(mask: np.ndarray, spacing, band_mm: float) -> tuple[slice, slice, slice]:
+    """The slices of ``mask`` that hold it, and its in-plane bounding box widened by what
+    :func:`refine_boundary` reads around it (the band and the half-maximum window)."""
+    reach = band_mm + EDGE_WINDOW_MM
+    region = []
+    for axis, other in ((0, (1, 2)), (1, (0, 2)), (2, (0, 1))):
+        present = np.flatnonzero(mask.any(axis=other))
+        pad = 0 if axis == 0 else int(np.ceil(reach / float(spacing[axis]))) + 2
+        region.append(slice(max(0, present[0] - pad), min(mask.shape[axis], present[-1] + 1 + pad)))
+    return tuple(region)
+
+
 def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: float) -> np.ndarray:
     """Move the mask's in-plane boundary, within ``band_mm`` of where it is, onto the bone's edge in
     the scan: the local half-maximum of the (lightly smoothed) densities, half-way between the darkest
@@ -79,12 +91,8 @@ def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: flo
     dy, dx = float(spacing[1]), float(spacing[2])
     out = mask.copy()
     present = np.flatnonzero(mask.any(axis=(1, 2)))
-    ys = np.flatnonzero(mask.any(axis=(0, 2)))
-    xs = np.flatnonzero(mask.any(axis=(0, 1)))
-    reach = band_mm + EDGE_WINDOW_MM
-    py, px = int(np.ceil(reach / dy)) + 2, int(np.ceil(reach / dx)) + 2
-    y0, y1 = max(0, ys[0] - py), min(mask.shape[1], ys[-1] + 1 + py)
-    x0, x1 = max(0, xs[0] - px), min(mask.shape[2], xs[-1] + 1 + px)
+    _, region_y, region_x = refinement_region(mask, spacing, band_mm)
+    y0, y1, x0, x1 = region_y.start, region_y.stop, region_x.start, region_x.stop
     window = (2 * int(round(EDGE_WINDOW_MM / 2 / dy)) + 1, 2 * int(round(EDGE_WINDOW_MM / 2 / dx)) + 1)
     sigma = (EDGE_SMOOTHING_MM / dy, EDGE_SMOOTHING_MM / dx)
     # every in-plane offset within band_mm: erosion by it keeps the voxels farther than the band from the
