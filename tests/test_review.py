@@ -10,6 +10,7 @@ from napari_vbmd.errors import VbmdError
 from napari_vbmd.review import (
     REASON_AREA,
     REASON_NEIGHBOUR,
+    REASON_NOTCH,
     REASON_SHAPE,
     REASON_UNCERTAIN,
     ReviewStore,
@@ -72,7 +73,8 @@ def test_dense_bone_next_to_the_mask_is_flagged():
     flags = flag_slices(mask, density=density)
     assert [f.slice_index for f in flags] == [8]
     assert flags[0].reasons == [REASON_NEIGHBOUR]
-    assert flags[0].details["neighbour_voxels"] >= 6
+    assert flags[0].details["neighbour_area_mm2"] >= 0.5  # 1 mm pixels in these synthetic slices
+    assert "mm² of bone outside the mask" in flags[0].describe()
 
 
 def test_the_blur_halo_along_the_mask_edge_is_not_a_neighbour():
@@ -84,6 +86,62 @@ def test_the_blur_halo_along_the_mask_edge_is_not_a_neighbour():
     for z in range(mask.shape[0]):  # a dense one-pixel halo all around the contour (partial volume)
         density[z][ndimage.binary_dilation(mask[z] != 0) & (mask[z] == 0)] = 600.0
     assert flag_slices(mask, density=density) == []
+
+
+def _bone_slices(n=6, spacing=0.082, radius_mm=7.0):
+    """A round MC2-sized cross-section on an XtremeCT grid, n slices."""
+    size = int(2 * radius_mm / spacing) + 40
+    mask = np.zeros((n, size, size), bool)
+    c = size // 2
+    for z in range(n):
+        mask[z] = _disc((size, size), c, c, radius_mm / spacing)
+    return mask, c
+
+
+def test_a_deep_notch_is_flagged_and_an_erosion_sized_pit_is_not():
+    spacing = 0.082
+    mask, c = _bone_slices(spacing=spacing)
+    r = 7.0 / spacing
+    pit = _disc(mask.shape[1:], c + r, c, 1.5 / spacing)  # a pit 1.5 mm deep at the surface
+    wedge = np.zeros(mask.shape[1:], bool)  # a cut from the surface 5 mm into the marrow, 3 mm wide
+    wedge[int(c + r - 5.0 / spacing):, int(c - 1.5 / spacing):int(c + 1.5 / spacing)] = True
+    mask[2] &= ~pit
+    mask[4] &= ~wedge
+    flags = {f.slice_index: f for f in flag_slices(mask, spacing=(0.082, spacing, spacing))}
+    assert list(flags) == [4]
+    assert flags[4].reasons == [REASON_NOTCH]
+    assert flags[4].details["notch_depth_mm"] == pytest.approx(5.0, abs=0.2)
+    assert "mm deep" in flags[4].describe()
+    # the pit is measured, and far below the limit
+    shallow = flag_slices(mask, spacing=(spacing, spacing), notch_mm=1.0)
+    assert {f.slice_index for f in shallow} == {2, 4}
+    assert [f.details["notch_depth_mm"] for f in shallow if f.slice_index == 2][0] == pytest.approx(1.5, abs=0.2)
+
+
+def test_a_confident_network_upsampled_to_the_scan_is_not_unsure_but_a_wide_band_is():
+    """Probabilities interpolated from a 0.3 mm grid cross the threshold over ~0.2 mm at 82 um: every
+    contour pixel is "near the threshold", yet the network was sure. A band ~1 mm wide is not."""
+    from scipy import ndimage
+
+    spacing = 0.082
+    mask, c = _bone_slices(n=4, spacing=spacing)
+    inside_mm = ndimage.distance_transform_edt(mask[0], sampling=spacing) - ndimage.distance_transform_edt(
+        ~mask[0], sampling=spacing)
+    sharp = 1.0 / (1.0 + np.exp(-inside_mm / 0.05))  # 0.2 -> 0.6 over ~0.1 mm
+    vague = 1.0 / (1.0 + np.exp(-inside_mm / 0.8))  # over ~1.4 mm
+    probability = np.stack([sharp, sharp, vague, sharp]).astype(np.float32)
+    flags = flag_slices(mask, probability=probability, threshold=0.5, spacing=(spacing, spacing))
+    assert [f.slice_index for f in flags] == [2]
+    assert flags[0].reasons == [REASON_UNCERTAIN]
+    assert flags[0].details["uncertain_width_mm"] > 0.3
+    strict = flag_slices(mask, probability=probability, spacing=(spacing, spacing), uncertain_width_mm=0.15)
+    assert [f.slice_index for f in strict] == [2]
+
+
+def test_spacing_must_be_positive_millimetres():
+    for bad in ((0.0, 0.1), (0.1,), (0.1, -1.0, 0.1), (float("nan"), 0.1)):
+        with pytest.raises(VbmdError, match="spacing"):
+            flag_slices(_tube(), spacing=bad)
 
 
 def test_next_slice_wraps_around_and_goes_backwards():

@@ -10,7 +10,7 @@ import pytest
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, write_phantom
-from napari_vbmd.review import ReviewStore
+from napari_vbmd.review import ReviewStore, flag_slices
 
 pytestmark = pytest.mark.gui
 
@@ -72,6 +72,13 @@ def test_segment_cancel_rerun_review_correct_undo_export(widget_and_viewer, qtbo
     assert table["D100 (mg HA/cm³)"] == f"{expected.d100_mg_ha_cm3:.1f}" and table["Model"] == "classical"
     assert f"{expected.d100_mg_ha_cm3:.1f}" in widget.results_label.text()
     assert widget.plot.slices == expected.profile.slice_index
+    # review flags: the engine's, on the segmentation's crop, in mm at the scan's spacing and cut at
+    # the model's threshold (at 82 um a fixed pixel count would flag every slice)
+    box, probability, density, threshold, spacing = widget._crop
+    assert threshold == widget.segmentation.threshold and tuple(spacing) == tuple(scan.spacing)
+    engine_flags = flag_slices(np.asarray(labels.data)[box.slices], probability=probability, density=density,
+                               threshold=threshold, spacing=spacing)
+    assert [f.slice_index for f in widget.flags] == [f.slice_index + box.z0 for f in engine_flags]
 
     # copy to clipboard
     qtbot.mouseClick(widget.copy_button, _left())

@@ -1,10 +1,12 @@
 """Slice-by-slice review: which slices need a look, and what the reviewer said about them.
 
 ``flag_slices`` finds slices where the mask's area or shape changes abruptly from the slice
-before, where the model was unsure (many voxels with a probability near the threshold along the
-contour), and where the mask touches dense bone outside it (a neighbouring bone, or cortex the
-mask missed). ``ReviewStore`` keeps the reviewer's verdicts per slice and for the whole case, and
-is saved as JSON beside the export.
+before, where the model was unsure (a wide band of probabilities near the threshold along the
+contour), where the mask touches dense bone outside it (a neighbouring bone, or cortex the mask
+missed), and where the mask has a deep notch (a network that cut marrow out behind an erosion).
+Distances are physical (mm), so the flags mean the same at 61, 82 or 123 µm. ``ReviewStore``
+keeps the reviewer's verdicts per slice and for the whole case, and is saved as JSON beside the
+export.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ REASON_AREA = "area"
 REASON_SHAPE = "shape"
 REASON_UNCERTAIN = "uncertain"
 REASON_NEIGHBOUR = "neighbour"
+REASON_NOTCH = "notch"
 
 STATUSES = ("unreviewed", "reviewed", "flagged")
 REVIEW_FORMAT = "napari-vbmd-review"
@@ -38,17 +41,18 @@ class SliceFlag:
         words = {
             REASON_AREA: "area changes by {area_change:.0%}",
             REASON_SHAPE: "shape changes (overlap with previous slice {overlap:.2f})",
-            REASON_UNCERTAIN: "model unsure on {uncertain_fraction:.0%} of the contour",
-            REASON_NEIGHBOUR: "touches {neighbour_voxels:.0f} bone voxels outside the mask",
+            REASON_UNCERTAIN: "model unsure along the contour (band {uncertain_width_mm:.2f} mm wide)",
+            REASON_NEIGHBOUR: "touches {neighbour_area_mm2:.2f} mm² of bone outside the mask",
+            REASON_NOTCH: "notch {notch_depth_mm:.1f} mm deep (an erosion, or bone missed behind one)",
         }
         return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details) for r in self.reasons)
 
 
-def _ring(slice_mask: np.ndarray, width: int) -> np.ndarray:
-    """Pixels within ``width`` of the contour, on both sides of it."""
-    grown = ndimage.binary_dilation(slice_mask, iterations=width)
-    shrunk = ndimage.binary_erosion(slice_mask, iterations=width)
-    return grown & ~shrunk
+def _in_plane(spacing) -> tuple[float, float]:
+    values = tuple(float(v) for v in np.ravel(spacing))
+    if len(values) not in (2, 3) or not all(np.isfinite(v) and v > 0 for v in values):
+        raise VbmdError(f"spacing must be 2 or 3 positive numbers (mm), got {spacing!r}")
+    return values[-2], values[-1]
 
 
 def flag_slices(
@@ -56,25 +60,34 @@ def flag_slices(
     probability: np.ndarray | None = None,
     density: np.ndarray | None = None,
     threshold: float = 0.5,
+    spacing=(1.0, 1.0),
     area_change: float = 0.25,
     min_overlap: float = 0.75,
     uncertain_band: float = 0.2,
-    uncertain_fraction: float = 0.3,
+    uncertain_width_mm: float = 0.3,
     bone_density: float = 450.0,
-    neighbour_voxels: int = 6,
+    neighbour_area_mm2: float = 0.5,
+    notch_mm: float = 3.0,
 ) -> list[SliceFlag]:
     """Slices of ``mask`` (z, y, x) that need a look, in slice order.
 
     ``probability`` (0..1 float, or uint8 0..255) and ``density`` (mg HA/cm3) are on the mask's
-    grid; either may be None, and then its checks are skipped. A slice is flagged for:
+    grid; either may be None, and then its checks are skipped. ``spacing`` is the voxel size in mm,
+    (z, y, x) or (y, x); only the in-plane sizes are used. A slice is flagged for:
+
     area: its area differs from the previous mask slice's by more than ``area_change`` (relative to
     the previous area, or to a quarter of the median slice area where the bone is thinner: its tips);
     shape: the Dice overlap with the previous slice is below ``min_overlap`` (not at the tips);
-    uncertain: more than ``uncertain_fraction`` of the pixels along the contour have a probability
-    within ``uncertain_band`` of ``threshold``;
-    neighbour: at least ``neighbour_voxels`` pixels within two pixels outside the mask are denser than
-    ``bone_density`` and belong to a structure reaching more than 4 pixels away from the mask (a
-    neighbouring bone, or cortex the mask missed; not the blur halo along the mask's own edge).
+    uncertain: within 1 mm of the contour, the pixels whose probability is within ``uncertain_band``
+    of ``threshold`` form a band wider on average than ``uncertain_width_mm`` (area / contour length;
+    a confident network's band is one or two of its own pixels, ~0.2 mm on a 0.3 mm grid);
+    neighbour: at least ``neighbour_area_mm2`` of pixels within 0.25 mm outside the mask are denser
+    than ``bone_density`` and belong to a structure reaching more than 1 mm away from the mask (a
+    neighbouring bone, or cortex the mask missed; not the blur halo along the mask's own edge);
+    notch: the mask's outline cuts deeper than ``notch_mm`` into its own convex hull. MC2's cross
+    section is close to convex and an erosion pit a few mm deep at most; a network that loses the
+    marrow behind an erosion leaves a notch far deeper (the defaults were set on 48 held-out
+    phantoms, see docs/workflow.md).
     """
     mask = np.asarray(mask) != 0
     if mask.ndim != 3:
@@ -82,6 +95,8 @@ def flag_slices(
     for name, array in (("probability", probability), ("density", density)):
         if array is not None and np.shape(array) != mask.shape:
             raise VbmdError(f"{name} shape {np.shape(array)} differs from the mask's {mask.shape}")
+    sampling = _in_plane(spacing)
+    pixel_mm2 = sampling[0] * sampling[1]
     areas = mask.sum(axis=(1, 2))
     # tips of the bone are small: changes there are judged against a quarter of the typical area
     floor = 0.25 * float(np.median(areas[areas > 0])) if areas.any() else 1.0
@@ -91,50 +106,83 @@ def flag_slices(
         z = int(z)
         reasons: list[str] = []
         details: dict[str, float] = {}
-        current = mask[z]
+        current, box = _slice_box(mask[z], sampling, margin_mm=1.5)
         if previous is not None:
             prev_area = float(areas[previous])
             change = abs(float(areas[z]) - prev_area) / max(prev_area, floor, 1.0)
-            overlap = 2.0 * float((current & mask[previous]).sum()) / float(areas[z] + prev_area)
+            overlap = 2.0 * float((mask[z] & mask[previous]).sum()) / float(areas[z] + prev_area)
             details["area_change"] = change
             details["overlap"] = overlap
             if change > area_change:
                 reasons.append(REASON_AREA)
             if overlap < min_overlap and min(prev_area, float(areas[z])) >= floor:
                 reasons.append(REASON_SHAPE)
+        outside_mm = ndimage.distance_transform_edt(~current, sampling=sampling)
+        inside_mm = ndimage.distance_transform_edt(current, sampling=sampling)
         if probability is not None:
-            ring = _ring(current, 1)
-            p = np.asarray(probability[z])
+            p = np.asarray(probability[z])[box]
             p = p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else p.astype(np.float32)
-            band = np.abs(p[ring] - threshold) < uncertain_band
-            fraction = float(band.mean()) if band.size else 0.0
-            details["uncertain_fraction"] = fraction
-            if fraction > uncertain_fraction:
+            near = np.where(current, inside_mm, outside_mm) <= 1.0
+            band_mm2 = float((near & (np.abs(p - threshold) < uncertain_band)).sum()) * pixel_mm2
+            width = band_mm2 / _contour_length_mm(current, sampling)
+            details["uncertain_width_mm"] = width
+            if width > uncertain_width_mm:
                 reasons.append(REASON_UNCERTAIN)
         if density is not None:
-            count = _neighbour_contact(current, np.asarray(density[z]), bone_density)
-            details["neighbour_voxels"] = float(count)
-            if count >= neighbour_voxels:
+            contact_mm2 = _neighbour_contact(current, np.asarray(density[z])[box], bone_density, outside_mm) * pixel_mm2
+            details["neighbour_area_mm2"] = contact_mm2
+            if contact_mm2 >= neighbour_area_mm2:
                 reasons.append(REASON_NEIGHBOUR)
+        depth = _notch_depth_mm(current, sampling)
+        details["notch_depth_mm"] = depth
+        if depth > notch_mm:
+            reasons.append(REASON_NOTCH)
         if reasons:
             flags.append(SliceFlag(z, reasons, details))
         previous = z
     return flags
 
 
-def _neighbour_contact(slice_mask: np.ndarray, density: np.ndarray, bone_density: float,
-                       contact_px: int = 2, reach_px: float = 4.0) -> int:
+def _slice_box(slice_mask: np.ndarray, sampling, margin_mm: float):
+    """The mask slice cut to its bounding box plus a margin (the flags look no further), and that box."""
+    ys, xs = np.nonzero(slice_mask)
+    my, mx = (int(np.ceil(margin_mm / s)) + 1 for s in sampling)
+    box = (slice(max(0, ys.min() - my), ys.max() + my + 1), slice(max(0, xs.min() - mx), xs.max() + mx + 1))
+    return slice_mask[box], box
+
+
+def _contour_length_mm(slice_mask: np.ndarray, sampling) -> float:
+    edge = slice_mask & ~ndimage.binary_erosion(slice_mask, border_value=0)
+    return max(float(edge.sum()) * float(np.sqrt(sampling[0] * sampling[1])), 1e-9)
+
+
+def _notch_depth_mm(slice_mask: np.ndarray, sampling) -> float:
+    """How far (mm) the outline cuts into the mask's convex hull at its deepest."""
+    from skimage.morphology import convex_hull_image
+
+    if slice_mask.sum() < 3:
+        return 0.0
+    hull = convex_hull_image(np.pad(slice_mask, 1))
+    deficit = hull & ~np.pad(slice_mask, 1)
+    if not deficit.any():
+        return 0.0
+    return float(ndimage.distance_transform_edt(hull, sampling=sampling)[deficit].max())
+
+
+def _neighbour_contact(slice_mask: np.ndarray, density: np.ndarray, bone_density: float, outside_mm: np.ndarray,
+                       contact_mm: float = 0.25, reach_mm: float = 1.0) -> int:
     """Pixels of dense bone just outside the mask that belong to a structure reaching well away
-    from it: a neighbouring bone (or cortex the mask missed), not the blur halo of its own edge."""
+    from it: a neighbouring bone (or cortex the mask missed), not the blur halo of its own edge.
+    Within one pixel always counts as contact, however coarse the grid."""
     bone = (density > bone_density) & ~slice_mask
     if not bone.any():
         return 0
-    contact = ndimage.binary_dilation(slice_mask, iterations=contact_px) & bone
+    contact = (outside_mm <= contact_mm) | (ndimage.binary_dilation(slice_mask) & ~slice_mask)
+    contact &= bone
     if not contact.any():
         return 0
     labels, _ = ndimage.label(bone)
-    far = ndimage.distance_transform_edt(~slice_mask) > reach_px
-    reaching = np.intersect1d(np.unique(labels[contact]), np.unique(labels[far & bone]))
+    reaching = np.intersect1d(np.unique(labels[contact]), np.unique(labels[(outside_mm > reach_mm) & bone]))
     reaching = reaching[reaching > 0]
     return int(np.isin(labels[contact], reaching).sum())
 

@@ -55,6 +55,7 @@ class SegmentationResult:
     hand_source: str  # "argument", "header" or "assumed"
     slice_range: tuple[int, int] | None  # [start, stop) of slices holding MC2
     voi: tuple[int, int] | None = None  # [start, stop) of the standard VOI when one was asked
+    threshold: float = 0.5  # the probability threshold the mask was cut at
     extra: dict = field(default_factory=dict)
 
 
@@ -215,6 +216,7 @@ def segment(
         hand_source=hand_source,
         slice_range=used_range,
         voi=voi,
+        threshold=float(threshold),
     )
 
 

@@ -112,7 +112,7 @@ class SegmentMeasureWidget(QWidget):
         self.seconds: float | None = None
         self._measured: np.ndarray | None = None
         self._recorded: np.ndarray | None = None
-        self._crop = None  # (box, probability crop, density crop) for the review flags
+        self._crop = None  # (box, probability crop, density crop, threshold, spacing) for the review flags
         self._paint_count = 0
         self._measured_signature = None
 
@@ -490,7 +490,7 @@ class SegmentMeasureWidget(QWidget):
             relay(0, 0, "measuring")
             result = measure_vbmd(scan, seg.mask)
             density = density_block(scan, seg.box.slices)
-            crop = (seg.box, seg.probability, density)
+            crop = (seg.box, seg.probability, density, seg.threshold, scan.spacing)
             flags = _flags_on_crop(np.asarray(seg.mask.data), crop)
             if cancel():
                 raise CancelledError("cancelled")
@@ -908,9 +908,9 @@ def _flags_on_crop(mask: np.ndarray, crop) -> list:
     """Review flags computed on the segmentation's bone crop (probability and density live there)."""
     from ..review import SliceFlag
 
-    box, probability, density = crop
+    box, probability, density, threshold, spacing = crop
     sub = np.asarray(mask)[box.slices]
-    flags = flag_slices(sub, probability=probability, density=density)
+    flags = flag_slices(sub, probability=probability, density=density, threshold=threshold, spacing=spacing)
     return [SliceFlag(f.slice_index + box.z0, f.reasons, f.details) for f in flags]
 
 

@@ -1,0 +1,94 @@
+"""How well the review flags find the slices a reviewer must correct, on held-out phantoms.
+
+    python benchmarks/eval_review_flags.py [--model default] [--sets 5000,6000] [--n 24] [--json-out OUT.json]
+
+Each held-out phantom of benchmarks/eval_default_model.py (seeds 5000.. and 6000.., written once to
+their caches) is segmented by the full pipeline, and ``review.flag_slices`` runs on the
+segmentation's crop exactly as the napari widget calls it (the model's threshold, the scan's
+spacing, densities of the crop). A slice "needs a correction" when the pixels wrong (missed or
+extra against the phantom's truth) exceed ``--bad-fraction`` of its true area, on slices holding
+at least a quarter of the median true area (the bone's tips are judged by the area rule).
+Prints per-case rows and the totals recorded in docs/workflow.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from eval_default_model import ensure_phantoms, held_out_specs
+from napari_vbmd.io import read_mask, read_scan
+from napari_vbmd.review import flag_slices
+from napari_vbmd.segmentation.pipeline import segment
+from napari_vbmd.segmentation.registry import load_model
+
+CACHES = {5000: "/tmp/vbmd-eval-phantoms", 6000: "/tmp/vbmd-fresh-phantoms"}
+
+
+def evaluate_case(case: dict, model, threads: int | None, bad_fraction: float) -> tuple[dict, Counter]:
+    image = read_scan(case["image"])
+    truth = read_mask(case["mask"], like=image).data != 0
+    result = segment(image, model=model, threads=threads, keep_probability=True)
+    box = result.box.slices
+    mask, truth = np.asarray(result.mask.data)[box] != 0, truth[box]
+    t = time.perf_counter()
+    flags = flag_slices(mask, probability=result.probability, density=image.density()[box],
+                        threshold=result.threshold, spacing=image.spacing)
+    seconds = time.perf_counter() - t
+    true_area = truth.reshape(len(truth), -1).sum(1)
+    wrong = (mask ^ truth).reshape(len(truth), -1).sum(1)
+    median = float(np.median(true_area[true_area > 0]))
+    bad = {int(z) for z in np.flatnonzero((wrong > bad_fraction * np.maximum(true_area, 1)) & (true_area >= 0.25 * median))}
+    flagged = {f.slice_index for f in flags}
+    row = {"case": case["name"], "mask_slices": int(mask.reshape(len(mask), -1).any(1).sum()), "flagged": len(flagged),
+           "need_correction": len(bad), "need_correction_flagged": len(bad & flagged), "flag_seconds": seconds}
+    return row, Counter(reason for f in flags for reason in f.reasons)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--sets", default="5000,6000", help="first seeds of the held-out sets")
+    parser.add_argument("--n", type=int, default=24)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--bad-fraction", type=float, default=0.10)
+    parser.add_argument("--json-out")
+    args = parser.parse_args(argv)
+    model = load_model(args.model, "cpu")
+    rows, reasons = [], Counter()
+    for first in (int(s) for s in args.sets.split(",")):
+        cache = Path(CACHES.get(first, f"/tmp/vbmd-heldout-{first}"))
+        for case in ensure_phantoms(cache, held_out_specs(args.n, first)):
+            row, counted = evaluate_case(case, model, args.threads, args.bad_fraction)
+            rows.append(row)
+            reasons += counted
+            print(json.dumps(row), flush=True)
+    total = {key: sum(r[key] for r in rows) for key in ("mask_slices", "flagged", "need_correction",
+                                                          "need_correction_flagged")}
+    with_bad = [r for r in rows if r["need_correction"]]
+    clean = [r for r in rows if not r["need_correction"]]
+    summary = {
+        **total,
+        "cases": len(rows),
+        "cases_needing_correction": len(with_bad),
+        "of_those_with_a_flagged_slice_needing_it": sum(r["need_correction_flagged"] > 0 for r in with_bad),
+        "clean_cases_without_flags": sum(r["flagged"] == 0 for r in clean),
+        "clean_cases": len(clean),
+        "most_flags_in_a_clean_case": max((r["flagged"] for r in clean), default=0),
+        "reasons": dict(reasons),
+        "median_flag_seconds": float(np.median([r["flag_seconds"] for r in rows])),
+        "max_flag_seconds": float(max(r["flag_seconds"] for r in rows)),
+    }
+    print(json.dumps(summary, indent=1))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
