@@ -117,11 +117,12 @@ def flag_slices(
                 reasons.append(REASON_AREA)
             if overlap < min_overlap and min(prev_area, float(areas[z])) >= floor:
                 reasons.append(REASON_SHAPE)
-        outside_mm = ndimage.distance_transform_edt(~current, sampling=sampling)
-        inside_mm = ndimage.distance_transform_edt(current, sampling=sampling)
+        if probability is not None or density is not None:
+            outside_mm = ndimage.distance_transform_edt(~current, sampling=sampling)
         if probability is not None:
             p = np.asarray(probability[z])[box]
             p = p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else p.astype(np.float32)
+            inside_mm = ndimage.distance_transform_edt(current, sampling=sampling)
             near = np.where(current, inside_mm, outside_mm) <= 1.0
             band_mm2 = float((near & (np.abs(p - threshold) < uncertain_band)).sum()) * pixel_mm2
             width = band_mm2 / _contour_length_mm(current, sampling)
