@@ -11,6 +11,7 @@ from napari_vbmd.segmentation.checkpoint import (
     FORMAT_VERSION,
     ModelConfig,
     load_checkpoint,
+    make_ensemble,
     read_config,
     save_checkpoint,
 )
@@ -123,3 +124,56 @@ def test_slice_context_round_trips_and_older_checkpoints_mean_the_slice_alone(tm
     del data["context_mm"]  # written before slice context existed
     old_path.write_text(json.dumps(data))
     assert read_config(old_path).context_mm == (0.0,)
+
+
+def _member(tmp_path, seed, name=None, **config_changes):
+    torch.manual_seed(seed)
+    model = build_network("unet2d_small", base=4, depth=2)
+    settings = dict(spacing_mm=(0.082, 0.2, 0.2), mean=120.0, std=300.0, threshold=0.4, name="member",
+                    training={"data": "pairs.csv", "settings": {"seed": seed}})
+    settings.update(config_changes)
+    kwargs = settings.pop("kwargs", {"base": 4, "depth": 2})
+    if kwargs != {"base": 4, "depth": 2}:
+        model = build_network("unet2d_small", **kwargs)
+    config_path, _ = save_checkpoint(tmp_path / (name or f"seed{seed}"), model, ModelConfig("unet2d_small", kwargs, **settings))
+    return model.eval(), config_path
+
+
+def test_an_ensemble_answers_with_its_members_mean_probability_and_round_trips(tmp_path):
+    members = [_member(tmp_path, seed) for seed in (1, 2, 3)]
+    config_path, weights_path = make_ensemble([path for _, path in members], tmp_path / "ensemble", name="joined")
+    ensemble, config = load_checkpoint(config_path)
+    assert config.kwargs == {"base": 4, "depth": 2, "members": 3} and config.name == "joined"
+    assert (config.threshold, config.mean, config.std, config.spacing_mm) == (0.4, 120.0, 300.0, (0.082, 0.2, 0.2))
+    assert [m["training"]["settings"]["seed"] for m in config.training["ensemble_of"]] == [1, 2, 3]
+    assert config.training["data"] == "pairs.csv"
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        expected = torch.stack([torch.sigmoid(model(x)) for model, _ in members]).mean(0)
+        answer = torch.sigmoid(ensemble(x))
+        single = torch.sigmoid(members[0][0](x))
+    assert torch.allclose(answer, expected, atol=1e-5)
+    assert not torch.allclose(answer, single, atol=1e-3)  # the members differ, so the mean is not one of them
+    assert ensemble.multiple == members[0][0].multiple
+
+
+def test_an_ensemble_of_other_recipes_or_of_one_network_is_refused(tmp_path):
+    _, first = _member(tmp_path, 1)
+    for name, changes, what in [
+        ("std", {"std": 250.0}, "normalisation statistics"),
+        ("grid", {"spacing_mm": (0.082, 0.3, 0.3)}, "working spacing"),
+        ("wide", {"kwargs": {"base": 8, "depth": 2}}, "architecture settings"),
+    ]:
+        _, other = _member(tmp_path, 2, name=name, **changes)
+        with pytest.raises(VbmdError, match=what) as info:
+            make_ensemble([first, other], tmp_path / f"bad_{name}")
+        assert f"{name}.json" in str(info.value)
+        assert not (tmp_path / f"bad_{name}.json").exists()
+    with pytest.raises(VbmdError, match="at least 2"):
+        make_ensemble([first], tmp_path / "alone")
+    _, second = _member(tmp_path, 2)
+    joined, _ = make_ensemble([first, second], tmp_path / "joined")
+    with pytest.raises(VbmdError, match="already an ensemble"):
+        make_ensemble([joined, first], tmp_path / "nested")
+    with pytest.raises(VbmdError, match="members must be a whole number"):
+        build_network("unet2d_small", base=4, depth=2, members=0)

@@ -531,3 +531,49 @@ def test_resuming_a_run_from_before_the_gradient_norm_column_keeps_its_rows(phan
     assert list(resumed[0]) == METRIC_COLUMNS and [r["epoch"] for r in resumed] == ["1", "2"]
     assert resumed[0]["grad_norm"] == "" and resumed[0]["val_dice"] == rows[0]["val_dice"]
     assert float(resumed[1]["grad_norm"]) > 0
+
+
+def test_seeds_sharing_a_split_seed_join_an_ensemble_that_is_calibrated_segments_and_fine_tunes(
+        phantom_folder, trained, tmp_path, capsys):
+    from napari_vbmd.segmentation.pipeline import segment
+
+    first, _ = trained  # seed 3, its own split
+    second = tmp_path / "seed4"
+    train(phantom_folder, second, tiny_settings(seed=4, split_seed=3, threshold=0.02), device="cpu", show_progress=False)
+    split_a, split_b = (json.loads((run / "split.json").read_text()) for run in (first, second))
+    assert {k: split_a[k] for k in ("train", "val", "test")} == {k: split_b[k] for k in ("train", "val", "test")}
+    assert split_b["seed"] == 3
+    weights_a, weights_b = load_file(str(first / "last.safetensors")), load_file(str(second / "last.safetensors"))
+    assert any(not np.array_equal(weights_a[k], weights_b[k]) for k in weights_a)  # other initialisation and batches
+
+    out = tmp_path / "ensemble.json"
+    code = main(["ensemble", str(first), str(second), "-o", str(out), "--name", "pair", "--calibrate",
+                 "--threads", "1", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["members"] == 2 and summary["validation_cases"] == len(split_a["val"])
+    network, config = load_checkpoint(out)
+    assert config.kwargs["members"] == 2 and config.name == "pair"
+    assert config.threshold == summary["threshold"] and config.boundary_band_mm == summary["boundary_band_mm"]
+    assert config.training["threshold_calibration"]["cases"] == split_a["val"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".vbmd-ensemble")) == []
+
+    scan = read_scan(phantom_folder / "case1.aim")
+    result = segment(scan, model=str(out), threads=1, keep_probability=True)
+    assert result.mask.shape == scan.shape and result.probability.any()
+
+    tuned = tmp_path / "tuned"  # fine-tuning an ensemble tunes every member on the joint answer
+    train(phantom_folder, tuned, tiny_settings(init=str(out), epochs=1), device="cpu", show_progress=False)
+    _, tuned_config = load_checkpoint(tuned / "last.json")
+    assert tuned_config.kwargs["members"] == 2
+
+    # members validated on different cases cannot be calibrated together; the output is not written
+    other = tmp_path / "seed5"
+    train(phantom_folder, other, tiny_settings(seed=5, epochs=1), device="cpu", show_progress=False)
+    if json.loads((other / "split.json").read_text())["val"] != split_a["val"]:
+        code = main(["ensemble", str(first), str(other), "-o", str(tmp_path / "mixed"), "--calibrate"])
+        assert code == 2 and "validated on different cases" in capsys.readouterr().err
+        assert not (tmp_path / "mixed.json").exists()
+    code = main(["ensemble", str(first), str(second), "-o", str(first / "best.json")])
+    assert code == 2 and "refusing to overwrite an input file" in capsys.readouterr().err

@@ -58,7 +58,10 @@ def register(subparsers) -> None:
                    help="2D networks: slices given to the network as input channels, as offsets in mm along z "
                    "from the slice being segmented (default 0 = the slice alone; e.g. -4 -2 0 2 4 lets it see "
                    "which side of the joint a slice lies on)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds initialisation, batches and augmentation (and the "
+                   "patient split unless --split-seed is given)")
+    p.add_argument("--split-seed", type=int, help="seed of the patient split (default: --seed); runs that share it "
+                   "share their validation phantoms, as the members of an ensemble must")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold stored in the checkpoint")
     p.add_argument("--name", default="model", help="model name stored in the checkpoint")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that exceeds this time")
@@ -95,7 +98,7 @@ def run(args) -> int:
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
         augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss,
         context_mm=tuple(args.context_mm), lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-        grad_clip=args.grad_clip, seed=args.seed, threshold=args.threshold, name=args.name,
+        grad_clip=args.grad_clip, seed=args.seed, split_seed=args.split_seed, threshold=args.threshold, name=args.name,
         max_minutes=args.max_minutes, init=args.init, encoder_weights_path=args.encoder_weights,
         imagenet_online=args.imagenet_online,
     )

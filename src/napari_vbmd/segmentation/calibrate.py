@@ -13,6 +13,7 @@ same rule.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable
@@ -54,11 +55,17 @@ def calibrate_threshold(checkpoint, pairs: list[Pair], candidates=DEFAULT_CANDID
 
     if not pairs:
         raise VbmdError("threshold calibration needs at least one image/mask pair")
+    candidates = tuple(float(t) for t in candidates)
+    if not candidates or not all(0 < t < 1 for t in candidates):
+        raise VbmdError(f"threshold candidates must be one or more numbers between 0 and 1, got {list(candidates)}")
     bands = tuple(post.check_boundary_band(b) for b in bands)
     if not bands:
         raise VbmdError("threshold calibration needs at least one boundary band (0 for the network's own)")
     settings = [(t, b) for b in bands for t in candidates]
     loaded = load_model(str(checkpoint), device=device)
+    # the pipeline cuts at the lowest candidate here, so a stored threshold that finds nothing (e.g. a new
+    # ensemble's) does not stop the calibration; every candidate re-thresholds the kept probabilities
+    loaded = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, threshold=min(candidates)))
     per_case = []
     for pair in pairs:
         image, truth = load_pair(pair)

@@ -20,7 +20,14 @@ from torch import nn
 
 from .._atomic import atomic_path, write_text_atomic
 from ..errors import VbmdError
-from .networks import ARCHITECTURES, architecture_kwargs, build_network, network_dims
+from .networks import (
+    ARCHITECTURES,
+    MeanProbabilityEnsemble,
+    architecture_kwargs,
+    build_network,
+    ensemble_members,
+    network_dims,
+)
 from .postprocess import MAX_BOUNDARY_BAND_MM
 
 FORMAT = "napari-vbmd-checkpoint"
@@ -200,3 +207,52 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig) -> 
         save_file(state, str(tmp), metadata={"format": FORMAT, "architecture": config.architecture})
     config_path = write_text_atomic(stem.with_suffix(".json"), json.dumps(config.to_dict(), indent=2) + "\n")
     return config_path, weights_path
+
+
+def make_ensemble(members: list[str | Path], path: str | Path, name: str | None = None) -> tuple[Path, Path]:
+    """Combine checkpoints of one recipe trained apart (other seeds, the same data and split) into one
+    checkpoint whose network answers with their mean probability.
+
+    The members must agree on everything the pipeline does around the network (architecture and its
+    settings, working spacing, normalisation statistics, slice context, crop margin); otherwise their
+    probabilities would not be of the same input. The threshold and boundary band are the first
+    member's until the ensemble is calibrated on validation data
+    (:func:`napari_vbmd.segmentation.calibrate.calibrate_threshold`).
+    """
+    if len(members) < 2:
+        raise VbmdError(f"an ensemble needs at least 2 checkpoints, got {len(members)}")
+    loaded = []
+    for member in members:
+        network, config = load_checkpoint(member, device="cpu")
+        if ensemble_members(config.kwargs) > 1:
+            raise VbmdError("checkpoint is already an ensemble; combine its original members", checkpoint_paths(member)[0])
+        loaded.append((network, config, checkpoint_paths(member)[0]))
+    _, first, first_path = loaded[0]
+    for _, config, config_path in loaded[1:]:
+        checks = {
+            "architecture": config.architecture == first.architecture,
+            "architecture settings": config.kwargs == first.kwargs,
+            "working spacing": config.spacing_mm == first.spacing_mm,
+            "normalisation statistics": math.isclose(config.mean, first.mean, rel_tol=1e-6, abs_tol=1e-6)
+            and math.isclose(config.std, first.std, rel_tol=1e-6),
+            "slice context": config.context_mm == first.context_mm,
+            "crop margin": config.crop_margin_mm == first.crop_margin_mm,
+        }
+        differ = [what for what, same in checks.items() if not same]
+        if differ:
+            raise VbmdError(f"cannot join {first_path.name}'s ensemble: its {', '.join(differ)} differ "
+                            "(members must be one recipe on the same data, other seeds)", config_path)
+    ensemble = MeanProbabilityEnsemble([network for network, _, _ in loaded])
+    datas = {config.training.get("data") for _, config, _ in loaded}
+    config = dataclasses.replace(
+        first,
+        kwargs={**first.kwargs, "members": len(loaded)},
+        name=name or first.name,
+        training={
+            "data": datas.pop() if len(datas) == 1 else None,
+            "ensemble_of": [{"checkpoint": str(config_path), "name": config.name, "training": config.training}
+                            for _, config, config_path in loaded],
+        },
+        project_version="",
+    )
+    return save_checkpoint(path, ensemble, config)

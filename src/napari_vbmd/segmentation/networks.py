@@ -251,16 +251,45 @@ ARCHITECTURES: dict[str, tuple] = {
 _INIT_ONLY_KWARGS = {"encoder_weights_path", "imagenet_online"}
 
 
+class MeanProbabilityEnsemble(nn.Module):
+    """Networks of one architecture trained apart (other seeds), answering together: the output is
+    the logit of their mean probability, so it drops in wherever one network's logits are used."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise VbmdError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.multiple = max(int(getattr(m, "multiple", 16)) for m in members)
+
+    def forward(self, x):
+        probability = torch.sigmoid(self.members[0](x).float())
+        for member in self.members[1:]:
+            probability = probability + torch.sigmoid(member(x).float())
+        return torch.logit(probability / len(self.members), eps=1e-6)
+
+
 def build_network(architecture: str, **kwargs) -> nn.Module:
+    """The network of ``architecture`` built with ``kwargs``; ``members=k`` (k >= 2) builds an
+    ensemble of k such networks (:class:`MeanProbabilityEnsemble`)."""
     if architecture not in ARCHITECTURES:
         raise VbmdError(
             f"unknown network architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}"
         )
     builder, _ = ARCHITECTURES[architecture]
+    members = kwargs.pop("members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise VbmdError(f"bad settings for {architecture}: members must be a whole number >= 1, got {members!r}")
     try:
-        return builder(**kwargs)
+        networks = [builder(**kwargs) for _ in range(members)]
     except TypeError as exc:
         raise VbmdError(f"bad settings for {architecture}: {exc}") from None
+    return networks[0] if members == 1 else MeanProbabilityEnsemble(networks)
+
+
+def ensemble_members(kwargs: dict) -> int:
+    """How many networks a checkpoint's architecture settings describe (1 unless an ensemble)."""
+    return int(kwargs.get("members", 1))
 
 
 def network_dims(architecture: str) -> int:

@@ -68,6 +68,7 @@ class TrainSettings:
     augment: bool = True
     flips: str = "none"  # "none", "rot180" (both in-plane axes at once: keeps the hand's chirality) or "all"
     seed: int = 0
+    split_seed: int | None = None  # seed of the patient split; None: ``seed`` (members of an ensemble share one split)
     threshold: float = 0.5
     crop_margin_mm: float = 4.0
     name: str = "model"
@@ -463,9 +464,10 @@ def train(
             raise VbmdError(f"cannot resume: cases {missing[:3]} of the recorded split are gone", split_path)
         split = {name: [by_case[c] for c in recorded[name] if c in by_case] for name in ("train", "val", "test")}
     else:
-        split = split_by_patient(pairs, settings.seed)
+        split_seed = settings.seed if settings.split_seed is None else settings.split_seed
+        split = split_by_patient(pairs, split_seed)
         write_text_atomic(split_path, json.dumps({
-            "seed": settings.seed,
+            "seed": split_seed,
             "fractions": [0.7, 0.2, 0.1],
             **{name: [p.case for p in members] for name, members in split.items()},
             "patients": {name: sorted({p.patient for p in members}) for name, members in split.items()},
