@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", help="also write the per-case rows to this CSV")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--first-seed", type=int, default=5000,
-                        help="phantom seeds first_seed..first_seed+n-1 (default 5000; 6000.. is a second, fresh set)")
+                        help="phantom seeds first_seed..first_seed+n-1 (default 5000; docs/default-model.md reports the sets "
+                        "from 5000, 6000, 8000 and 9000)")
     parser.add_argument("--generate-only", action="store_true")
     args = parser.parse_args(argv)
     cases = ensure_phantoms(Path(args.cache), held_out_specs(args.n, args.first_seed))
