@@ -32,8 +32,9 @@ def main(argv=None) -> int:
     model = args.model or ("default" if DEFAULT_CHECKPOINT.with_suffix(".json").is_file() else "classical")
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vbmd-shots-"))
-    phantom = generate_phantom(PhantomSpec(seed=7, n_slices=72, spacing_mm=0.123, erosions=2))
-    image_path = write_phantom(phantom, work, "patient07_R")["image"]
+    # grade-3 motion and two erosions: the default model flags a few slices here to show the review
+    phantom = generate_phantom(PhantomSpec(seed=11, n_slices=72, spacing_mm=0.123, erosions=2, motion_grade=3))
+    image_path = write_phantom(phantom, work, "patient11_R")["image"]
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1560, 960)
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     widget.next_flagged()
     widget.contour_check.setChecked(True)
     widget.reviewer_edit.setText("technician A")
-    widget.comment_edit.setText("area jump checked: the cortex is whole here")
+    widget.comment_edit.setText("looked at: tip of the head inside the phalanx's cup")
     widget.mark_slice("reviewed")
     shot("review", "review")
 
