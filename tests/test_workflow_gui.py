@@ -200,22 +200,29 @@ def _click_plot(plot, z):
     MouseEvent("button_press_event", plot, x, y, button=1)._process()
 
 
-def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, tmp_path, monkeypatch):
+def _everything_checkpoint(folder, boundary_band_mm=0.0):
+    """A tiny network that marks every voxel of the bone crop: a mask, whatever the weights."""
     import torch
 
-    from napari_vbmd.segmentation import registry
     from napari_vbmd.segmentation.checkpoint import ModelConfig, save_checkpoint
     from napari_vbmd.segmentation.networks import build_network
 
-    widget, viewer, _ = widget_and_viewer
     torch.manual_seed(0)
     config = ModelConfig("unet2d_small", {"base": 4, "depth": 2}, spacing_mm=(0.5, 0.5, 0.5), mean=200.0, std=400.0,
-                         name="tiny")
+                         name="tiny", boundary_band_mm=boundary_band_mm)
     net = build_network("unet2d_small", base=4, depth=2)
-    with torch.no_grad():  # marks every voxel of the bone crop: a mask, whatever the weights
+    with torch.no_grad():
         net.head.weight.zero_()
         net.head.bias.fill_(5.0)
-    json_path, _ = save_checkpoint(tmp_path / "tiny", net, config)
+    json_path, _ = save_checkpoint(folder / "tiny", net, config)
+    return json_path
+
+
+def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_vbmd.segmentation import registry
+
+    widget, viewer, _ = widget_and_viewer
+    json_path = _everything_checkpoint(tmp_path)
     loads = []
     real_load = registry.load_model
     monkeypatch.setattr(registry, "load_model", lambda spec, device: loads.append(spec) or real_load(spec, device))
@@ -236,3 +243,24 @@ def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, 
     assert np.array_equal(np.asarray(labels.data), fresh)
     assert loads == [str(json_path)]
     assert len(widget._models) == 1 and next(iter(widget._models.values())).name == "tiny"
+
+
+def test_the_boundary_band_is_the_models_unless_chosen(widget_and_viewer, qtbot, tmp_path):
+    widget, viewer, _ = widget_and_viewer
+    widget.model_combo.setCurrentText("checkpoint file")
+    widget.checkpoint_edit.setText(str(_everything_checkpoint(tmp_path, boundary_band_mm=0.3)))
+    assert widget.band_spin.text() == "the model's" and widget.boundary_band_mm() is None
+
+    masks = {}
+    for band in (None, 0.0, 1.0):
+        if band is not None:
+            widget.band_spin.setValue(band)
+            assert widget.boundary_band_mm() == band
+        _run(qtbot, widget)
+        assert widget.status_label.text().startswith("Done"), widget.status_label.text()
+        used = widget.segmentation.mask.header["segmentation"]["boundary_band_mm"]
+        assert used == (0.3 if band is None else band)
+        masks[band] = np.asarray(widget.labels_layer.data) != 0
+    # the network marks the whole bone crop; refined onto the scan's edge within 1 mm it shrinks towards MC2
+    assert masks[1.0].sum() < masks[0.0].sum()
+    assert not np.array_equal(masks[None], masks[0.0])

@@ -45,6 +45,7 @@ from ..layers import METADATA_KEY, layer_to_scan, native_if_lossless
 from ..measure import measure_vbmd
 from ..review import ReviewStore, flag_slices, next_slice, review_path
 from ..scan import Scan
+from ..segmentation.postprocess import MAX_BOUNDARY_BAND_MM
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,16 @@ class SegmentMeasureWidget(QWidget):
         self.hand_combo = QComboBox()
         self.hand_combo.addItems(HAND_CHOICES)
         form.addRow("Hand", self.hand_combo)
+        self.band_spin = QDoubleSpinBox()
+        self.band_spin.setDecimals(2)
+        self.band_spin.setSingleStep(0.05)
+        self.band_spin.setRange(-0.05, MAX_BOUNDARY_BAND_MM)
+        self.band_spin.setSpecialValueText("the model's")  # shown at the minimum: use the checkpoint's band
+        self.band_spin.setValue(-0.05)
+        self.band_spin.setSuffix(" mm")
+        self.band_spin.setToolTip("move the network's boundary within this band onto the scan's half-maximum edge; "
+                                  "0 keeps the network's own boundary (the classical method snaps its own)")
+        form.addRow("Boundary band", self.band_spin)
         self.range_combo = QComboBox()
         self.range_combo.addItems(RANGE_CHOICES)
         self.range_combo.currentTextChanged.connect(self._on_range_changed)
@@ -423,6 +434,11 @@ class SegmentMeasureWidget(QWidget):
     def busy(self) -> bool:
         return self._worker is not None
 
+    def boundary_band_mm(self) -> float | None:
+        """The band chosen in the widget (mm), or None for the model's own setting."""
+        value = float(self.band_spin.value())
+        return None if value < 0 else value
+
     def _model_spec(self) -> str:
         choice = self.model_combo.currentText()
         if choice == "checkpoint file":
@@ -465,6 +481,7 @@ class SegmentMeasureWidget(QWidget):
             slice_range = (first, last + 1)
         elif region == "standard VOI":
             voi_mm = float(self.voi_spin.value())
+        band_mm = self.boundary_band_mm()
         self._cancel_event = threading.Event()
         cancel = self._cancel_event.is_set
         relay = self._relay.changed.emit
@@ -484,7 +501,7 @@ class SegmentMeasureWidget(QWidget):
                 raise CancelledError("cancelled")
             seg = segment(scan, model=model, device=device, hand=hand, slice_range=slice_range, voi_mm=voi_mm,
                           progress=lambda step, total, message: relay(step, total, message), cancel=cancel,
-                          threads=self.threads, keep_probability=True)
+                          threads=self.threads, keep_probability=True, boundary_band_mm=band_mm)
             if cancel():
                 raise CancelledError("cancelled")
             relay(0, 0, "measuring")
