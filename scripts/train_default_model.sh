@@ -23,9 +23,10 @@
 # The shipped weights come from this recipe on 2 CPU cores (no GPU): about 25 min of phantoms, then per run
 # about 6 min of preparing the phantoms and 40 epochs of about 20 s (14 min); the validation Dice was best at
 # epoch 24 for seed 0 (0.973) and epoch 28 for seed 1 (0.972); calibration 5 min. The seed-0 run was made on
-# 2026-11-24 (its checkpoint records settings identical to step 2's), the seed-1 run and the ensemble on
-# 2026-11-25. Every epoch's randomness derives from its number and the seed, so a rerun gives the same weights
-# on the same CPU and thread count (float rounding may differ elsewhere). Without the gradient clip, Adam at lr
+# 2026-11-24, the seed-1 run and the ensemble on 2026-11-25; step 2's seed-0 command rerun on 2026-11-25 gave
+# the same metrics epoch by epoch and every tensor of the shipped first member bit for bit. Every epoch's
+# randomness derives from its number and the seed, so a rerun gives the same weights on the same CPU and thread
+# count (float rounding may differ elsewhere). Without the gradient clip, Adam at lr
 # 1e-3 threw a converged run off at epoch 41 (docs/default-model.md); the run stops at 40 epochs. No flips:
 # every hand is turned into a right hand before the network sees it, and a mirror flip would teach it that MC2
 # may sit where MC3 is (the first default model, trained with flips, marked MC3 on 2 of 21 unseen phantoms).
