@@ -223,10 +223,11 @@ def make_ensemble(members: list[str | Path], path: str | Path, name: str | None 
         raise VbmdError(f"an ensemble needs at least 2 checkpoints, got {len(members)}")
     loaded = []
     for member in members:
-        network, config = load_checkpoint(member, device="cpu")
+        config_path, _ = checkpoint_paths(member)
+        network, config = load_checkpoint(config_path, device="cpu")
         if ensemble_members(config.kwargs) > 1:
-            raise VbmdError("checkpoint is already an ensemble; combine its original members", checkpoint_paths(member)[0])
-        loaded.append((network, config, checkpoint_paths(member)[0]))
+            raise VbmdError("checkpoint is already an ensemble; combine its original members", config_path)
+        loaded.append((network, config, config_path))
     _, first, first_path = loaded[0]
     for _, config, config_path in loaded[1:]:
         checks = {

@@ -179,7 +179,7 @@ class SegmentMeasureWidget(QWidget):
         self.band_spin.setSingleStep(0.05)
         self.band_spin.setRange(-0.05, MAX_BOUNDARY_BAND_MM)
         self.band_spin.setSpecialValueText("the model's")  # shown at the minimum: use the checkpoint's band
-        self.band_spin.setValue(-0.05)
+        self.band_spin.setValue(self.band_spin.minimum())
         self.band_spin.setSuffix(" mm")
         self.band_spin.setToolTip("move the network's boundary within this band onto the scan's half-maximum edge; "
                                   "0 keeps the network's own boundary (the classical method snaps its own)")
