@@ -484,6 +484,9 @@ def test_impossible_schedules_and_a_diverging_loss_are_refused(phantom_folder, t
         (dict(warmup_epochs=-1), "warmup_epochs must be between 0 and 1"),
         (dict(grad_clip=0.0), "grad_clip must be a positive number"),
         (dict(grad_clip=float("nan")), "grad_clip must be a positive number"),
+        (dict(epochs=0), "epochs must be at least 1, got 0"),
+        (dict(seed=-1), "seed must be a whole number >= 0, got -1"),
+        (dict(split_seed=-2), "split_seed must be a whole number >= 0, got -2"),
     ]:
         with pytest.raises(VbmdError, match=message):
             train(phantom_folder, tmp_path / "refused", tiny_settings(**changes), device="cpu", show_progress=False)

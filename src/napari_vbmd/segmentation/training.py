@@ -430,6 +430,11 @@ def train(
                                        context_mm=init_config.context_mm)
     if settings.loss not in LOSSES:
         raise VbmdError(f"unknown loss {settings.loss!r}; use {' or '.join(LOSSES)}")
+    if settings.epochs < 1:
+        raise VbmdError(f"epochs must be at least 1, got {settings.epochs}")
+    for what, seed in (("seed", settings.seed), ("split_seed", settings.split_seed)):
+        if seed is not None and seed < 0:
+            raise VbmdError(f"{what} must be a whole number >= 0, got {seed}")
     if settings.average_from is not None and not 1 <= settings.average_from <= settings.epochs:
         raise VbmdError(f"average_from must be an epoch between 1 and {settings.epochs}, got {settings.average_from}")
     if settings.flips not in FLIPS:
