@@ -400,7 +400,12 @@ def test_nifti_scan_gives_the_aims_figures_and_a_nifti_mask(cohort_master, check
 @pytest.mark.shared_data
 def test_discovery_of_the_real_scanco_and_dicom_files(shared_data):
     cases, ignored = discover_cases(shared_data)
-    assert [(c.case, c.format) for c in cases] == [("dicom-elscint-ct", "dicom"), ("scanco/aluminum", "aim")]
+    assert [(c.case, c.format) for c in cases] == [
+        ("dicom-elscint-ct", "dicom"),
+        ("scanco-isq/test_isq_calibrated_binary_25", "isq"),
+        ("scanco-isq/test_isq_native_only_binary_25", "isq"),
+        ("scanco/aluminum", "aim"),
+    ]
     reasons = {i["file"]: i["reason"] for i in ignored}
     assert reasons["scanco/XT2_RADIUS_82_SEG.AIM"] == "mask (AIM of type binary, run-length compressed)"
     assert reasons["scanco/tube.aim"].startswith("mask") and reasons["scanco/test25a.aim"].startswith("mask")
