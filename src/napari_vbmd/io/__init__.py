@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import non_regular_reason
 from ..errors import VbmdError
 from ..scan import Scan
 from .aim import read_aim, validate_aim_header, write_aim
@@ -44,12 +45,18 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise VbmdError("no such file or folder", path)
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        try:
+            files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        except OSError as exc:
+            raise VbmdError(f"cannot list the folder ({exc.strerror})", path) from None
         if not files:
             raise VbmdError("folder is empty", path)
         if any(is_dicom_file(p) for p in files[:50]):
             return "dicom"
         raise VbmdError("folder holds no DICOM series (and a folder can only be a DICOM series)", path)
+    reason = non_regular_reason(path)
+    if reason:  # a FIFO would block the open below forever; a device could be endless
+        raise VbmdError(reason, path)
     name = _strip_vms_version(path.name).lower()
     try:
         with open(path, "rb") as fh:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, non_regular_reason
 from ..errors import VbmdError
 from ..scan import IDENTITY_DIRECTION, UNIT_DENSITY, UNIT_HU, UNIT_NATIVE, Calibration, Scan
 
@@ -58,6 +58,11 @@ def validate_aim_header(path: str | Path) -> dict:
 def read_head(path: Path, n_bytes: int, kind: str) -> tuple[int, bytes]:
     """The file's size and its first ``n_bytes``; a folder, an unreadable or an empty file is
     refused in one line (``kind``: "an AIM", "an ISQ", ...)."""
+    if path.is_dir():
+        raise VbmdError(f"is a folder, not {kind} file", path)
+    reason = non_regular_reason(path)
+    if reason:
+        raise VbmdError(reason, path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -240,7 +245,10 @@ def _scan_from_aimio(array: np.ndarray, meta: dict, raw_log: str, path: Path, as
         "element_size": spacing_xyz,
         "processing_log": log,
     }
-    calibration = calibration_from_log(log)
+    try:
+        calibration = calibration_from_log(log)
+    except VbmdError as exc:  # e.g. Mu_Scaling 1e-320: finite numbers whose ratio is not
+        raise VbmdError(f"the processing log's calibration is unusable: {exc.problem}", path) from None
     common = dict(
         spacing=spacing_xyz[::-1],
         origin=origin_xyz[::-1],
