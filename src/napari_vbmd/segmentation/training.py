@@ -48,6 +48,7 @@ from .datasets import PreparedCase, find_pairs, load_pair, prepare_case, split_b
 from .preprocess import context_indices, context_offsets
 from .networks import architecture_kwargs, build_network, network_dims, size_multiple
 from .registry import resolve_device
+from .settings_check import check_train_settings
 
 STUDY_DEFAULTS = {2: {"lr": 1e-5, "batch_size": 4}, 3: {"lr": 1e-4, "batch_size": 1}}
 METRIC_COLUMNS = ["epoch", "train_loss", "val_dice", "val_iou", "val_auc", "val_accuracy", "lr", "seconds",
@@ -419,6 +420,7 @@ def train(
     """Train; returns a summary (best epoch and its validation metrics, paths)."""
     from tqdm import tqdm
 
+    check_train_settings(settings, out_dir)  # every setting within bounds before anything is read or written
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
     seed_everything(settings.seed)
