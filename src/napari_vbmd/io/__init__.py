@@ -145,6 +145,11 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def _require_known_spacing(scan: Scan, path: Path) -> None:
+    if not scan.spacing_known:  # the file would state the 1 mm placeholder as if it were true
+        raise VbmdError("the voxel size is unknown; give it (--spacing Z Y X) before writing", path)
+
+
 def write_mask(path: str | Path, mask: Scan, parent: Scan | None = None, protect=()) -> Path:
     """Write a mask: .aim (char 0/127 with the parent's processing log), .nii/.nii.gz or .tif."""
     path = Path(path)
@@ -152,6 +157,7 @@ def write_mask(path: str | Path, mask: Scan, parent: Scan | None = None, protect
         mask = mask.with_data((mask.data != 0).astype("uint8"), kind="mask", unit="unknown")
     if not mask.data.any():
         raise VbmdError("refusing to write an empty mask", path)
+    _require_known_spacing(mask, path)
     protect = tuple(protect) + tuple(p for p in ((parent.source if parent else None), mask.source) if p)
     suffix = _suffix(path)
     if suffix == ".aim":
@@ -166,6 +172,7 @@ def write_mask(path: str | Path, mask: Scan, parent: Scan | None = None, protect
 def write_image(path: str | Path, scan: Scan, protect=()) -> Path:
     """Write a greyscale scan: .aim (native int16 with calibration, or float densities) or NIfTI."""
     path = Path(path)
+    _require_known_spacing(scan, path)
     protect = tuple(protect) + ((scan.source,) if scan.source else ())
     suffix = _suffix(path)
     if suffix == ".aim":

@@ -74,8 +74,12 @@ def _numbers(ds, keyword: str, n: int, where: Path, required: bool = True):
     if len(values) != n:
         raise VbmdError(f"{keyword} has {len(values)} value(s); {n} are needed", where)
     if not all(np.isfinite(v) for v in values):
-        raise VbmdError(f"{keyword} holds a non-finite number ({values})", where)
+        raise VbmdError(f"{keyword} holds a non-finite number ({_listed(values)})", where)
     return np.array(values, dtype=float)
+
+
+def _listed(values) -> str:
+    return "none" if values is None else "[" + ", ".join(f"{float(v):g}" for v in values) + "]"
 
 
 def _one_number(ds, keyword: str, default: float | None, where: Path) -> float | None:
@@ -151,18 +155,18 @@ def _series_to_scan(items: list, path: Path) -> Scan:
         notes.append(note)
     pixel_spacing = _numbers(first, "PixelSpacing", 2, first_file, required=False)
     if pixel_spacing is not None and not np.all(pixel_spacing > 0):
-        raise VbmdError(f"PixelSpacing {list(pixel_spacing)} is not positive", first_file)
+        raise VbmdError(f"PixelSpacing {_listed(pixel_spacing)} is not positive", first_file)
     for f, ds in items[1:]:
         other, _ = _orientation(ds, f, len(items))
         if not np.allclose(other, orientation, atol=1e-4):
-            raise VbmdError("slice orientation differs from the series' first slice "
-                            f"({list(other)} vs {list(orientation)})", f)
+            raise VbmdError(f"slice orientation {_listed(other)} differs from the series' first slice "
+                            f"({_listed(orientation)})", f)
         spacing = _numbers(ds, "PixelSpacing", 2, f, required=False)
         if (spacing is None) != (pixel_spacing is None) or (
             spacing is not None and not np.allclose(spacing, pixel_spacing, rtol=1e-4)
         ):
-            raise VbmdError(f"pixel spacing {None if spacing is None else list(spacing)} differs from the series' "
-                            f"first slice ({None if pixel_spacing is None else list(pixel_spacing)})", f)
+            raise VbmdError(f"pixel spacing {_listed(spacing)} differs from the series' first slice "
+                            f"({_listed(pixel_spacing)})", f)
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
     positions = []

@@ -6,6 +6,8 @@ description says "napari-vbmd units=...").
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,46 @@ MAX_BYTES = 16 * 2**30
 _DESCRIP_PREFIX = "napari-vbmd units="
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _unstated_voxel_size(path: Path) -> str | None:
+    """Why the header states no voxel size (nibabel silently reads a zero pixdim as 1 mm), or None.
+
+    The voxel size comes from the sform when its code is set, else from pixdim[1:4]."""
+    import gzip
+    import io
+
+    import nibabel as nib
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read(540)
+        sizeof = int.from_bytes(raw[:4], "little")
+        if sizeof not in (348, 540):
+            sizeof = int.from_bytes(raw[:4], "big")
+        klass = nib.Nifti2Header if sizeof == 540 else nib.Nifti1Header
+        with _quiet_nibabel():
+            header = klass.from_fileobj(io.BytesIO(raw + bytes(4)), check=False)
+        if int(header["sform_code"]) > 0:
+            return None
+        zooms = np.asarray(header["pixdim"][1:4], dtype=float)
+    except Exception:  # nib.load read it; this second look is only for the voxel size
+        return None
+    if np.all(np.isfinite(zooms)) and np.all(zooms != 0):
+        return None
+    return f"its header's voxel size (pixdim) is {', '.join(f'{z:g}' for z in zooms)}"
+
+
 def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
     import nibabel as nib
 
@@ -32,11 +74,13 @@ def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
     if path.stat().st_size == 0:
         raise VbmdError("file is empty", path)
     try:
-        img = nib.load(str(path))
+        with _quiet_nibabel():  # its header "fixes" (a zero voxel size set to 1) are judged below instead
+            img = nib.load(str(path))
         header = img.header
         shape = img.shape
     except Exception as exc:
-        raise VbmdError(f"not a readable NIfTI file ({exc})", path) from None
+        raise VbmdError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from None
+    spacing_note = _unstated_voxel_size(path)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) != 3:
@@ -92,7 +136,8 @@ def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
         direction=tuple(direction_xyz.flatten()),
         unit=unit,
         kind=kind,
-        header={"format": "nifti", "descrip": descrip, "space_unit": space_unit},
+        header={"format": "nifti", "descrip": descrip, "space_unit": space_unit,
+                **({"spacing_known": False, "spacing_note": spacing_note} if spacing_note else {})},
         source=str(path),
     )
 

@@ -91,6 +91,10 @@ def validate_isq_header(path: Path) -> dict:
     need = header_size + 2 * int(np.prod(dim_p, dtype=np.int64))
     if need > size:
         raise VbmdError(f"truncated: dimensions {dim_p} need {need} bytes but the file has {size}", path)
+    n_bytes = struct.unpack_from("<i", head, 20)[0]
+    if n_bytes != need:  # aimio-py allocates this many bytes first (2 GB for a hostile 2**31 - 1)
+        raise VbmdError(f"ISQ header's byte count {n_bytes} disagrees with its dimensions and data offset "
+                        f"({need} bytes): the file is corrupt", path)
     calibration = None
     if header_size >= 2048:
         with open(path, "rb") as fh:

@@ -19,6 +19,20 @@ MAX_BYTES = 16 * 2**30
 _UNIT_TO_MM = {"mm": 1.0, "millimeter": 1.0, "um": 1e-3, "µm": 1e-3, "micron": 1e-3, "\\u00B5m": 1e-3, "cm": 10.0, "m": 1000.0, "nm": 1e-6}
 
 
+def _json_description(page) -> dict:
+    """A JSON object in the image description (as tifffile writes it without a shape), else {}."""
+    import json
+
+    text = page.description if hasattr(page, "description") else ""
+    if not isinstance(text, str) or not text.lstrip().startswith("{") or len(text) > 1_000_000:
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _three_numbers(value, positive: bool) -> tuple[float, float, float] | None:
     try:
         numbers = tuple(float(v) for v in value)
@@ -98,7 +112,7 @@ def read_tiff(path: str | Path, as_mask: bool | None = None) -> Scan:
             ij = tif.imagej_metadata or {}
             data = _volume(tif.series[0], path, ij if isinstance(ij, dict) else {})
             page = tif.pages[0]
-            shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+            shaped = tif.shaped_metadata[0] if tif.shaped_metadata else _json_description(tif.pages[0])
             tags = {t.name: t.value for t in page.tags.values()}
     except VbmdError:
         raise
@@ -169,5 +183,6 @@ def write_tiff(path: str | Path, scan: Scan, protect=()) -> Path:
             metadata=metadata,
             resolution=(1.0 / scan.spacing[2], 1.0 / scan.spacing[1]),
             compression="zlib" if scan.kind == "mask" else None,
+            photometric="minisblack",  # 3 or 4 slices would otherwise be stored as colour planes
         )
     return path
