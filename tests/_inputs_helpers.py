@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +49,6 @@ def assert_refused(capsys, *argv, words: str = "") -> str:
     assert len(err.splitlines()) == 1 and ": error: " in err and "internal error" not in err, err
     assert words in err, err
     return err
-
-
-def vbmd_subprocess(*argv, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "napari_vbmd.cli", *map(str, argv)], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def json_of(out: str) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from napari_vbmd.batch import discover_cases
 from napari_vbmd.scan import apply_user_calibration
 
-from _inputs_helpers import assert_refused, calibrated_pair, json_of, run_cli, vbmd_subprocess
+from _inputs_helpers import assert_refused, calibrated_pair, json_of, run_cli
 
 
 @pytest.fixture
@@ -50,14 +50,28 @@ def test_a_cohort_keeps_each_files_own_calibration(pair):
 
 
 # -- item 8 -----------------------------------------------------------------------------------------------
+FIFO_SCRIPT = """
+import sys
+from napari_vbmd.cli import main
+image, *fifos = sys.argv[1:]
+codes = [main(["info", fifo]) for fifo in fifos] + [main(["measure", image, fifos[0]])]
+print(codes)
+"""
+
+
 def test_fifos_are_refused_by_every_reader_and_listed_by_batch(tmp_path):
+    import subprocess
+    import sys
+
     image, mask = calibrated_pair(tmp_path / "in")
-    for name in ("f.aim", "f.nii.gz", "f.tif", "f.isq", "f.gobj", "f.dcm"):
-        os.mkfifo(tmp_path / "in" / name)
-        done = vbmd_subprocess("info", tmp_path / "in" / name, timeout=120)  # blocked forever before
-        assert done.returncode == 2 and "FIFO (named pipe), not a regular file" in done.stderr, done.stderr
-    done = vbmd_subprocess("measure", image, tmp_path / "in" / "f.aim", timeout=120)
-    assert done.returncode == 2 and "FIFO" in done.stderr
+    fifos = [tmp_path / "in" / name for name in ("f.aim", "f.nii.gz", "f.tif", "f.isq", "f.gobj", "f.dcm")]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    # in a child with a time limit: each of these blocked forever before
+    done = subprocess.run([sys.executable, "-c", FIFO_SCRIPT, str(image), *map(str, fifos)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == str([2] * 7), done.stderr
+    assert done.stderr.count("FIFO (named pipe), not a regular file") == 7
     cases, ignored = discover_cases(tmp_path / "in")
     assert [c.file for c in cases] == ["scan.aim"]
     assert {"file": "f.aim", "reason": "is a FIFO (named pipe), not a regular file"} in ignored
