@@ -15,7 +15,8 @@ Every input goes through ``vbmd info --json`` and ``vbmd measure --json`` (scans
 seed's mask, masks against their seed's scan); checkpoints through ``load_checkpoint`` and, when
 they load, ``vbmd segment`` of a small phantom. Outcomes:
 
-- refused: exit 2 with one line ``vbmd CMD: error: ...`` (a VbmdError);
+- refused: exit 2 with one line ``vbmd CMD: error: ...`` (a VbmdError; more lines count as an
+  internal error);
 - accepted: exit 0 and every figure printed is a finite number;
 - non-finite: exit 0 with NaN/infinite (null) figures;
 - internal error: exit 1 ``internal error``; crash: any other exit, a signal, out of memory;
@@ -423,10 +424,12 @@ def classify(results: list) -> str:
             except ValueError:
                 payload = {}
             outcome = "accepted" if _figures_finite(payload) else "non-finite"
-        elif code == 2 and ": error: " in err and "internal error" not in err:
+        elif code == 2 and ": error: " in err and "internal error" not in err and len(err.splitlines()) == 1:
             outcome = "refused"
         elif code == 1 and "internal error" in err:
             outcome = "internal error"
+        elif code == 2 and ": error: " in err:
+            outcome = "internal error"  # refused, but not in one line (a traceback, a library's chatter)
         else:
             outcome = "crash"
         if outcome == "accepted" and worst == "refused":

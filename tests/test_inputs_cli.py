@@ -55,6 +55,7 @@ import sys
 from napari_vbmd.cli import main
 image, *fifos = sys.argv[1:]
 codes = [main(["info", fifo]) for fifo in fifos] + [main(["measure", image, fifos[0]])]
+codes += [main(["agreement", fifos[0]]), main(["evaluate", "--cases", fifos[0], "-o", fifos[0] + ".out"])]
 print(codes)
 """
 
@@ -70,8 +71,8 @@ def test_fifos_are_refused_by_every_reader_and_listed_by_batch(tmp_path):
     # in a child with a time limit: each of these blocked forever before
     done = subprocess.run([sys.executable, "-c", FIFO_SCRIPT, str(image), *map(str, fifos)], capture_output=True,
                           text=True, timeout=120)
-    assert done.stdout.strip() == str([2] * 7), done.stderr
-    assert done.stderr.count("FIFO (named pipe), not a regular file") == 7
+    assert done.stdout.strip() == str([2] * 9), done.stderr
+    assert done.stderr.count("FIFO (named pipe), not a regular file") == 9
     cases, ignored = discover_cases(tmp_path / "in")
     assert [c.file for c in cases] == ["scan.aim"]
     assert {"file": "f.aim", "reason": "is a FIFO (named pipe), not a regular file"} in ignored

@@ -24,9 +24,11 @@ def _from_log(log: str) -> dict[str, str]:
     original = found.get("Original file", "")
     base, sep, version = original.rpartition(";")
     original = base if sep and (version.isdigit() or not version) else original
-    # a mask made from a contour names the contour (.gobj), not the scan: only scans are compared
-    if original.lower().endswith(".isq"):
-        found["Original file"] = original.lower()
+    # a mask made from a contour names the contour (.gobj), not the scan: only scans are compared, by
+    # name alone (the same measurement copied to another disk or folder keeps its name)
+    name = re.split(r"[\]/\\:]", original)[-1].strip().lower()
+    if name.endswith(".isq"):
+        found["Original file"] = name
     else:
         found.pop("Original file", None)
     return found
