@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path, non_regular_reason
-from ..errors import VbmdError
+from ..errors import VbmdError, one_line
 from ..scan import IDENTITY_DIRECTION, UNIT_DENSITY, UNIT_HU, UNIT_NATIVE, Calibration, Scan
 
 V030_MAGIC = b"AIMDATA_V030   \0"
@@ -286,7 +286,7 @@ def read_aim(path: str | Path, as_mask: bool | None = None) -> Scan:
     except MemoryError:
         raise VbmdError("not enough memory to read this AIM file", path) from None
     except Exception as exc:  # aimio raises RuntimeError for corrupt content
-        raise VbmdError(f"cannot read AIM file: {exc}", path) from None
+        raise VbmdError(f"cannot read AIM file: {one_line(exc)}", path) from None
     return _scan_from_aimio(np.asarray(array), meta, raw_log, path, as_mask)
 
 
@@ -413,7 +413,7 @@ def write_aim(
             else:
                 py_aimio.write_aim(str(tmp), np.ascontiguousarray(data), meta)
         except Exception as exc:
-            raise VbmdError(f"cannot write AIM: {exc}", path) from None
+            raise VbmdError(f"cannot write AIM: {one_line(exc)}", path) from None
         if os.path.getsize(tmp) == 0:
             raise VbmdError("AIM writer produced an empty file", path)
     return Path(path)

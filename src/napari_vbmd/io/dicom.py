@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import non_regular_reason
-from ..errors import VbmdError
+from ..errors import VbmdError, one_line, quiet_logs
 from ..scan import UNIT_HU, UNIT_UNKNOWN, Scan
 
 
@@ -16,7 +16,8 @@ def _read_header(path: Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path), force=True)
+        with quiet_logs("pydicom"):
+            ds = pydicom.dcmread(str(path), force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError, IndexError, AttributeError):
         return None
     except Exception:  # pydicom raises many things on foreign bytes
@@ -138,13 +139,14 @@ def read_dicom_series(path: str | Path) -> Scan:
         raise VbmdError(f"holds {len(series)} DICOM series; open one series at a time", path)
     (items,) = series.values()
     try:
-        return _series_to_scan(items, path)
+        with quiet_logs("pydicom"):
+            return _series_to_scan(items, path)
     except VbmdError:
         raise
     except MemoryError:
         raise VbmdError("not enough memory to read this DICOM series", path) from None
     except Exception as exc:  # pydicom raises many things on malformed values
-        raise VbmdError(f"malformed DICOM header ({type(exc).__name__}: {exc})", path) from None
+        raise VbmdError(f"malformed DICOM header ({one_line(exc)})", path) from None
 
 
 def _series_to_scan(items: list, path: Path) -> Scan:
@@ -206,7 +208,7 @@ def _series_to_scan(items: list, path: Path) -> Scan:
         try:
             pixels = ds.pixel_array
         except Exception as exc:
-            raise VbmdError(f"cannot decode pixel data ({exc})", f) from None
+            raise VbmdError(f"cannot decode pixel data ({one_line(exc)})", f) from None
         if pixels.shape != (rows, columns):
             raise VbmdError(f"slice of shape {pixels.shape} differs from the series' first", f)
         slope = _one_number(ds, "RescaleSlope", 1.0, f) or 1.0

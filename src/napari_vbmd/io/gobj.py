@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VbmdError
+from ..errors import VbmdError, one_line
 from ..scan import Scan
 from .aim import read_head
 
@@ -123,7 +123,7 @@ def read_gobj(path: str | Path) -> Scan:
     except MemoryError:
         raise VbmdError("not enough memory to rasterise this GOBJ contour", path) from None
     except Exception as exc:  # aimio-py raises ValueError (and worse) on corrupt records
-        raise VbmdError(f"cannot read GOBJ contour: {type(exc).__name__}: {exc}", path) from None
+        raise VbmdError(f"cannot read GOBJ contour: {one_line(exc)}", path) from None
     spacing_xyz = tuple(float(s) for s in meta["spacing"])
     return Scan(
         data=array,

@@ -6,31 +6,18 @@ description says "napari-vbmd units=...").
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from .._atomic import atomic_path, non_regular_reason
-from ..errors import VbmdError
+from ..errors import VbmdError, one_line, quiet_logs
 from ..scan import UNIT_DENSITY, UNIT_UNKNOWN, UNITS, Scan
 
 #: the most voxel bytes a NIfTI header may declare (a gzip bomb must not take the machine's memory)
 MAX_BYTES = 16 * 2**30
 
 _DESCRIP_PREFIX = "napari-vbmd units="
-
-
-@contextlib.contextmanager
-def _quiet_nibabel():
-    logger = logging.getLogger("nibabel.global")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _unstated_voxel_size(path: Path) -> str | None:
@@ -50,7 +37,7 @@ def _unstated_voxel_size(path: Path) -> str | None:
         if sizeof not in (348, 540):
             sizeof = int.from_bytes(raw[:4], "big")
         klass = nib.Nifti2Header if sizeof == 540 else nib.Nifti1Header
-        with _quiet_nibabel():
+        with quiet_logs("nibabel", "nibabel.global"):
             header = klass.from_fileobj(io.BytesIO(raw + bytes(4)), check=False)
         if int(header["sform_code"]) > 0:
             return None
@@ -74,12 +61,12 @@ def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
     if path.stat().st_size == 0:
         raise VbmdError("file is empty", path)
     try:
-        with _quiet_nibabel():  # its header "fixes" (a zero voxel size set to 1) are judged below instead
+        with quiet_logs("nibabel", "nibabel.global"):  # its header "fixes" (a zero voxel size set to 1) are judged below instead
             img = nib.load(str(path))
         header = img.header
         shape = img.shape
     except Exception as exc:
-        raise VbmdError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from None
+        raise VbmdError(f"not a readable NIfTI file ({one_line(exc)})", path) from None
     spacing_note = _unstated_voxel_size(path)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -101,7 +88,7 @@ def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
     except MemoryError:
         raise VbmdError("not enough memory to read this NIfTI file", path) from None
     except Exception as exc:
-        raise VbmdError(f"cannot read NIfTI voxels ({type(exc).__name__}: {exc})", path) from None
+        raise VbmdError(f"cannot read NIfTI voxels ({one_line(exc)})", path) from None
     affine = np.array(img.affine, dtype=float)
     space_unit = header.get_xyzt_units()[0]
     to_mm = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}.get(space_unit, 1.0)  # unknown: NIfTI's usual mm

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VbmdError
+from ..errors import VbmdError, one_line
 from ..scan import IDENTITY_DIRECTION, UNIT_NATIVE, Calibration, Scan
 from .aim import read_head
 
@@ -156,7 +156,7 @@ def read_isq(path: str | Path) -> Scan:
     except MemoryError:
         raise VbmdError("not enough memory to read this ISQ file", path) from None
     except Exception as exc:
-        raise VbmdError(f"cannot read ISQ file: {exc}", path) from None
+        raise VbmdError(f"cannot read ISQ file: {one_line(exc)}", path) from None
     array = np.asarray(array)
     expected_shape = tuple(facts["dimensions_xyz"][::-1])
     if array.shape != expected_shape:

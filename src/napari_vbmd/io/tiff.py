@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path, non_regular_reason
-from ..errors import VbmdError
+from ..errors import VbmdError, one_line, quiet_logs
 from ..scan import UNIT_UNKNOWN, UNITS, Scan
 
 #: the most voxel bytes a TIFF may declare (a hostile header must not make us allocate terabytes)
@@ -106,7 +106,7 @@ def read_tiff(path: str | Path, as_mask: bool | None = None) -> Scan:
     if path.stat().st_size == 0:
         raise VbmdError("file is empty", path)
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        with quiet_logs("tifffile"), tifffile.TiffFile(str(path)) as tif:
             if not tif.series:
                 raise VbmdError("TIFF holds no image", path)
             ij = tif.imagej_metadata or {}
@@ -119,7 +119,7 @@ def read_tiff(path: str | Path, as_mask: bool | None = None) -> Scan:
     except MemoryError:
         raise VbmdError("not enough memory to read this TIFF file", path) from None
     except Exception as exc:
-        raise VbmdError(f"not a readable TIFF file ({type(exc).__name__}: {exc})".replace("\n", " "), path) from None
+        raise VbmdError(f"not a readable TIFF file ({one_line(exc)})", path) from None
     if not isinstance(ij, dict):
         ij = {}
     if not isinstance(shaped, dict):
