@@ -46,6 +46,15 @@ class SlicePlot(FigureCanvasQTAgg):
             axes.autoscale_view()
         self.draw_idle()
 
+    def clear(self) -> None:
+        """No case: empty axes."""
+        self.slices, self.areas, self.densities = [], [], []
+        for axes in (self.area_axes, self.density_axes):
+            for artist in list(axes.lines) + list(axes.collections):
+                artist.remove()
+        self._markers = []
+        self.draw_idle()
+
     def _capture_background(self, event=None) -> None:
         self._backgrounds = [self.copy_from_bbox(axes.bbox) for axes in (self.area_axes, self.density_axes)]
         self._blit_markers()
