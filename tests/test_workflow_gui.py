@@ -214,7 +214,7 @@ def test_segment_cancel_rerun_review_correct_undo_export(widget_and_viewer, qtbo
 
     # a second export asks before replacing our own earlier export
     asked = []
-    monkeypatch.setattr(widget, "_confirm", lambda title, text: asked.append(title) or False)
+    monkeypatch.setattr(widget, "ask", lambda title, text: asked.append(title) or False)
     content = mask_aim.read_bytes()
     qtbot.mouseClick(widget.export_tab.export_button.native, _left())
     assert asked and "earlier export" in asked[-1] and mask_aim.read_bytes() == content
@@ -258,7 +258,7 @@ def test_a_rerun_over_corrections_asks_and_keeps_them(widget_and_viewer, qtbot, 
     corrected = np.asarray(labels.data).copy()
     answers = [False]
     asked = []
-    monkeypatch.setattr(widget, "_confirm", lambda title, text: asked.append(text) or answers.pop(0))
+    monkeypatch.setattr(widget, "ask", lambda title, text: asked.append(text) or answers.pop(0))
     qtbot.mouseClick(widget.run_button, _left())
     assert asked and "corrections" in asked[-1] and "in 1 slice" in asked[-1] and not widget.busy
     assert np.array_equal(np.asarray(labels.data), corrected)  # declined: nothing changed
@@ -427,7 +427,7 @@ def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, 
         if run == 0:  # an edit before the second run must not be undoable into the second run's mask
             labels = widget.labels_layer
             labels.data_setitem(np.nonzero(np.asarray(labels.data) != 0), 0)
-            monkeypatch.setattr(widget, "_confirm", lambda title, text: True)  # run again over the edit
+            monkeypatch.setattr(widget, "ask", lambda title, text: True)  # run again over the edit
     assert np.asarray(widget.labels_layer.data).any()
     fresh = np.asarray(widget.labels_layer.data).copy()
     widget.labels_layer.undo()

@@ -275,9 +275,10 @@ class CaseSession:
         stats = self.correction_stats()
         if stats is None or not (stats.voxels_added or stats.voxels_removed):
             return "Correction: none yet"
+        change = f"{stats.d100_change:+.1f}" if round(stats.d100_change, 1) else "±0.0"
         return (f"Correction: +{stats.voxels_added} / −{stats.voxels_removed} voxels "
                 f"({plural(len(stats.slices_changed), 'slice')}); D100 {stats.d100_before:.1f} → "
-                f"{stats.d100_after:.1f} mg HA/cm³ ({stats.d100_change:+.1f})")
+                f"{stats.d100_after:.1f} mg HA/cm³ ({change})")
 
     # -- export ----------------------------------------------------------------------------------
     def default_export_folder(self) -> Path | None:

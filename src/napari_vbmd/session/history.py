@@ -161,7 +161,7 @@ class MaskHistory:
             entry["refers_to"] = target
         self.operations.append(entry)
         self._signatures.append(change.signature())
-        self._current = after.copy()
+        self._current = after  # a fresh array of ours (_as_bool), never the layer's own
         return entry
 
     # -- a new segmentation ----------------------------------------------------------------------

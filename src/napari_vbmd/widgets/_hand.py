@@ -14,10 +14,11 @@ CHOICES = (AUTO, "left", "right")
 
 class HandControl(mw.Container):
     def __init__(self):
-        self.choice = mw.ComboBox(choices=CHOICES, value=AUTO, label="Hand",
+        self.choice = mw.ComboBox(choices=CHOICES, value=AUTO,
                                   tooltip="left hands are mirrored for the network; auto reads the file's header")
         self.source = mw.Label(value="")
-        super().__init__(widgets=[self.choice, self.source], layout="vertical", labels=False)
+        self.source.visible = False
+        super().__init__(widgets=[self.choice, self.source], layout="vertical", labels=False, label="Hand")
         self.margins = (0, 0, 0, 0)
 
     def requested(self) -> str | None:
@@ -27,8 +28,10 @@ class HandControl(mw.Container):
 
     def show_decision(self, words: str) -> None:
         """After a run: e.g. 'right (from the file's header)'."""
-        self.source.value = words
+        self.source.value = f"last run: {words}"
         self.source.tooltip = words
+        self.source.visible = bool(words)
 
     def clear(self) -> None:
         self.source.value = ""
+        self.source.visible = False

@@ -143,11 +143,12 @@ class WorkRunner(QObject):
                 self._label.setText("Cancelling…")
 
     def finish(self, message: str) -> None:
-        """The result is on screen: a full bar and the widget's own words."""
+        """The result is on screen: the widget's own words; the bar has done its job and goes."""
         if self._bar is not None:
             self._bar.setRange(0, 100)
             self._bar.setValue(100)
             self._bar.setFormat("done")
+            self._bar.setVisible(False)
         if self._label is not None:
             self._label.setText(message)
 
@@ -156,6 +157,7 @@ class WorkRunner(QObject):
             self._bar.setRange(0, 100)
             self._bar.setValue(0)
             self._bar.setFormat("")
+            self._bar.setVisible(False)
         if self._label is not None:
             self._label.setText(message)
 

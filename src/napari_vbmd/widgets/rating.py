@@ -307,7 +307,9 @@ class RatingWidget(QWidget):
             self.progress_label.setText("No study open.")
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
+            self.progress_bar.setFormat("")
             return
+        self.progress_bar.setFormat("%v of %m rated")
         self.progress_bar.setRange(0, session.n_cases)
         self.progress_bar.setValue(session.n_answered)
         if session.case_id is None:
@@ -377,5 +379,5 @@ class RatingWidget(QWidget):
         self._show_current()
 
     def _error(self, message: str) -> None:
-        self.status_label.setText(message)
+        self.status_label.setText(message[:1].upper() + message[1:])
         notify_error(message)

@@ -112,8 +112,8 @@ class StudyAnalysisWidget(QWidget):
         self.table.resizeRowsToContents()
         self.runner.finish(f"Analysed {summary['n_rated']} of {summary['n_cases']} cases; outputs in "
                            f"{Path(summary['outputs']['summary']).parent}")
-        self.bar.setVisible(False)
         pixmap = QPixmap(summary["outputs"]["plot"])
-        if not pixmap.isNull():
-            self.plot_label.setPixmap(pixmap.scaledToWidth(min(420, pixmap.width()),
-                                                           Qt.TransformationMode.SmoothTransformation))
+        if not pixmap.isNull():  # small enough to fit under the table at 1280 x 800, and never cropped
+            pixmap = pixmap.scaledToWidth(min(340, pixmap.width()), Qt.TransformationMode.SmoothTransformation)
+            self.plot_label.setPixmap(pixmap)
+            self.plot_label.setMinimumHeight(pixmap.height())

@@ -67,6 +67,7 @@ class SegmentMeasureWidget(QWidget):
         self.progress_bar.setRange(0, 100)
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("")
+        self.progress_bar.setVisible(False)  # shown while a run works
         self.summary_label = QLabel("No case yet.")
         self.summary_label.setWordWrap(True)
         self.summary_label.setMinimumWidth(10)
@@ -154,10 +155,8 @@ class SegmentMeasureWidget(QWidget):
         self.summary_label.setText("No case yet.")
         self._enable_case_tools(False)
         self.status_label.setText(message)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("")
 
-    def _viewer_sources(self) -> list[str]:
+    def viewer_sources(self) -> list[str]:
         """Files behind the viewer's layers: an export never writes over one of them."""
         sources = []
         for layer in self.viewer.layers:
@@ -229,7 +228,7 @@ class SegmentMeasureWidget(QWidget):
         if self.session.active and layer == self.scan_layer and self.labels_layer is not None:
             self.mask.sync()
             stats = self.session.pending_corrections()
-            if stats is not None and not self._confirm(
+            if stats is not None and not self.ask(
                     "Run again over the corrections?",
                     f"The mask of {self.session.case} has corrections: {stats.voxels_added} voxels added and "
                     f"{stats.voxels_removed} removed in {plural(len(stats.slices_changed), 'slice')}.\n\n"
@@ -260,7 +259,7 @@ class SegmentMeasureWidget(QWidget):
         self._run_layer = None
         self.run_button.setEnabled(True)
 
-    def _confirm(self, title: str, text: str) -> bool:
+    def ask(self, title: str, text: str) -> bool:
         return confirm(self, title, text)
 
     @reports_errors
@@ -278,7 +277,7 @@ class SegmentMeasureWidget(QWidget):
         self.export_tab.fill_defaults(self.session.default_export_folder(), self.session.case)
         self.run_tab.hand.show_decision(self.session.hand_words().removeprefix("hand: "))
         self._enable_case_tools(True)
-        self._show_results()
+        self.show_results()
         self._show_trail()
         if self.flags:
             self.go_to_slice(self.flags[0].slice_index)
@@ -324,11 +323,11 @@ class SegmentMeasureWidget(QWidget):
     def correction_stats(self):
         return self.session.correction_stats()
 
-    def _show_results(self) -> None:
+    def show_results(self) -> None:
         session = self.session
         if not session.active or self.result is None:
             return
-        self.review_tab.show_results(self.results_table())
+        self.review_tab.show_results(self.results_table()[:5])  # model, device, time: in the status line
         profile = self.result.profile
         self.plot.show_profile(profile.slice_index, profile.area_mm2, profile.density_mg_ha_cm3,
                                flagged=[f.slice_index for f in self.flags], current=self.current_slice())
@@ -375,26 +374,26 @@ class SegmentMeasureWidget(QWidget):
 
     @reports_errors
     def mark_slice(self, status: str) -> None:
-        self._require_case()
+        self.require_case()
         self.review.mark_slice(self.current_slice(), status, self.review_tab.comment.value.strip(), self.reviewer())
         self.review_tab.comment.value = ""
         self._show_slice()
 
     @reports_errors
     def mark_case(self, status: str) -> None:
-        self._require_case()
+        self.require_case()
         self.review.mark_case(status, self.review_tab.comment.value.strip(), self.reviewer())
         self.review_tab.comment.value = ""
         self._show_slice()
 
-    def _require_case(self, what: str = "there is no case to review") -> None:
+    def require_case(self, what: str = "there is no case to review") -> None:
         if not self.session.active or self.labels_layer is None:
             raise VbmdError(f"segment a scan first: {what}")
 
     # -- corrections -------------------------------------------------------------------------------
     @reports_errors
     def correct(self, operation: str) -> None:
-        self._require_case("there is no mask to correct")
+        self.require_case("there is no mask to correct")
         self.mask.sync()
         before = np.asarray(self.labels_layer.data)
         after = self.session.apply_tool(operation, before, self.current_slice(),
@@ -407,7 +406,7 @@ class SegmentMeasureWidget(QWidget):
 
     def _on_measured(self) -> None:
         self.status_label.setText("Measured the corrected mask.")
-        self._show_results()
+        self.show_results()
 
     # -- export ------------------------------------------------------------------------------------
     def export(self):

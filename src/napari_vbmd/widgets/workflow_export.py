@@ -75,15 +75,15 @@ class ExportSection(QWidget):
     # -- writing -----------------------------------------------------------------------------------
     def _ask_to_replace(self, exc: ExportExistsError, what: str) -> bool:
         names = "\n".join(p.name for p in exc.paths)
-        return self._desk._confirm(f"Replace the earlier {what}?",
+        return self._desk.ask(f"Replace the earlier {what}?",
                                    f"napari-vbmd exported this case here before:\n{names}\n\nReplace those files?")
 
     def _inputs(self, folder: str, what: str):
         desk = self._desk
-        desk._require_case(what)
+        desk.require_case(what)
         if not folder:
             raise VbmdError("choose a folder")
-        return desk.session, desk.labels_layer.data, self.case.value.strip(), desk.reviewer(), desk._viewer_sources()
+        return desk.session, desk.labels_layer.data, self.case.value.strip(), desk.reviewer(), desk.viewer_sources()
 
     @reports_errors
     def export(self):
@@ -101,8 +101,9 @@ class ExportSection(QWidget):
                 show_info("export not written: the earlier export is kept")
                 return None
             written = session.export(*args, overwrite=True, make_folder=True)
-        self._desk._show_results()
+        self._desk.show_results()
         self.status.setText(f"Exported {len(written)} files to {folder}: " + ", ".join(p.name for p in written.values()))
+        self._desk.status_label.setText(f"Exported {len(written)} files to {folder}.")
         show_info(f"exported {len(written)} files to {folder}")
         return written
 
@@ -120,5 +121,6 @@ class ExportSection(QWidget):
                 return None
             written = session.save_training_pair(*args, overwrite=True)
         self.status.setText(f"Saved the training pair {case} to {folder}")
+        self._desk.status_label.setText(f"Saved the training pair {case} to {folder}.")
         show_info(f"saved training pair {case} to {folder}")
         return written

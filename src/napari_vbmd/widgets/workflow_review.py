@@ -6,7 +6,7 @@ import getpass
 
 from magicgui import widgets as mw
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ._keys import key_of
 from ._slice_plot import SlicePlot
@@ -30,13 +30,17 @@ class ReviewSection(QWidget):
     def __init__(self, desk, parent=None):
         super().__init__(parent)
         layout = QVBoxLayout(self)
+        row = QHBoxLayout()
         self.results_label = QLabel("—")
         self.results_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.results_label.setMinimumWidth(10)
-        layout.addWidget(self.results_label)
-        self.copy_button = QPushButton("Copy figures to the clipboard")
+        row.addWidget(self.results_label, 1)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("copy the figures, model, device, time and corrections to the clipboard "
+                                    "(tab-separated, for a spreadsheet)")
         self.copy_button.clicked.connect(lambda: desk.copy_results())
-        layout.addWidget(self.copy_button)
+        row.addWidget(self.copy_button, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addLayout(row)
         self.plot = SlicePlot(on_click=desk.go_to_slice)
         self.plot.setToolTip("area and mean density per slice; red dots: flagged slices; click to go to a slice")
         layout.addWidget(self.plot)
@@ -56,13 +60,6 @@ class ReviewSection(QWidget):
         self.outline_check.toggled.connect(desk.set_outline)
         grid.addWidget(self.outline_check, 2, 0, 1, 2)
         layout.addLayout(grid)
-        self.keys_label = _wrapping(
-            f"Keys, with the mouse over the image and any layer selected: {key_of('napari-vbmd:next_flagged')} / "
-            f"{key_of('napari-vbmd:previous_flagged')} next / previous flagged slice, "
-            f"{key_of('napari-vbmd:toggle_outline')} outline. They are napari shortcuts "
-            "(Preferences › Shortcuts, Viewer key bindings).")
-        self.keys_label.setStyleSheet("color: gray")
-        layout.addWidget(self.keys_label)
         self.slice_label = _wrapping()
         layout.addWidget(self.slice_label)
 
@@ -87,6 +84,12 @@ class ReviewSection(QWidget):
         layout.addLayout(grid)
         self.review_label = _wrapping()
         layout.addWidget(self.review_label)
+        self.keys_label = _wrapping(
+            f"Keys over the image, whichever layer is selected: {key_of('napari-vbmd:next_flagged')} / "
+            f"{key_of('napari-vbmd:previous_flagged')} next / previous flagged slice, "
+            f"{key_of('napari-vbmd:toggle_outline')} outline (napari shortcuts: Preferences › Shortcuts).")
+        self.keys_label.setStyleSheet("color: gray")
+        layout.addWidget(self.keys_label)
         layout.addStretch(1)
 
     @property
