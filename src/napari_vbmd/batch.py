@@ -30,14 +30,16 @@ import io as _io
 import json
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ._atomic import update_digest, write_text_atomic
 from .errors import CancelledError, VbmdError
+
+if TYPE_CHECKING:
+    from .segmentation.settings import SegmentSettings
 
 Progress = Callable[[int, int, str], None]
 
@@ -83,27 +85,43 @@ class Case:
     format: str  # "aim", "isq", "nifti" or "dicom"
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    """Everything about how each scan is processed. ``result_key`` decides what a rerun redoes."""
+#: the keyword names BatchSettings takes for its SegmentSettings (batch name -> SegmentSettings field)
+_SEGMENT_KEYWORDS = {"model": "model", "device": "device", "hand": "hand", "voi_mm": "voi_mm",
+                     "hole_filling": "hole_filling", "torch_threads": "threads", "boundary_band_mm": "boundary_band_mm"}
 
-    model: str = "default"
-    device: str = "auto"
-    hand: str = "auto"
-    voi_mm: float | None = None
-    hole_filling: str = "fill"
+
+@dataclass(frozen=True, init=False)
+class BatchSettings:
+    """How each scan is processed: its :class:`~napari_vbmd.segmentation.settings.SegmentSettings`
+    (checked when built) and what the batch adds (mask format, calibration of uncalibrated files).
+    ``result_key`` decides what a rerun redoes. ``BatchSettings(model=..., torch_threads=...)`` builds
+    the segmentation settings from the keyword names of earlier versions."""
+
+    segmentation: "SegmentSettings"
     mask_format: str = "auto"  # "auto": .aim for Scanco inputs, .nii.gz for NIfTI and DICOM
     units: str | None = None
     slope: float | None = None
     intercept: float | None = None
-    torch_threads: int | None = None
+
+    def __init__(self, segmentation=None, mask_format: str = "auto", units: str | None = None,
+                 slope: float | None = None, intercept: float | None = None, **segment_keywords):
+        from .segmentation.settings import SegmentSettings
+
+        unknown = sorted(set(segment_keywords) - set(_SEGMENT_KEYWORDS))
+        if unknown:
+            raise TypeError(f"BatchSettings got unexpected keywords {unknown}")
+        if segmentation is None:
+            segmentation = SegmentSettings(**{_SEGMENT_KEYWORDS[k]: v for k, v in segment_keywords.items()})
+        elif segment_keywords:
+            segmentation = segmentation.replace(**{_SEGMENT_KEYWORDS[k]: v for k, v in segment_keywords.items()})
+        for name, value in (("segmentation", segmentation), ("mask_format", mask_format), ("units", units),
+                            ("slope", slope), ("intercept", intercept)):
+            object.__setattr__(self, name, value)
 
     def result_key(self) -> dict:
         """Settings that change a case's outputs (the device and thread counts do not)."""
         return {
-            "hand": self.hand,
-            "voi_mm": self.voi_mm,
-            "hole_filling": self.hole_filling,
+            **self.segmentation.result_key(),
             "mask_format": self.mask_format,
             "units": self.units,
             "slope": self.slope,
@@ -111,20 +129,11 @@ class BatchSettings:
         }
 
     def validated(self) -> "BatchSettings":
-        from .segmentation import postprocess
-
-        if self.hand not in ("auto", "left", "right"):
-            raise VbmdError(f"hand must be auto, left or right, got {self.hand!r}")
-        if self.hole_filling not in postprocess.HOLE_FILLING:
-            raise VbmdError(f"hole filling must be one of {', '.join(postprocess.HOLE_FILLING)}, got {self.hole_filling!r}")
+        """The checks of what the batch adds (the segmentation settings checked themselves)."""
         if self.mask_format != "auto" and self.mask_format not in MASK_FORMATS:
             raise VbmdError(f"mask format must be auto or one of {', '.join(MASK_FORMATS)}, got {self.mask_format!r}")
-        if self.voi_mm is not None and not self.voi_mm > 0:
-            raise VbmdError(f"VOI length must be positive, got {self.voi_mm!r}")
         if (self.slope is None) != (self.intercept is None):
             raise VbmdError("give both a density slope and a density intercept")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise VbmdError(f"threads must be at least 1, got {self.torch_threads}")
         return self
 
 
@@ -328,75 +337,24 @@ def input_stat(path: str | Path) -> dict:
         return {}
 
 
-def model_identity(spec: str | Path) -> dict:
-    """What a rerun compares to tell whether the model changed: the checkpoint's files' sha256.
+def model_identity(spec) -> dict:
+    """What a rerun compares to tell whether the model changed: the checkpoint's files' sha256
+    (:func:`napari_vbmd.segmentation.models.resolve`; raises VbmdError for unknown models or ones
+    without weights, before any work starts)."""
+    from .segmentation.models import resolve
 
-    Raises VbmdError for unknown models or ones without weights, before any work starts.
-    """
-    from . import __version__
-    from .segmentation.checkpoint import checkpoint_paths, read_config
-    from .segmentation.registry import DEFAULT_CHECKPOINT, MODEL_NAMES, load_model
-
-    spec = str(spec)
-    if spec == "classical":
-        return {"spec": spec, "name": "classical", "sha256": f"classical-{__version__}", "path": None}
-    if spec in ("unet2d", "unet3d"):
-        load_model(spec, "cpu")  # raises the explanation of how to get weights
-    if spec == "default":
-        if not DEFAULT_CHECKPOINT.with_suffix(".json").is_file():
-            raise VbmdError("the bundled default model is missing from this installation (use --model classical "
-                            "or a checkpoint path)", DEFAULT_CHECKPOINT.with_suffix(".json"))
-        path = DEFAULT_CHECKPOINT
-    else:
-        path = Path(spec)
-        if spec not in MODEL_NAMES and not path.exists() and not path.with_suffix(".json").exists():
-            raise VbmdError(f"unknown model {spec!r}: give default, classical or a checkpoint path")
-    config_path, weights_path = checkpoint_paths(path)
-    config = read_config(config_path)
-    return {
-        "spec": spec,
-        "name": spec if spec in MODEL_NAMES else config.name,
-        "sha256": _hash_files([config_path, weights_path]),
-        "path": str(config_path.resolve()),
-        "architecture": config.architecture,
-    }
-
-
-# -- the per-worker model cache ---------------------------------------------------------------
-_MODEL_CACHE: dict[tuple[str, str, str], object] = {}
-_MODEL_LOCK = threading.Lock()
+    return resolve(spec).identity()
 
 
 def _worker_model(identity: dict, device: str):
-    """The loaded network for ``identity`` in this worker process: loaded on first use, then kept.
+    """The model for ``identity`` in this worker process, from the one model cache: (model,
+    loaded_now). The checkpoint is checked against the hash the batch started with, so a worker that
+    sees another file at that path refuses to use it."""
+    from .segmentation.models import is_loaded, load, ref_from_identity
 
-    Returns (model argument for segment(), loaded_now). The checkpoint is checked against the hash
-    the batch started with, so a worker that sees another file at that path refuses to use it.
-    """
-    if identity["spec"] == "classical":
-        return "classical", False
-    from .segmentation.checkpoint import checkpoint_paths
-    from .segmentation.registry import DEFAULT_CHECKPOINT, load_model
-
-    # the bundled model is wherever this worker's installation keeps it
-    path = str(DEFAULT_CHECKPOINT) if identity["spec"] == "default" else identity["path"]
-    key = (path, device, identity["sha256"])
-    with _MODEL_LOCK:
-        loaded = _MODEL_CACHE.get(key)
-        if loaded is not None:
-            return loaded, False
-        config_path, weights_path = checkpoint_paths(path)
-        here = _hash_files([config_path, weights_path])
-        if here != identity["sha256"]:
-            what = ("the bundled default model on this worker differs from the client's (install the same "
-                    "napari-vbmd version everywhere)" if identity["spec"] == "default" else
-                    "the checkpoint this worker sees differs from the one the batch started with "
-                    "(workers need the same file at the same path)")
-            raise VbmdError(what, config_path)
-        loaded = load_model(path, device)
-        loaded.name = identity["name"]
-        _MODEL_CACHE[key] = loaded
-        return loaded, True
+    ref = ref_from_identity(identity)
+    loaded_now = not is_loaded(ref, device)
+    return load(ref, device), loaded_now
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +495,7 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
     from .io import read_scan, write_mask
     from .measure import measure_vbmd
     from .scan import apply_user_calibration
-    from .segmentation.pipeline import segment
+    from .segmentation.pipeline import run
 
     settings = job.settings
     t = time.perf_counter()
@@ -546,11 +504,8 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
         raise VbmdError("is a mask, not a greyscale scan", case.path)
     image = apply_user_calibration(image, units=settings.units, slope=settings.slope, intercept=settings.intercept)
     timings["read"] = time.perf_counter() - t
-    model, loaded_now = _worker_model(job.model_identity, settings.device)
-    result = segment(
-        image, model=model, device=settings.device, hand=settings.hand, voi_mm=settings.voi_mm,
-        hole_filling=settings.hole_filling, threads=settings.torch_threads,
-    )
+    model, loaded_now = _worker_model(job.model_identity, settings.segmentation.device)
+    result = run(image, settings.segmentation.replace(model=model))
     for key in ("preprocess", "inference", "postprocess"):
         timings[key] = result.timings[key]
     t = time.perf_counter()
@@ -763,11 +718,11 @@ def run_batch(
         raise VbmdError(f"number of workers must be 0 or more, got {workers}")
     if threads_per_worker < 1:
         raise VbmdError(f"threads per worker must be at least 1, got {threads_per_worker}")
-    identity = model_identity(settings.model)
+    identity = model_identity(settings.segmentation.model)
     if scheduler is None:
-        from .segmentation.registry import resolve_device
+        from .segmentation.models import resolve_device
 
-        resolve_device(settings.device)  # workers are local: a missing GPU is an error now
+        resolve_device(settings.segmentation.device)  # workers are local: a missing GPU is an error now
     cases, ignored = discover_cases(input_dir, exclude=(output_dir,))
     if not cases:
         raise VbmdError("found no scans (AIM, ISQ, NIfTI files or DICOM folders) in the input folder", input_dir)
@@ -777,10 +732,11 @@ def run_batch(
         raise VbmdError(f"cannot create output folder ({exc.strerror})", output_dir) from None
 
     if workers is None and scheduler is None:
-        workers = default_workers(len(cases), settings.device)
-    if settings.torch_threads is None and scheduler is None:
+        workers = default_workers(len(cases), settings.segmentation.device)
+    if settings.segmentation.threads is None and scheduler is None:
         share = max(1, (os.cpu_count() or 1) // max(1, (workers or 1) * threads_per_worker))
-        settings = dataclasses.replace(settings, torch_threads=share)
+        settings = BatchSettings(settings.segmentation.replace(threads=share), settings.mask_format, settings.units,
+                                 settings.slope, settings.intercept)
     job = Job(str(input_dir.resolve()), str(output_dir.resolve()), settings, identity)
 
     records: dict[str, dict] = {}
