@@ -180,13 +180,20 @@ def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float) -> np.n
 
 
 def place(crop_mask: np.ndarray, scan: Scan, box: Box, voi_mm: float | None = None):
-    """(uint8 mask on the scan's grid, VOI [start, stop) or None, [start, stop) of slices holding MC2)."""
+    """(uint8 mask on the scan's grid, VOI [start, stop) or None, [start, stop) of slices holding MC2).
+    Only MC2's own bounding box is written into the (lazily zeroed) scan-sized mask."""
     full = np.zeros(scan.shape, dtype=np.uint8)
-    full[box.slices] = crop_mask
+    inner = post.bounding_box(crop_mask)
+    if inner is None:
+        return full, None, None
+    in_scan = tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), inner))
+    full[in_scan] = crop_mask[inner]
     voi = None
     if voi_mm is not None:
         full_bool, voi = post.standard_voi(full.astype(bool), scan.spacing[0], voi_mm)
         full = full_bool.astype(np.uint8)
-    present = np.flatnonzero(post.slice_areas(full))
+        present = np.flatnonzero(post.slice_areas(full[voi[0] : voi[1]])) + voi[0]
+    else:
+        present = np.flatnonzero(post.slice_areas(crop_mask[inner])) + in_scan[0].start
     used = (int(present[0]), int(present[-1]) + 1) if present.size else None
     return full, voi, used
