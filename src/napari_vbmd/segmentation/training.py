@@ -9,7 +9,8 @@ hand, and a mirror flip turns it back into a left one, where MC3 sits where MC2 
 trained with mirror flips cannot tell the two by position (the first default model marked MC3 on
 phantoms for this reason). ``context_mm`` (2D) stacks the slices at those offsets (mm along z) as
 input channels, so the network can see which side of the joint a slice lies on. Every epoch:
-validation Dice/IoU/AUC/accuracy to ``metrics.csv``; the best checkpoint by
+validation Dice/IoU/AUC/accuracy to ``metrics.csv``, of the mask ``segment()`` would keep on each
+validation scan (:mod:`.validation`); the best checkpoint by
 validation Dice is ``best.json``/``best.safetensors``, the latest ``last.*`` plus ``resume.*``
 (optimizer state in safetensors, never pickle) so ``--resume`` continues where it stopped.
 
