@@ -122,8 +122,8 @@ def commands(image: Path, out_dir: Path, threads: int) -> dict[str, list[str]]:
 
 STARTUP = {
     "interpreter": "pass",
-    "ours": "from napari_vbmd.cli import segment; from napari_vbmd.segmentation.models import resolve; "
-            "resolve('default').load('cpu')",
+    "ours": "from napari_vbmd.cli import segment; from napari_vbmd.segmentation.models import load, resolve; "
+            "load(resolve('default'), 'cpu')",
     "published": "import torch; from napari_vbmd.io import read_scan; from napari_vbmd.segmentation.networks import UNet3D; "
                  "UNet3D(base=2, depth=5).eval()",
 }
