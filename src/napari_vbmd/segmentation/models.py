@@ -162,6 +162,10 @@ class LoadedModel:
     def boundary_band_mm(self) -> float:
         return float(self.config.boundary_band_mm)
 
+    def band_for(self, requested: float | None) -> float:
+        """The boundary refinement band to use: the caller's, else the checkpoint's."""
+        return float(requested) if requested is not None else self.boundary_band_mm
+
     @property
     def crop_margin_mm(self) -> float:
         return float(self.config.crop_margin_mm)
@@ -193,6 +197,10 @@ class ClassicalModel:
     boundary_band_mm: float = 0.0  # it snaps its own contour onto the edges
     crop_margin_mm: float = 4.0
     dims: int = 2
+
+    def band_for(self, requested: float | None) -> float:
+        """Always 0: the method snaps its own contour onto the scan's edges, whatever is asked."""
+        return 0.0
 
     def working_spacing(self, native_spacing) -> tuple[float, float, float]:
         from .classical import CLASSICAL_SPACING_MM

@@ -118,9 +118,7 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
             timings[key] += value
 
         t = time.perf_counter()
-        band = settings.boundary_band_mm if settings.boundary_band_mm is not None else model.boundary_band_mm
-        if isinstance(model, ClassicalModel):
-            band = 0.0  # the classical method snaps its own contour
+        band = model.band_for(settings.boundary_band_mm)
         crop_mask = stages.finish(probability, scan, box, model.threshold, settings.hole_filling, band, cancel)
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
