@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     viewer.open(str(image_path), plugin="napari-vbmd")
     widget = SegmentMeasureWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment & measure")
-    widget.device_combo.setCurrentText("cpu")
+    widget.run_tab.device.value = "cpu"
     app = QApplication.instance()
 
     from qtpy.QtCore import QEventLoop, Qt
@@ -140,13 +140,13 @@ def main(argv=None) -> int:
     print("idle", results["idle"], flush=True)
     for model in args.models:
         if model.startswith("net"):
-            widget.model_combo.setCurrentText("checkpoint file")
-            widget.checkpoint_edit.setText(str(_checkpoint(work, float(model[3:]))))
+            widget.run_tab.model.value = "checkpoint file"
+            widget.run_tab.checkpoint.line_edit.value = str(_checkpoint(work, float(model[3:])))
         elif model in ("classical", "default", "unet2d", "unet3d"):
-            widget.model_combo.setCurrentText(model)
+            widget.run_tab.model.value = model
         else:
-            widget.model_combo.setCurrentText("checkpoint file")
-            widget.checkpoint_edit.setText(model)
+            widget.run_tab.model.value = "checkpoint file"
+            widget.run_tab.checkpoint.line_edit.value = model
         widget.threads = max(1, cores - 1)
         measure(run=True)  # warm-up: loads and caches the model
         for threads in sorted({max(1, cores - 1), cores}):

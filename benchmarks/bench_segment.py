@@ -1,24 +1,26 @@
-"""Per-stage timings and peak memory of napari-vbmd's pipeline, side by side with the published one's shape.
+"""Whole-process wall time and peak memory of `vbmd segment` against the study's cheapest pipeline.
 
-    python benchmarks/bench_segment.py [--models default,resnet34] [--pipelines ours,published]
-                                       [--threads 2] [--repeat 2] [--cases cropped110,full110,full320]
+    python benchmarks/bench_segment.py [--cases cropped110,cropped320,f768x110,f768x320,full110,full320]
+                                       [--repeat 3] [--threads 2] [--json-out FILE]
 
-Cases (phantoms written once to ``--cache``, native 0.082 mm voxels): ``cropped110`` and ``full110``
-are held-out phantoms 0 and 2 of benchmarks/eval_default_model.py (seeds 5000 and 5002: a cropped
-AIM of 110 × 390 × 488 and the whole 1536 × 1536 XtremeCT field of view), ``full320`` is seed 7000
-with 320 slices (a left hand).
+The reference is the published pipeline's shape with the study's 3D U-Net (depth 5, 2 base channels,
+instance norm, LeakyReLU; random weights, seeded) as a whole process: ``benchmarks/published_pipeline.py
+IMAGE -o MASK`` (whole scan to densities, resized to 80 x 512 x 512, one forward pass, probabilities
+resized back to the full grid, threshold, mask written). Ours is ``vbmd segment IMAGE -o MASK`` with
+the bundled default model. Both read and write with napari-vbmd's AIM reader and writer.
 
-Pipelines: ``ours`` = ``segment()`` (bone crop, physical working grid, hole filling, MC2
-component); ``published`` = benchmarks/published_pipeline.py (whole scan resized to 80 × 512 × 512,
-one forward pass, probabilities resized back to the full grid, threshold). Both read the AIM and
-write the mask AIM, timed. Models: ``default`` (the bundled, trained one) and the study's networks
-with random weights for timing (``resnet34``: 2D U-Net with a ResNet34 encoder, working grid
-0.25 mm in our pipeline; ``unet3d``: the Isensee-style 3D U-Net, 0.25 mm). Dice against the
-phantom's truth is printed for trained weights only. ``--ceiling`` adds the resolution ceilings:
-the true mask taken to each pipeline's grid and back.
+Each run is a fresh process, timed from outside (wall clock from start to exit, peak resident memory
+of that process from GNU ``/usr/bin/time``); ours and the reference alternate (A B A B ...) so a change of the
+machine's speed hits both, and the ratio is taken pair by pair (the median of the pairs is reported).
+The 1-minute load average before each pair is recorded: this machine is shared. Start-up (interpreter,
+imports, model load) is measured on its own by the ``startup`` rows.
 
-Each run is a fresh process so its peak resident memory (ru_maxrss) is its own; the best of
-``--repeat`` runs is reported (the machine may be shared, so the minimum is the least disturbed).
+Cases (phantoms written once to ``--cache``, native 0.082 mm voxels): ``cropped110`` and ``full110`` are
+held-out phantoms 5000 and 5002 of benchmarks/eval_default_model.py (a cropped AIM of 110 x 390 x 488
+and the whole 1536 x 1536 XtremeCT field), ``cropped320`` is held-out phantom 5020 (320 slices,
+cropped), ``full320`` is seed 7000 (320 slices, whole field, a left hand); ``f768x110`` and
+``f768x320`` are the 768 x 768 centre of ``full110`` and ``full320`` around MC2 (geometry kept).
+Dice of our mask against the phantom's truth is computed after each run, outside the timing.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import argparse
 import json
 import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -34,161 +36,185 @@ from pathlib import Path
 
 import numpy as np
 
+HERE = Path(__file__).resolve().parent
+CASES = ("cropped110", "cropped320", "f768x110", "f768x320", "full110", "full320")
+
 
 def case_spec(name: str):
     from napari_vbmd.phantom import PhantomSpec
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(HERE))
     from eval_default_model import held_out_specs
 
     if name == "cropped110":
-        return held_out_specs(3)[0]
+        return held_out_specs(1)[0]
     if name == "full110":
         return held_out_specs(3)[2]
+    if name == "cropped320":
+        return held_out_specs(21)[20]
     if name == "full320":
         return PhantomSpec(seed=7000, hand="left", fov="full", n_slices=320, motion_grade=1)
     raise SystemExit(f"unknown case {name!r}")
 
 
 def ensure_case(cache: Path, name: str) -> Path:
+    """The case's image path (its truth mask is beside it as ``<stem>_mask.aim``)."""
     from napari_vbmd.phantom import generate_phantom, phantom_is_cached, phantom_paths, write_phantom
 
+    if name.startswith("f768x"):
+        return _centre_768(cache, name, ensure_case(cache, "full" + name[len("f768x"):]))
     paths = phantom_paths(cache, name)
     if not phantom_is_cached(cache, name, case_spec(name)):
         write_phantom(generate_phantom(case_spec(name)), cache, name, overwrite=True)
     return paths["image"]
 
 
-def study_checkpoint(cache: Path, name: str) -> Path:
-    """A checkpoint of the study's network with random weights (timing does not depend on weights)."""
-    from napari_vbmd.segmentation.checkpoint import ModelConfig, save_checkpoint
-    from napari_vbmd.segmentation.networks import build_network
+def _centre_768(cache: Path, name: str, full_image: Path) -> Path:
+    """768 x 768 of a whole-field phantom centred on MC2 (clamped to the field), origin moved with it."""
+    import dataclasses
 
-    arch = {"resnet34": "unet2d_resnet34", "unet3d": "unet3d_isensee"}[name]
-    path = cache / f"random_{name}.json"
-    if not path.exists():
-        import torch
+    from napari_vbmd.io import read_mask, read_scan, write_image, write_mask
 
-        torch.manual_seed(0)
-        config = ModelConfig(architecture=arch, spacing_mm=(0.25, 0.25, 0.25), mean=150.0, std=300.0, name=f"{name} (random)")
-        save_checkpoint(path, build_network(arch), config)
-    return path
+    image_path, mask_path = cache / f"{name}.aim", cache / f"{name}_mask.aim"
+    if image_path.is_file() and mask_path.is_file() and image_path.stat().st_mtime >= full_image.stat().st_mtime:
+        return image_path
+    scan = read_scan(full_image)
+    truth = read_mask(full_image.with_name(full_image.stem + "_mask.aim"), like=scan)
+    ys, xs = np.nonzero(np.asarray(truth.data).any(axis=0))
+    y0 = int(np.clip((ys.min() + ys.max()) // 2 - 384, 0, scan.shape[1] - 768))
+    x0 = int(np.clip((xs.min() + xs.max()) // 2 - 384, 0, scan.shape[2] - 768))
+    window = np.s_[:, y0 : y0 + 768, x0 : x0 + 768]
+    origin = (scan.origin[0], scan.origin[1] + y0 * scan.spacing[1], scan.origin[2] + x0 * scan.spacing[2])
+    sub = dataclasses.replace(scan, data=np.ascontiguousarray(scan.data[window]), origin=origin, source=None)
+    for path in (image_path, mask_path):
+        path.unlink(missing_ok=True)
+    write_image(image_path, sub)
+    sub_truth = dataclasses.replace(truth, data=np.ascontiguousarray(truth.data[window]), origin=origin, source=None)
+    write_mask(mask_path, sub_truth, parent=sub)
+    return image_path
 
 
-def run_one(image_path: Path, model: str, pipeline: str, threads: int, out_dir: Path) -> dict:
-    """One end-to-end run in this process: read, segment, write the mask as AIM."""
-    import torch
+TIME = "/usr/bin/time"  # GNU time: its own fork is small, so the peak it reports is the command's
 
-    from napari_vbmd.evaluation.metrics import dice
-    from napari_vbmd.io import read_mask, read_scan, write_mask
-    from napari_vbmd.segmentation.pipeline import segment
-    from napari_vbmd.segmentation.registry import load_model
 
-    torch.set_num_threads(threads)
-    spec = "default" if model == "default" else str(study_checkpoint(out_dir, model))
-    loaded = load_model(spec, device="cpu")  # model loading is not timed
+def run_process(command: list[str], env: dict) -> dict:
+    """Run a command as a whole process: wall seconds, its peak resident memory (MB), its stdout.
+
+    The peak comes from GNU time wrapped around the command: a child forked from this (large) Python
+    process would count this process's pages in its peak until it execs."""
+    report = Path(f"/tmp/bench_segment_{os.getpid()}.time")
+    out_path = Path(f"/tmp/bench_segment_{os.getpid()}.out")
     start = time.perf_counter()
-    t = time.perf_counter()
-    scan = read_scan(image_path)
-    read_s = time.perf_counter() - t
-    if pipeline == "ours":
-        result = segment(scan, model=loaded, threads=threads)
-        mask, stages = result.mask, result.timings
-    else:
-        from published_pipeline import published_segment
+    with open(out_path, "w") as out:
+        code = subprocess.run([TIME, "-f", "%M", "-o", str(report), *command], stdout=out,
+                              stderr=subprocess.DEVNULL, env=env).returncode
+    wall = time.perf_counter() - start
+    text = out_path.read_text()
+    peak_kb = int(report.read_text().strip().splitlines()[-1])
+    out_path.unlink()
+    report.unlink()
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {code}")
+    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "stdout": text}
 
-        data, stages = published_segment(scan, loaded, hand=scan.hand or "right")
-        mask = scan.with_data(data, kind="mask", unit="unknown", calibration=scan.calibration)
-    t = time.perf_counter()
-    out = out_dir / f"{image_path.stem}_bench_mask.aim"
-    if out.exists():
-        out.unlink()
-    write_mask(out, mask, parent=scan)
-    write_s = time.perf_counter() - t
-    total = time.perf_counter() - start
-    truth = read_mask(image_path.with_name(image_path.stem + "_mask.aim"), like=scan).data.astype(bool)
+
+def commands(image: Path, out_dir: Path, threads: int) -> dict[str, list[str]]:
+    py = sys.executable
     return {
-        "shape": list(scan.shape),
-        "read": read_s,
-        **{k: stages[k] for k in ("preprocess", "inference", "postprocess")},
-        "write": write_s,
-        "total": total,
-        "dice": dice(truth, np.asarray(mask.data).astype(bool)) if model == "default" else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ours": [py, "-m", "napari_vbmd.cli", "segment", str(image), "-o", str(out_dir / "ours_mask.aim"),
+                 "--model", "default", "--device", "cpu", "--threads", str(threads), "--json"],
+        "published": [py, str(HERE / "published_pipeline.py"), str(image), "-o", str(out_dir / "published_mask.aim"),
+                      "--threads", str(threads)],
     }
 
 
-def ceilings(image_path: Path, working_mm: float) -> tuple[float, float]:
-    """Dice of the true mask after the round trip through each pipeline's grid (ours, published)."""
+STARTUP = {
+    "interpreter": "pass",
+    "ours": "from napari_vbmd.cli import segment; from napari_vbmd.segmentation.models import load, resolve; "
+            "load(resolve('default'), 'cpu')",
+    "published": "import torch; from napari_vbmd.io import read_scan; from napari_vbmd.segmentation.networks import UNet3D; "
+                 "UNet3D(base=2, depth=5).eval()",
+}
+
+
+def dice_of(mask_path: Path, image: Path) -> float:
     from napari_vbmd.evaluation.metrics import dice
     from napari_vbmd.io import read_mask, read_scan
-    from napari_vbmd.segmentation.preprocess import find_bone_box
-    from published_pipeline import published_ceiling, working_grid_ceiling
 
-    scan = read_scan(image_path)
-    truth = read_mask(image_path.with_name(image_path.stem + "_mask.aim"), like=scan).data.astype(bool)
-    box = find_bone_box(scan)
-    ours = dice(truth, working_grid_ceiling(truth, scan.spacing[1:], working_mm, box))
-    return ours, dice(truth, published_ceiling(truth))
+    scan = read_scan(image)
+    truth = read_mask(image.with_name(image.stem + "_mask.aim"), like=scan).data.astype(bool)
+    return float(dice(truth, read_mask(mask_path, like=scan).data.astype(bool)))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="default")
-    parser.add_argument("--pipelines", default="ours,published")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--repeat", type=int, default=3, help="pairs (ours, reference) per case")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--cases", default="cropped110,full110")
     parser.add_argument("--cache", default="/tmp/vbmd-bench-phantoms")
-    parser.add_argument("--ceiling", action="store_true", help="also print the resolution ceilings of both grids")
-    parser.add_argument("--json-out", help="append every result as a JSON line to this file")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--pipeline", help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", help="append every run as a JSON line to this file")
+    parser.add_argument("--generate-only", action="store_true")
     args = parser.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    if args.one:
-        print(json.dumps(run_one(Path(args.one), args.models, args.pipeline, args.threads, cache)))
+    images = {name: ensure_case(cache, name) for name in args.cases.split(",")}
+    if args.generate_only:
         return 0
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-          f"torch {torch.__version__} threads {args.threads}, no GPU; {platform.python_version()}")
-    print("| case | voxels (z×y×x) | pipeline | model | read s | preprocess s | inference s | postprocess s | write s "
-          "| total s | peak RSS MB | Dice |")
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU; Python "
+               f"{platform.python_version()}, torch {torch.__version__}, {args.threads} threads")
+    print(f"machine: {machine}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    records = []
+
+    def record(**row):
+        records.append(row)
+        if args.json_out:
+            with open(args.json_out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    print("\n| start-up (whole process, median of runs) | wall s | peak RSS MB |\n|---|---|---|")
+    for what, code in STARTUP.items():
+        runs = [run_process([sys.executable, "-c", code], env) for _ in range(args.repeat)]
+        for r in runs:
+            r.pop("stdout")
+        record(kind="startup", what=what, runs=runs, load=os.getloadavg()[0])
+        print(f"| {what} | {statistics.median(r['wall_s'] for r in runs):.2f} | "
+              f"{statistics.median(r['peak_rss_mb'] for r in runs):.0f} |", flush=True)
+
+    print("\n| case | voxels (z×y×x) | ours wall s | published 3D U-Net wall s | wall ours/published | ours peak MB "
+          "| published peak MB | memory ours/published | ours stages s (read, preprocess, inference, postprocess, "
+          "write) | published stages s (read, preprocess, inference, postprocess, write) | Dice (ours) | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    ceiling_rows = []
-    for name in args.cases.split(","):
-        image = ensure_case(cache, name)
-        for model in args.models.split(","):
-            for pipeline in args.pipelines.split(","):
-                runs = []
-                for _ in range(args.repeat):
-                    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-                    done = subprocess.run(
-                        [sys.executable, __file__, "--one", str(image), "--models", model, "--pipeline", pipeline,
-                         "--threads", str(args.threads), "--cache", str(cache)],
-                        capture_output=True, text=True, env=env)
-                    if done.returncode != 0:
-                        raise SystemExit(f"{name} {pipeline} {model} failed:\n{done.stderr[-3000:]}")
-                    runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                best = min(runs, key=lambda r: r["total"])
-                dice_text = f"{best['dice']:.4f}" if best["dice"] is not None else "(random weights)"
-                print(f"| {name} | {'×'.join(map(str, best['shape']))} | {pipeline} | {model} | {best['read']:.2f} | "
-                      f"{best['preprocess']:.2f} | {best['inference']:.2f} | {best['postprocess']:.2f} | "
-                      f"{best['write']:.2f} | {best['total']:.2f} | {best['peak_rss_mb']:.0f} | {dice_text} |", flush=True)
-                if args.json_out:
-                    with open(args.json_out, "a") as fh:
-                        fh.write(json.dumps({"case": name, "pipeline": pipeline, "model": model, "threads": args.threads,
-                                             "runs": runs, "best": best}) + "\n")
-        if args.ceiling:
-            ceiling_rows.append((name, *ceilings(image, 0.3)))
-    if ceiling_rows:
-        print()
-        print("| case | Dice ceiling, 0.3 mm working grid (ours) | Dice ceiling, 80 × 512 × 512 (published) |")
-        print("|---|---|---|")
-        for name, ours, published in ceiling_rows:
-            print(f"| {name} | {ours:.4f} | {published:.4f} |")
+    out_dir = cache / "out"
+    out_dir.mkdir(exist_ok=True)
+    for name, image in images.items():
+        cmds = commands(image, out_dir, args.threads)
+        pairs = []
+        for _ in range(args.repeat):
+            load = os.getloadavg()[0]
+            ours = run_process(cmds["ours"], env)
+            published = run_process(cmds["published"], env)
+            ours["stages"] = json.loads(ours.pop("stdout"))["timings_s"]
+            published["stages"] = json.loads(published.pop("stdout").strip().splitlines()[-1])["timings_s"]
+            pairs.append({"ours": ours, "published": published, "load": load})
+        dice = dice_of(out_dir / "ours_mask.aim", image)
+        from napari_vbmd.io import read_scan
+
+        shape = read_scan(image).shape
+        record(kind="case", case=name, shape=list(shape), pairs=pairs, dice=dice, threads=args.threads)
+        med = lambda key, who: statistics.median(p[who][key] for p in pairs)  # noqa: E731
+        wall_ratio = statistics.median(p["ours"]["wall_s"] / p["published"]["wall_s"] for p in pairs)
+        mem_ratio = statistics.median(p["ours"]["peak_rss_mb"] / p["published"]["peak_rss_mb"] for p in pairs)
+        stage_keys = ("read", "preprocess", "inference", "postprocess", "write")
+        stages = {who: ", ".join(f"{statistics.median(p[who]['stages'][k] for p in pairs):.2f}" for k in stage_keys)
+                  for who in ("ours", "published")}
+        loads = "–".join(f"{x:.1f}" for x in (min(p["load"] for p in pairs), max(p["load"] for p in pairs)))
+        print(f"| {name} | {'×'.join(map(str, shape))} | {med('wall_s', 'ours'):.2f} | {med('wall_s', 'published'):.2f} "
+              f"| **{wall_ratio:.2f}** | {med('peak_rss_mb', 'ours'):.0f} | {med('peak_rss_mb', 'published'):.0f} "
+              f"| **{mem_ratio:.2f}** | {stages['ours']} | {stages['published']} | {dice:.4f} | {loads} |", flush=True)
     return 0
 
 

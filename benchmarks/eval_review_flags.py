@@ -3,9 +3,9 @@
     python benchmarks/eval_review_flags.py [--model default] [--sets 5000,6000] [--n 24] [--json-out OUT.json]
 
 Each held-out phantom of benchmarks/eval_default_model.py (seeds 5000.. and 6000.., written once to
-their caches) is segmented by the full pipeline, and ``review.flag_slices`` runs on the
-segmentation's crop exactly as the napari widget calls it (the model's threshold, the scan's
-spacing, densities of the crop). A slice "needs a correction" when the pixels wrong (missed or
+their caches) is segmented by the full pipeline, and the review flags come from the same engine call
+the napari widget's case session makes (``session.FlagContext``: the segmentation's crop, the
+model's threshold, the scan's spacing, densities of the crop). A slice "needs a correction" when the pixels wrong (missed or
 extra against the phantom's truth) exceed ``--bad-fraction`` of its true area, on slices holding
 at least a quarter of the median true area (the bone's tips are judged by the area rule).
 Prints per-case rows and the totals recorded in docs/workflow.md.
@@ -23,8 +23,8 @@ import numpy as np
 
 from eval_default_model import ensure_phantoms, held_out_specs
 from napari_vbmd.io import read_mask, read_scan
-from napari_vbmd.review import flag_slices
 from napari_vbmd.segmentation.pipeline import segment
+from napari_vbmd.session import FlagContext
 from napari_vbmd.segmentation.registry import load_model
 
 CACHES = {5000: "/tmp/vbmd-eval-phantoms", 6000: "/tmp/vbmd-fresh-phantoms"}
@@ -35,16 +35,16 @@ def evaluate_case(case: dict, model, threads: int | None, bad_fraction: float) -
     truth = read_mask(case["mask"], like=image).data != 0
     result = segment(image, model=model, threads=threads, keep_probability=True)
     box = result.box.slices
-    mask, truth = np.asarray(result.mask.data)[box] != 0, truth[box]
+    context = FlagContext.from_segmentation(image, result)
     t = time.perf_counter()
-    flags = flag_slices(mask, probability=result.probability, density=image.density()[box],
-                        threshold=result.threshold, spacing=image.spacing)
+    flags = context.flags(np.asarray(result.mask.data))
     seconds = time.perf_counter() - t
+    mask, truth = np.asarray(result.mask.data)[box] != 0, truth[box]
     true_area = truth.reshape(len(truth), -1).sum(1)
     wrong = (mask ^ truth).reshape(len(truth), -1).sum(1)
     median = float(np.median(true_area[true_area > 0]))
     bad = {int(z) for z in np.flatnonzero((wrong > bad_fraction * np.maximum(true_area, 1)) & (true_area >= 0.25 * median))}
-    flagged = {f.slice_index for f in flags}
+    flagged = {f.slice_index - result.box.z0 for f in flags}  # in the crop, as the truth here
     row = {"case": case["name"], "mask_slices": int(mask.reshape(len(mask), -1).any(1).sum()), "flagged": len(flagged),
            "need_correction": len(bad), "need_correction_flagged": len(bad & flagged), "flag_seconds": seconds}
     return row, Counter(reason for f in flags for reason in f.reasons)

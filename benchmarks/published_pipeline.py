@@ -87,3 +87,60 @@ def working_grid_ceiling(truth: np.ndarray, spacing_yx: tuple[float, float], wor
     out = np.zeros(truth.shape, dtype=bool)
     out[box.slices] = back >= 0.5
     return out
+
+
+# -- the study's cheapest configuration as a whole process (the speed reference of issue 22) ----------
+
+#: the study's 3D U-Net: depth 5, 2 base channels, instance norm, LeakyReLU (networks.UNet3D)
+STUDY_UNET3D = {"base": 2, "depth": 5}
+
+
+class _Reference:
+    """What ``published_segment`` needs of a loaded model, without napari-vbmd's model registry."""
+
+    def __init__(self, network, device):
+        from types import SimpleNamespace
+
+        # normalisation of the phantoms' densities (mg HA/cm3), as a trained network would store it
+        self.config = SimpleNamespace(mean=52.0, std=220.0, threshold=0.5, dims=3, context_mm=(0.0,))
+        self.network, self.device = network, device
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/published_pipeline.py IMAGE -o MASK``: read, segment with the study's 3D
+    U-Net (random weights, seeded: the time does not depend on them) in the published shape, write
+    the mask as the same reader/writer of napari-vbmd would; prints the stage timings as JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("image")
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from napari_vbmd.io import read_scan, write_mask
+    from napari_vbmd.segmentation.networks import UNet3D
+
+    timings = {"start": time.perf_counter() - started}
+    t = time.perf_counter()
+    torch.manual_seed(0)
+    network = UNet3D(**STUDY_UNET3D).eval()
+    timings["model"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scan = read_scan(args.image)
+    timings["read"] = time.perf_counter() - t
+    mask, stages = published_segment(scan, _Reference(network, torch.device("cpu")), hand=scan.hand or "right")
+    timings.update(stages)
+    t = time.perf_counter()
+    write_mask(args.output, scan.with_data(mask, kind="mask", unit="unknown", calibration=scan.calibration), parent=scan)
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    print(json.dumps({"timings_s": timings}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,74 +1,57 @@
-"""Screenshots of the blinded rating mode for docs/rating.md (run under Xvfb):
+"""Screenshots of the blinded rating mode for docs/rating.md (run under Xvfb), at two window sizes:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_rating.py
 
 Makes a three-case study from small synthetic phantoms (contour A the truth, contour B the truth
-dilated or eroded), rates it as "Demo rater" through the widget and writes
-docs/images/rating_case.png, rating_answered.png, rating_done.png, rating_analysis.png and
-rating_preference.png.
+dilated or eroded; the owner's mapping kept outside the study folder), rates it as "Demo rater"
+through the widget and writes docs/images/rating_case.png, rating_alone.png, rating_answered.png,
+rating_done.png, rating_refused.png, rating_analysis.png (1600 x 1000, and the same names ending in
+_1280x800) and rating_preference.png.
 """
 from __future__ import annotations
 
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import numpy as np  # noqa: E402
-
 OUT = REPO / "docs" / "images"
+SIZES = ((1600, 1000, ""), (1280, 800, "_1280x800"))
 
 
-def settle(app, rounds: int = 30) -> None:
-    for _ in range(rounds):
+def settle(app, seconds: float = 0.3) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         app.processEvents()
+        time.sleep(0.01)
 
 
-def wait_loaded(widget, app) -> None:
-    """The rating widget reads each case in a worker thread."""
-    import time
-
-    deadline = time.monotonic() + 120
-    while widget.loading and time.monotonic() < deadline:
+def wait(predicate, app, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.02)
     settle(app)
 
 
-def zoom_on_contours(viewer) -> None:
-    """Centre the camera on the contours of the current slice, with some margin."""
-    masks = [np.asarray(layer.data) for layer in viewer.layers if layer.name.startswith("Contour")]
-    scan = viewer.layers["Scan"]
-    z = int(round((viewer.dims.point[0] - scan.translate[0]) / scan.scale[0]))
-    both = np.logical_or(*[m[z] for m in masks])
-    ys, xs = np.nonzero(both)
-    centre_y = scan.translate[1] + scan.scale[1] * (ys.min() + ys.max()) / 2
-    centre_x = scan.translate[2] + scan.scale[2] * (xs.min() + xs.max()) / 2
-    viewer.camera.center = (viewer.camera.center[0], centre_y, centre_x)
-    extent = max(np.ptp(ys), np.ptp(xs)) * scan.scale[1] * 1.6
-    canvas = viewer.window._qt_viewer.canvas.native
-    viewer.camera.zoom = min(canvas.width(), canvas.height()) / extent
+def close_toasts(viewer) -> None:
+    """napari's notification toasts would cover the canvas."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
 
-
-def close_toasts(app) -> None:
-    """napari's notification toasts (e.g. its PyQt5 deprecation notice) would cover the canvas."""
-    from qtpy.QtWidgets import QWidget
-
-    for top in app.topLevelWidgets():
-        for w in [top, *top.findChildren(QWidget)]:
-            if type(w).__name__ == "NapariQtNotification":
-                w.close()
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
 
 
 def save(viewer, name: str, app) -> Path:
     settle(app)
-    close_toasts(app)
+    close_toasts(viewer)
     settle(app)
     path = OUT / name
-    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    viewer.window.screenshot(str(path), flash=False, canvas_only=False)
     print("wrote", path)
     return path
 
@@ -83,52 +66,59 @@ def main() -> int:
 
     from _rating_helpers import make_phantom_study_inputs
     from napari_vbmd.rating import create_study
-    from napari_vbmd.widgets.rating import RatingWidget, StudyAnalysisWidget
 
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rating-shots-"))
     try:
         manifest, _ = make_phantom_study_inputs(work / "inputs", n_cases=3, n_slices=32)
-        study = create_study(manifest, work / "study")
+        for width, height, suffix in SIZES:
+            owner = work / f"owner{suffix}"
+            owner.mkdir()
+            study = create_study(manifest, work / f"study{suffix}", mapping_path=owner / "mapping.json")
+            unsafe = create_study(manifest, work / f"shared_with_the_key{suffix}")  # the key left inside
 
-        viewer = napari.Viewer(title="napari", show=True)
-        app = QApplication.instance()
-        viewer.window._qt_window.resize(1500, 900)
-        widget = RatingWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Rate contours (blinded study)", area="right")
-        widget.folder_edit.setText(str(study.folder))
-        widget.rater_edit.setText("Demo rater")
-        widget.start()
-        wait_loaded(widget, app)
-        zoom_on_contours(viewer)
-        save(viewer, "rating_case.png", app)
+            viewer = napari.Viewer(title="napari", show=True)
+            app = QApplication.instance()
+            viewer.window.resize(width, height)
+            _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Rate contours (blinded study)")
+            widget.folder.line_edit.value = str(unsafe.folder)
+            widget.rater.value = "Demo rater"
+            widget.start()
+            save(viewer, f"rating_refused{suffix}.png", app)
 
-        widget.confidence_combo.setCurrentIndex(4)
-        widget.comment_edit.setText("lower edge follows the cortex better")
-        widget.choose("contour_1")
-        save(viewer, "rating_answered.png", app)
-        for choice in ("equal", "contour_2"):
+            widget.folder.line_edit.value = str(study.folder)
+            widget.start()
+            wait(lambda: not widget.loading, app)
+            save(viewer, f"rating_case{suffix}.png", app)
+            widget.show_alone(0)  # the key Q
+            save(viewer, f"rating_alone{suffix}.png", app)
+            widget.show_alone(0)
+
+            widget.confidence_combo.setCurrentIndex(4)
+            widget.comment_edit.setText("lower edge follows the cortex better")
+            widget.choose("contour_1")
+            save(viewer, f"rating_answered{suffix}.png", app)
+            for choice in ("equal", "contour_2"):
+                widget.go_next()
+                wait(lambda: not widget.loading, app)
+                widget.choose(choice)
             widget.go_next()
-            wait_loaded(widget, app)
-            widget.choose(choice)
-        widget.go_next()
-        wait_loaded(widget, app)
-        save(viewer, "rating_done.png", app)
-        viewer.close()
+            wait(lambda: not widget.loading, app)
+            save(viewer, f"rating_done{suffix}.png", app)
+            viewer.close()
 
-        owner_viewer = napari.Viewer(title="napari", show=True)
-        owner_viewer.window._qt_window.resize(1500, 900)
-        owner = StudyAnalysisWidget(owner_viewer)
-        dock = owner_viewer.window.add_dock_widget(owner, name="Rating study analysis (owner)", area="right")
-        from qtpy.QtCore import Qt
-
-        owner_viewer.window._qt_window.resizeDocks([dock], [820], Qt.Horizontal)
-        owner.folder_edit.setText(str(study.folder))
-        owner.analyze()
-        save(owner_viewer, "rating_analysis.png", app)
-        shutil.copyfile(owner.summary["outputs"]["plot"], OUT / "rating_preference.png")
-        print("wrote", OUT / "rating_preference.png")
-        owner_viewer.close()
+            owner_viewer = napari.Viewer(title="napari", show=True)
+            owner_viewer.window.resize(width, height)
+            _, analysis = owner_viewer.window.add_plugin_dock_widget("napari-vbmd", "Rating study analysis (owner)")
+            analysis.study.line_edit.value = str(study.folder)
+            analysis.mapping.line_edit.value = str(owner / "mapping.json")
+            analysis.analyze()
+            wait(lambda: analysis.summary is not None and not analysis.runner.busy, app)
+            save(owner_viewer, f"rating_analysis{suffix}.png", app)
+            if not suffix:
+                shutil.copyfile(analysis.summary["outputs"]["plot"], OUT / "rating_preference.png")
+                print("wrote", OUT / "rating_preference.png")
+            owner_viewer.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -316,7 +316,9 @@ def test_killed_run_resumes_and_leaves_no_half_files(cohort, tmp_path):
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
-            if len([p for p in (out / "cases").rglob("*.json")] if (out / "cases").is_dir() else []) >= 3:
+            # finished records only: a record being written is a hidden temporary that also ends in .json
+            if len([p for p in (out / "cases").rglob("*.json") if not p.name.startswith(".")]
+                   if (out / "cases").is_dir() else []) >= 3:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"

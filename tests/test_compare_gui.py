@@ -29,10 +29,10 @@ def test_compare_widget_shows_metrics_vbmd_and_difference(make_napari_viewer, qt
 
     widget = CompareMasksWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.image_combo.currentText() == "scan"
-    assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["scan", NO_SCAN]
-    widget.reference_combo.setCurrentText("expert")
-    widget.predicted_combo.setCurrentText("network")
+    assert widget.image.value == "scan"
+    assert list(widget.image.choices) == ["scan", NO_SCAN]
+    widget.reference.value = "expert"
+    widget.predicted.value = "network"
     widget.compare()
     qtbot.waitUntil(lambda: widget.result is not None and widget.compare_button.isEnabled(), timeout=10000)
 
@@ -46,13 +46,26 @@ def test_compare_widget_shows_metrics_vbmd_and_difference(make_napari_viewer, qt
     assert np.allclose(layer.scale, scan.spacing) and np.allclose(layer.translate, scan.origin)
     colours = layer.colormap.map(np.array([1, 2]))
     assert not np.allclose(colours[0], colours[1])
+    # added / missing are drawn in colours of their own: not the model's mask's, nor a file mask's
+    from matplotlib.colors import to_rgba
+
+    from napari_vbmd.layers import FILE_MASK_COLOUR, MODEL_MASK_COLOUR
+
+    for colour in (MODEL_MASK_COLOUR, FILE_MASK_COLOUR):
+        assert not any(np.allclose(c[:3], to_rgba(colour)[:3], atol=0.1) for c in colours)
     # the difference layer is not offered as a mask to compare, and comparing again reuses it
-    assert DIFFERENCE_LAYER not in [widget.reference_combo.itemText(i) for i in range(widget.reference_combo.count())]
+    assert DIFFERENCE_LAYER not in widget.reference.choices
     widget.result = None
     widget.compare()
     qtbot.waitUntil(lambda: widget.result is not None and widget.compare_button.isEnabled(), timeout=10000)
     assert sum(1 for lyr in viewer.layers if lyr.name.startswith("difference")) == 1
 
-    widget.predicted_combo.setCurrentText("expert")
+    widget.predicted.value = "expert"
     widget.compare()
-    assert "same layer" in widget.status_label.text()
+    assert "choose two different masks" in widget.status_label.text()
+
+    # with one labels layer, Compare says what it needs (not "the same layer")
+    viewer.layers.remove("network")
+    viewer.layers.remove(DIFFERENCE_LAYER)
+    widget.compare()
+    assert "needs two labels layers" in widget.status_label.text() and "only 'expert' is open" in widget.status_label.text()

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from napari_vbmd.correction import (
-    MaskVersions,
     changed_voxels,
     copy_slice,
     correction_stats,
@@ -97,17 +96,18 @@ def test_changed_voxels_and_stats_count_what_changed():
     assert stats.to_dict()["d100_after_mg_ha_cm3"] == 310.5
 
 
-def test_mask_versions_keep_original_and_record_who_and_when():
+def test_mask_history_keeps_original_and_records_who_and_when():
+    from napari_vbmd.session import MaskHistory
+
     model_mask = _tube()
-    versions = MaskVersions(model_mask, model="classical")
-    edited = fill_holes(model_mask)
-    assert versions.record("fill holes", model_mask, edited, "ann").voxels_added == 0
-    assert versions.corrected_by is None and versions.operations == []  # nothing changed, nothing noted
+    history = MaskHistory(model_mask, model="classical")
+    assert history.record("fill holes", fill_holes(model_mask), "ann") is None  # nothing changed, nothing noted
+    assert history.corrected_by is None and history.operations == []
     edited = copy_slice(np.where(np.arange(6)[:, None, None] == 2, 0, model_mask), 1, 2)
     edited[0] = 0
-    stats = versions.record("erase slice 0", model_mask, edited, "ann", slice_index=0)
-    assert stats.voxels_removed == _disc(8).sum()
-    assert versions.corrected_by == "ann" and versions.corrected_at
-    assert versions.operations[0]["operation"] == "erase slice 0"
-    assert np.array_equal(versions.original, model_mask)
-    assert versions.stats(edited).voxels_removed == _disc(8).sum()
+    entry = history.record("erase slice 0", edited, "ann")
+    assert entry["removed"] == _disc(8).sum() and entry["slices"] == [0]
+    assert history.corrected_by == "ann" and history.corrected_at
+    assert history.operations[0]["operation"] == "erase slice 0"
+    assert np.array_equal(history.original, model_mask)
+    assert history.stats(edited).voxels_removed == _disc(8).sum()

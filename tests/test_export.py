@@ -4,15 +4,25 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from _segmentation_synthetic import synthetic_mcp
-from napari_vbmd.correction import MaskVersions, correction_stats
+from napari_vbmd.correction import correction_stats
 from napari_vbmd.errors import VbmdError
-from napari_vbmd.export import ExportExistsError, export_case, existing_exports, save_training_pair
-from napari_vbmd.io import read_mask, read_scan, write_image
+from napari_vbmd.export import (
+    EXPORT_FOLDER,
+    ExportExistsError,
+    NotOurFileError,
+    default_export_folder,
+    export_case,
+    existing_exports,
+    save_training_pair,
+)
+from napari_vbmd.session import MaskHistory
+from napari_vbmd.io import read_mask, read_scan, write_image, write_mask
 from napari_vbmd.measure import measure_vbmd
 from napari_vbmd.review import ReviewStore
 from napari_vbmd.segmentation.datasets import find_pairs, load_pair
@@ -37,8 +47,8 @@ def _export(tmp_path, image, original, final, **kw):
     result = measure_vbmd(image, image.with_data(final, kind="mask", unit="unknown"))
     before = measure_vbmd(image, image.with_data(original, kind="mask", unit="unknown")).d100_mg_ha_cm3
     stats = correction_stats(original, final, before, result.d100_mg_ha_cm3)
-    versions = MaskVersions(original, model="classical")
-    versions.record("paint", original, final, "ann", 3)
+    versions = MaskHistory(original, model="classical")
+    versions.record("paint stroke", final, "ann")
     review = ReviewStore(case="c1", scan=image.source)
     review.mark_slice(3, "flagged", "missed cortex", "ann")
     review.mark_case("reviewed", reviewer="ann")
@@ -129,3 +139,54 @@ def test_training_pair_is_found_by_the_training_data_reader(tmp_path, case):
     with pytest.raises(ExportExistsError):
         save_training_pair(train, "p7_L", image, final)
     assert json.loads(written["sidecar"].read_text())["mask_provenance"] == {"corrected_by": "ann"}
+
+
+def test_export_goes_to_a_folder_of_its_own_beside_the_scan(case):
+    image, _, _ = case
+    assert default_export_folder(image.source) == Path(image.source).parent / EXPORT_FOLDER
+    assert default_export_folder(None) is None
+
+
+def test_a_file_this_tool_did_not_write_is_never_replaced(tmp_path, case):
+    """A truth mask beside the scan, named like the export's mask: refused, even when asked to overwrite."""
+    image, original, final = case
+    scan_dir = Path(image.source).parent
+    truth = write_mask(scan_dir / "c1_mask.aim", image.with_data(original, kind="mask", unit="unknown"), parent=image)
+    content = truth.read_bytes()
+    result = measure_vbmd(image, image.with_data(final, kind="mask", unit="unknown"))
+    for overwrite in (False, True):
+        with pytest.raises(NotOurFileError, match="c1_mask.aim is not napari-vbmd's own export"):
+            export_case(scan_dir, "c1", image, final, result, original_mask=original, overwrite=overwrite)
+    assert truth.read_bytes() == content
+    assert sorted(p.name for p in scan_dir.iterdir()) == ["c1.aim", "c1_mask.aim"]  # nothing else written
+
+
+def test_own_exports_are_known_by_their_report(tmp_path, case):
+    image, original, final = case
+    out, written, _, _ = _export(tmp_path, image, original, final)
+    report = json.loads(written["report_json"].read_text())
+    assert report["complete"] and set(report["file_sha256"]) == {p.name for k, p in written.items() if k != "report_json"}
+    # ours, unchanged: replaced on request
+    _export(tmp_path, image, original, final, overwrite=True)
+    # ours, but changed since (re-saved by another tool): no longer ours
+    written["mask_aim"].write_bytes(written["mask_aim"].read_bytes() + b"\0")
+    with pytest.raises(NotOurFileError, match="c1_mask.aim"):
+        _export(tmp_path, image, original, final, overwrite=True)
+    # an export interrupted after its first report (no hashes yet) is still known as ours
+    written["mask_aim"].unlink()
+    report = json.loads(written["report_json"].read_text())
+    report.pop("file_sha256")
+    report["complete"] = False
+    written["report_json"].write_text(json.dumps(report))
+    _export(tmp_path, image, original, final, overwrite=True)
+
+
+def test_a_file_open_in_the_viewer_is_protected(tmp_path, case):
+    image, original, final = case
+    out = tmp_path / "export"
+    out.mkdir()
+    reference = write_mask(out / "c1_model_mask.aim", image.with_data(original, kind="mask", unit="unknown"))
+    result = measure_vbmd(image, image.with_data(final, kind="mask", unit="unknown"))
+    with pytest.raises(VbmdError, match="input file"):
+        export_case(out, "c1", image, final, result, original_mask=original, overwrite=True, protect=[reference])
+    assert [p.name for p in out.iterdir()] == ["c1_model_mask.aim"]

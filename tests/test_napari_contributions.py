@@ -45,15 +45,23 @@ def files(tmp_path):
 def test_reader_opens_scan_in_density_with_geometry(make_napari_viewer, files):
     scan, image_path, mask_path = files
     viewer = make_napari_viewer()
+    from napari.layers import Image, Labels
+
     [image] = viewer.open(str(image_path), plugin="napari-vbmd")
-    assert image._type_string == "image"
+    assert isinstance(image, Image)
     assert np.allclose(image.scale, scan.spacing)
     assert np.allclose(image.translate, scan.origin)
     assert np.allclose(np.asarray(image.data), scan.density(), atol=1e-3)
     assert image.metadata["vbmd"]["calibration"]["density_slope"] == pytest.approx(1632.71997)
     [labels] = viewer.open(str(mask_path), plugin="napari-vbmd")
-    assert labels._type_string == "labels"
+    assert isinstance(labels, Labels)
     assert np.array_equal(np.asarray(labels.data) != 0, scan.data == 7000)
+    # a mask from a file has its own colour, not the model mask's (napari_vbmd.layers)
+    from matplotlib.colors import to_rgba
+
+    from napari_vbmd.layers import FILE_MASK_COLOUR
+
+    assert np.allclose(labels.colormap.map(1), to_rgba(FILE_MASK_COLOUR)) and labels.colormap.map(0)[3] == 0
     assert np.allclose(labels.translate, scan.origin)
 
 
@@ -96,7 +104,9 @@ def test_phantom_sample_opens_as_density_and_truth(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open_sample("napari-vbmd", "phantom")
     image, labels = layers
-    assert image._type_string == "image" and labels._type_string == "labels"
+    from napari.layers import Image, Labels
+
+    assert isinstance(image, Image) and isinstance(labels, Labels)
     assert image.data.shape == labels.data.shape and image.data.ndim == 3
     assert np.allclose(image.scale, labels.scale) and np.allclose(image.translate, labels.translate)
     assert image.metadata["vbmd"]["layer_unit"] == "mg_ha_cm3"

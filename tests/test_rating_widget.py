@@ -22,10 +22,22 @@ def phantom_inputs(tmp_path_factory):
     return manifest, contour_files
 
 
+def create_blind_study(manifest, tmp_path, name="study", **kwargs):
+    """A study whose owner files (the mapping) are kept out of the raters' folder, as they must be."""
+    key = tmp_path / f"{name}_owner"
+    key.mkdir()
+    return create_study(manifest, tmp_path / name, mapping_path=key / "mapping.json", **kwargs), key / "mapping.json"
+
+
 @pytest.fixture
-def study(phantom_inputs, tmp_path):
+def study_and_mapping(phantom_inputs, tmp_path):
     manifest, _ = phantom_inputs
-    return create_study(manifest, tmp_path / "study")
+    return create_blind_study(manifest, tmp_path)
+
+
+@pytest.fixture
+def study(study_and_mapping):
+    return study_and_mapping[0]
 
 
 def forbidden_words(contour_files) -> list[str]:
@@ -123,6 +135,27 @@ def check_case_display(viewer, widget, study):
     # the current slice shows both contours
     z = int(round((viewer.dims.point[0] - scan_layer.translate[0]) / scan_layer.scale[0]))
     assert all(np.asarray(viewer.layers[n].data[z]).any() for n in ("Contour 1", "Contour 2"))
+    assert_framed(viewer)
+
+
+def assert_framed(viewer):
+    """The view is framed on the contours (their box over all slices, plus a quarter of it on every
+    side): the same rule for every case, far closer than the whole scan."""
+    from napari_vbmd.widgets.rating import FRAME_MARGIN
+
+    scan = viewer.layers["Scan"]
+    union = np.logical_or(*[np.asarray(viewer.layers[n].data).any(axis=0) for n in ("Contour 1", "Contour 2")])
+    ys, xs = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+    lo = np.array([ys[0], xs[0]]) * scan.scale[1:] + scan.translate[1:] - scan.scale[1:] / 2
+    hi = np.array([ys[-1], xs[-1]]) * scan.scale[1:] + scan.translate[1:] + scan.scale[1:] / 2
+    camera = viewer.scene.camera
+    view = np.array(viewer.canvas.size, float) / camera.zoom  # mm shown (y, x)
+    centre = np.array(camera.center[1:])
+    assert np.all(lo >= centre - view / 2 - 1e-6) and np.all(hi <= centre + view / 2 + 1e-6)  # all of it in view
+    fill = np.max((hi - lo) / view)  # the box fills the view along its tighter axis, less the margins
+    assert fill == pytest.approx(1 / (1 + 2 * FRAME_MARGIN), rel=0.02)
+    whole_scan_zoom = np.min(np.array(viewer.canvas.size) / (np.array(scan.data.shape[1:]) * scan.scale[1:]))
+    assert camera.zoom > 1.5 * whole_scan_zoom  # far closer than the whole scan
 
 
 def loaded(qtbot, widget) -> None:
@@ -138,8 +171,8 @@ def open_rating(make_napari_viewer, qtbot, study, rater):
     viewer = make_napari_viewer(show=True)
     widget = RatingWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Rating")
-    widget.folder_edit.setText(str(study.folder))
-    qtbot.keyClicks(widget.rater_edit, rater)
+    widget.folder.line_edit.value = str(study.folder)
+    qtbot.keyClicks(widget.rater.native, rater)
     qtbot.mouseClick(widget.start_button, Qt.LeftButton)
     loaded(qtbot, widget)
     return viewer, widget
@@ -244,7 +277,7 @@ def test_going_back_when_the_study_allows_it(make_napari_viewer, qtbot, phantom_
     from qtpy.QtCore import Qt
 
     manifest, _ = phantom_inputs
-    study = create_study(manifest, tmp_path / "study_back", allow_back=True)
+    study, _ = create_blind_study(manifest, tmp_path, "study_back", allow_back=True)
     viewer, widget = open_rating(make_napari_viewer, qtbot, study, "Back")
     assert not widget.previous_button.isHidden() and not widget.previous_button.isEnabled()
     qtbot.mouseClick(widget.choice_buttons["equal"], Qt.LeftButton)
@@ -260,13 +293,71 @@ def test_going_back_when_the_study_allows_it(make_napari_viewer, qtbot, phantom_
     assert [r["choice"] for r in records] == ["equal", "contour_1"]
 
 
+def test_keys_show_either_contour_alone_and_every_case_opens_framed(make_napari_viewer, qtbot, study):
+    from qtpy.QtCore import Qt
+
+    from napari.utils.key_bindings import KeyBinding
+    from napari.viewer import Viewer
+
+    viewer, widget = open_rating(make_napari_viewer, qtbot, study, "Keys")
+    for key in ("Q", "W"):  # napari keybindings of the viewer: they show in napari's shortcut list
+        assert KeyBinding.from_str(key) in Viewer.class_keymap
+    visible = lambda: [viewer.layers[n].visible for n in ("Contour 1", "Contour 2")]  # noqa: E731
+    assert visible() == [True, True]
+    press(qtbot, viewer, "q")
+    assert visible() == [True, False] and widget.show_buttons.checkedId() == 1
+    press(qtbot, viewer, "w")
+    assert visible() == [False, True]
+    press(qtbot, viewer, "w")
+    assert visible() == [True, True]
+    qtbot.mouseClick(widget.show_buttons.button(1), Qt.LeftButton)
+    assert visible() == [True, False]
+    viewer.scene.camera.zoom = 0.5  # the rater zooms out; Frame brings the contours back
+    qtbot.mouseClick(widget.frame_button, Qt.LeftButton)
+    assert_framed(viewer)
+    for _ in range(study.n_cases):  # the next case opens with both contours, framed by the same rule
+        qtbot.mouseClick(widget.choice_buttons["equal"], Qt.LeftButton)
+        qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+        loaded(qtbot, widget)
+        if widget.session.case_id is not None:
+            assert visible() == [True, True]
+            assert_framed(viewer)
+
+
+def test_the_rating_widget_refuses_a_folder_holding_the_owners_key(make_napari_viewer, qtbot, phantom_inputs,
+                                                                   tmp_path, monkeypatch):
+    from qtpy.QtCore import Qt
+
+    import napari_vbmd.widgets._worker as worker
+    from napari_vbmd.widgets.rating import RatingWidget
+
+    manifest, _ = phantom_inputs
+    unsafe = create_study(manifest, tmp_path / "shared_with_the_key")
+    # the key inside the folder, as studies made before the owner folder kept it (study/owner/mapping.json)
+    (unsafe.folder / "owner").mkdir()
+    (tmp_path / "shared_with_the_key-owner" / "mapping.json").rename(unsafe.folder / "owner" / "mapping.json")
+    shown = []
+    monkeypatch.setattr(worker, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    widget = RatingWidget(viewer)
+    widget.folder.line_edit.value = str(unsafe.folder)
+    widget.rater.value = "Curious"
+    qtbot.mouseClick(widget.start_button, Qt.LeftButton)
+    assert widget.session is None and len(viewer.layers) == 0
+    assert "owner's key" in widget.status_label.text() and "mapping.json" in widget.status_label.text()
+    assert shown and "not be blind" in shown[-1]
+    assert not (unsafe.folder / "answers" / "curious.jsonl").exists()
+
+
 @pytest.mark.slow
-def test_analysis_is_for_the_owner_only(make_napari_viewer, qtbot, study):
+def test_analysis_is_for_the_owner_only(make_napari_viewer, qtbot, study_and_mapping, monkeypatch):
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QPushButton
 
-    from napari_vbmd.widgets.rating import StudyAnalysisWidget
+    import napari_vbmd.widgets._worker as worker
+    from napari_vbmd.widgets.rating_analysis import StudyAnalysisWidget
 
+    study, mapping_path = study_and_mapping
     viewer, widget = open_rating(make_napari_viewer, qtbot, study, "Solo")
     for _ in range(3):
         qtbot.mouseClick(widget.choice_buttons["contour_1"], Qt.LeftButton)
@@ -275,12 +366,24 @@ def test_analysis_is_for_the_owner_only(make_napari_viewer, qtbot, study):
     rating_buttons = [b.text() for b in viewer.window._qt_window.findChildren(QPushButton)]
     assert not [t for t in rating_buttons if "analy" in t.casefold()]  # no analysis in the rating view
 
+    shown = []
+    monkeypatch.setattr(worker, "show_error", shown.append)
     owner = StudyAnalysisWidget(viewer)
-    owner.folder_edit.setText(str(study.folder))
+    owner.study.line_edit.value = str(study.folder)
+    qtbot.mouseClick(owner.analyze_button, Qt.LeftButton)  # no mapping given: refused, nothing unblinded
+    assert owner.summary is None and owner.table.rowCount() == 0 and not owner.runner.busy
+    assert "mapping" in owner.status_label.text() and shown
+    owner.mapping.line_edit.value = str(mapping_path)
     qtbot.mouseClick(owner.analyze_button, Qt.LeftButton)
-    text = owner.output.toPlainText()
+    assert owner.runner.busy  # in a worker: the viewer stays usable meanwhile
+    qtbot.waitUntil(lambda: owner.summary is not None and not owner.runner.busy, timeout=60000)
+    cells = [owner.table.item(i, j).text() for i in range(owner.table.rowCount()) for j in range(2)]
+    text = "\n".join(cells)
     assert "3 of 3 by 1 rater(s)" in text and "pooled: decided / ties" in text
-    mapping = load_mapping(study)
+    mapping = load_mapping(study, mapping_path)
     assert all(source in text for source in mapping["sources"])
     assert owner.summary["pooled"]["bias"]["name"]["k"] == 3
     assert not owner.plot_label.pixmap().isNull()
+    # the outputs go beside the owner's mapping, never into the raters' folder
+    assert Path(owner.summary["outputs"]["summary"]).parent == mapping_path.parent / "analysis"
+    assert not (study.folder / "owner" / "analysis").exists()

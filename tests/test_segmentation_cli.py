@@ -32,7 +32,7 @@ def test_segment_writes_mask_and_prints_json(scan_file, tmp_path, capsys, suffix
     for key in ("d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
                 "model", "device", "mask", "timings_s"):
         assert key in payload
-    assert set(payload["timings_s"]) == {"read", "preprocess", "inference", "postprocess", "write", "total"}
+    assert set(payload["timings_s"]) == {"read", "load", "preprocess", "inference", "postprocess", "write", "total"}
     assert payload["model"] == "classical" and payload["mask"] == str(out)
     image = read_scan(image_path)
     mask = read_mask(out, like=image)

@@ -54,7 +54,7 @@ def test_network_path_gives_mc2_on_the_exact_grid(hand):
     assert result.hand == hand and result.hand_source == "header"
     last_truth_slice = int(np.flatnonzero(truth.sum(axis=(1, 2)) > 20)[-1])
     assert result.slice_range[0] == 0 and result.slice_range[1] - 1 >= last_truth_slice
-    assert set(result.timings) == {"read", "preprocess", "inference", "postprocess"}
+    assert set(result.timings) == {"read", "load", "preprocess", "inference", "postprocess"}
     assert result.probability.dtype == np.uint8 and result.probability.shape == result.box.shape
 
 

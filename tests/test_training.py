@@ -580,3 +580,25 @@ def test_seeds_sharing_a_split_seed_join_an_ensemble_that_is_calibrated_segments
         assert not (tmp_path / "mixed.json").exists()
     code = main(["ensemble", str(first), str(second), "-o", str(first / "best.json")])
     assert code == 2 and "refusing to overwrite an input file" in capsys.readouterr().err
+
+
+def test_validation_dice_of_a_checkpoint_is_the_pipelines_dice(phantom_folder, trained):
+    """Validation scores the mask segment() keeps (working grid, probabilities back on the native grid,
+    threshold, hole filling, MC2 component, boundary refinement), so the Dice that picks the best epoch
+    is the pipeline's Dice of that checkpoint, to the last bit."""
+    from napari_vbmd.evaluation.metrics import dice
+    from napari_vbmd.segmentation.pipeline import segment
+    from napari_vbmd.segmentation.registry import load_model
+    from napari_vbmd.segmentation.validation import validate, validation_case
+
+    out, _ = trained
+    loaded = load_model(out / "best.json", device="cpu")
+    for band in (0.0, 0.5):  # the checkpoint's own band (0) and a refined boundary
+        model = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, threshold=0.3,
+                                                                       boundary_band_mm=band))
+        for case in ("case0", "case1"):  # a right and a left hand
+            image, inside = load_pair(Pair(case, phantom_folder / f"{case}.aim", phantom_folder / f"{case}_mask.aim", case))
+            pipeline = dice(inside, segment(image, model=model, threads=1).mask.data)
+            validation = validate(model, [validation_case(image, inside, loaded.config.crop_margin_mm, case)])
+            assert validation["dice"] == pipeline
+            assert 0 < pipeline < 1  # a barely trained network: a real overlap, far from a trivial one

@@ -38,8 +38,8 @@ def main(out: str) -> None:
     viewer.window.add_dock_widget(widget, name="Compare masks", area="right")
     viewer.layers.selection.active = viewer.layers["case05 scan"]
     widget._refresh_choices()
-    widget.reference_combo.setCurrentText("expert mask")
-    widget.predicted_combo.setCurrentText("network mask")
+    widget.reference.value = "expert mask"
+    widget.predicted.value = "network mask"
     widget.compare()
     app = QApplication.instance()
     while widget.result is None or not widget.compare_button.isEnabled():
@@ -48,8 +48,9 @@ def main(out: str) -> None:
     z = int(zs[len(zs) * 2 // 3])
     viewer.dims.set_point(0, origin[0] + z * spacing[0])
     ys, xs = np.nonzero(truth[z])
-    viewer.camera.center = (origin[0] + z * spacing[0], origin[1] + ys.mean() * spacing[1], origin[2] + xs.mean() * spacing[2])
-    viewer.camera.zoom = 20
+    viewer.scene.camera.center = (origin[0] + z * spacing[0], origin[1] + ys.mean() * spacing[1],
+                                  origin[2] + xs.mean() * spacing[2])
+    viewer.scene.camera.zoom = 20
     for _ in range(20):
         app.processEvents()
     from napari._qt.dialogs.qt_notification import NapariQtNotification

@@ -1,13 +1,11 @@
 """Mask corrections a reviewer needs beyond painting, and what a correction changed.
 
 Every operation takes a mask (z, y, x) and returns a new uint8 0/1 array; the input is never
-modified, so a front end can diff the two and record the change for undo. ``MaskVersions`` keeps
-the model's mask (original) next to the corrected one (final), with who corrected it and when,
-the way MONAI Label keeps both: corrected masks are the next model's training data.
+modified, so a front end can diff the two and record the change for undo. The model's mask, the
+corrected one and every operation in between are kept by ``napari_vbmd.session.MaskHistory``.
 """
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,46 +156,3 @@ def correction_stats(original, final, d100_before: float | None = None, d100_aft
     removed = a & ~b
     slices = np.flatnonzero((added | removed).any(axis=(1, 2)))
     return CorrectionStats(int(added.sum()), int(removed.sum()), d100_before, d100_after, [int(z) for z in slices])
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-@dataclass
-class MaskVersions:
-    """The model's mask and the corrected one, with who corrected it, when, and each operation."""
-
-    original: np.ndarray
-    model: str = ""
-    created_at: str = field(default_factory=_now)
-    corrected_by: str | None = None
-    corrected_at: str | None = None
-    operations: list[dict] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.original = (_as_mask(self.original)).astype(np.uint8)
-
-    def record(self, operation: str, before, after, reviewer: str = "", slice_index: int | None = None) -> CorrectionStats:
-        """Note an edit (the plugin's or a paint stroke) made by ``reviewer``; returns its size."""
-        stats = correction_stats(before, after)
-        if stats.voxels_added or stats.voxels_removed:
-            self.corrected_by = reviewer or self.corrected_by
-            self.corrected_at = _now()
-            self.operations.append({
-                "operation": operation, "slice": slice_index, "added": stats.voxels_added,
-                "removed": stats.voxels_removed, "by": reviewer, "at": self.corrected_at,
-            })
-        return stats
-
-    def stats(self, final, d100_before: float | None = None, d100_after: float | None = None) -> CorrectionStats:
-        return correction_stats(self.original, final, d100_before, d100_after)
-
-    def provenance(self) -> dict:
-        return {
-            "model": self.model,
-            "created_at": self.created_at,
-            "corrected_by": self.corrected_by,
-            "corrected_at": self.corrected_at,
-            "operations": list(self.operations),
-        }

@@ -5,7 +5,9 @@ Files for case ``C`` in the export folder:
 ``C_mask.aim`` (char 0/127, the scan's processing log plus a line; ready for ``togobj_from_aim``),
 ``C_mask.nii.gz`` / ``C_mask.tif`` (when asked), ``C_model_mask.<ext>`` (the model's uncorrected
 mask, when there is one), ``C_report.json`` and ``C_report.csv`` (one row), ``C_review.json``.
-The scan is never overwritten, and an earlier export is only replaced when the caller says so.
+By default they go into a folder of their own beside the scan (``vbmd-export/``). No file the case
+reads is ever written over; a file in the way is replaced only when it is this tool's own earlier
+export (the case's report lists it with its SHA-256) and the caller says so.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import update_digest, write_text_atomic
+from ._atomic import check_not_input, sha256_file, update_digest, write_text_atomic
 from .correction import CorrectionStats
 from .errors import VbmdError
 from .layers import native_if_lossless
@@ -30,13 +32,35 @@ MASK_FORMATS = {"aim": ".aim", "nifti": ".nii.gz", "tiff": ".tif"}
 REPORT_FORMAT = "napari-vbmd-report"
 
 
+EXPORT_FOLDER = "vbmd-export"  # the default export folder, beside the scan: a folder of the tool's own
+PAIR_FORMAT = "napari-vbmd-training-pair"
+
+
 class ExportExistsError(VbmdError):
-    """An earlier export of the case is in the way; ``paths`` lists its files."""
+    """An earlier export of this tool is in the way; ``paths`` lists its files (replaced only on request)."""
 
     def __init__(self, paths: list[Path]):
         self.paths = list(paths)
         names = ", ".join(p.name for p in self.paths[:4]) + (" ..." if len(self.paths) > 4 else "")
         super().__init__(f"an earlier export exists ({names}); confirm to overwrite it", self.paths[0].parent)
+
+
+class NotOurFileError(VbmdError):
+    """A file in the way was not written by this tool (or was changed since): it is never replaced."""
+
+    def __init__(self, paths: list[Path], record: str):
+        self.paths = list(paths)
+        names = ", ".join(p.name for p in self.paths[:3]) + (" ..." if len(self.paths) > 3 else "")
+        super().__init__(f"{names} {'is' if len(self.paths) == 1 else 'are'} not napari-vbmd's own export "
+                         f"(no {record} here lists {'it' if len(self.paths) == 1 else 'them'} unchanged) and "
+                         f"will not be replaced: choose another folder or case name", self.paths[0].parent)
+
+
+def default_export_folder(scan_source: str | Path | None) -> Path | None:
+    """Where a case's export goes unless the user says otherwise: a folder of its own beside the scan."""
+    if not scan_source:
+        return None
+    return Path(scan_source).parent / EXPORT_FOLDER
 
 
 def file_sha256(path: str | Path | None) -> str | None:
@@ -51,6 +75,50 @@ def file_sha256(path: str | Path | None) -> str | None:
     for file in files:
         update_digest(digest, file)
     return digest.hexdigest()
+
+
+def _refuse_inputs(targets, protect) -> None:
+    """Before anything is written: no target may be a file the case reads, nor lie in a scan's folder
+    of files (a DICOM series, whose hash covers every file in it)."""
+    for target in targets:
+        check_not_input(target, protect)
+        for p in protect:
+            if p and Path(p).is_dir() and Path(target).resolve().parent == Path(p).resolve():
+                raise VbmdError("refusing to write into the scan's own folder of files", target)
+
+
+def _own_files(record_path: Path, record_format: str, case: str) -> dict[str, str | None] | None:
+    """The files an export record of ours lists (name -> SHA-256, None while it was being written),
+    or None when ``record_path`` is not such a record for ``case``."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != record_format or record.get("case") != case:
+        return None
+    hashes = record.get("file_sha256") or {}
+    return {str(name): hashes.get(str(name)) for name in (record.get("files") or {}).values()}
+
+
+def _check_in_the_way(paths: dict[str, Path], record_key: str, record_format: str, record_name: str, case: str,
+                      overwrite: bool) -> None:
+    in_the_way = [p for p in paths.values() if p.exists()]
+    if not in_the_way:
+        return
+    record = paths[record_key]
+    own = _own_files(record, record_format, case) if record.exists() else None
+    foreign = []
+    for path in in_the_way:
+        if path == record:
+            ours = own is not None
+        else:
+            ours = own is not None and path.name in own and own[path.name] in (None, file_sha256(path))
+        if not ours:
+            foreign.append(path)
+    if foreign:
+        raise NotOurFileError(foreign, record_name)
+    if not overwrite:
+        raise ExportExistsError(in_the_way)
 
 
 def export_paths(out_dir: str | Path, case: str, formats=("aim",), with_original: bool = True) -> dict[str, Path]:
@@ -170,36 +238,50 @@ def export_case(
     seconds: float | None = None,
     formats=("aim",),
     overwrite: bool = False,
+    protect=(),
 ) -> dict[str, Path]:
     """Write the case's export (see the module docstring); returns the files written by role.
 
-    Raises ExportExistsError when files of an earlier export are there and ``overwrite`` is False.
+    Nothing is written over a file the case reads (the scan, and ``protect``: e.g. a truth mask
+    open beside it). A file in the way that an export report of this case does not list with its
+    SHA-256 is not this tool's and is never replaced (NotOurFileError); an earlier export of ours
+    is replaced only with ``overwrite`` (else ExportExistsError). The report is written first as
+    "being written" and last with the SHA-256 of every file, so an interrupted export is still
+    known as ours.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise VbmdError("export folder does not exist", out_dir)
     formats = tuple(formats)
     paths = export_paths(out_dir, case, formats, with_original=original_mask is not None)
-    in_the_way = [p for p in paths.values() if p.exists()]
-    if in_the_way and not overwrite:
-        raise ExportExistsError(in_the_way)
-    protect = tuple(p for p in (image.source,) if p)
+    protect = tuple(p for p in (image.source, *protect) if p)
+    _refuse_inputs(paths.values(), protect)
+    _check_in_the_way(paths, "report_json", REPORT_FORMAT, "export report", case, overwrite)
     final = _mask_scan(final_mask, image)
     final.header = {k: v for k, v in image.header.items() if k == "processing_log"}
+    original = None
+    if original_mask is not None:
+        original = _mask_scan(original_mask, image)
+        original.header = dict(final.header)
+    review = review or ReviewStore(case=case, scan=image.source)
+
+    planned = {k: p.name for k, p in paths.items() if k != "report_json"}
+    report = build_report(case, image, result, model, device, review, reviewer, stats, provenance, seconds, planned)
+    write_text_atomic(paths["report_json"], json.dumps({**report, "complete": False}, indent=2) + "\n", protect)
     written: dict[str, Path] = {}
     for fmt in formats:
         key = f"mask_{fmt}"
         written[key] = _write_mask(paths[key], final, image, protect)
-    if original_mask is not None:
-        original = _mask_scan(original_mask, image)
-        original.header = dict(final.header)
+    if original is not None:
         written["model_mask"] = _write_mask(paths["model_mask"], original, image, protect)
-    review = review or ReviewStore(case=case, scan=image.source)
     written["review"] = review.save(paths["review"], protect=protect)
     files = {k: p.name for k, p in written.items()}
-    report = build_report(case, image, result, model, device, review, reviewer, stats, provenance, seconds, files)
-    written["report_json"] = write_text_atomic(paths["report_json"], json.dumps(report, indent=2) + "\n", protect)
+    report = build_report(case, image, result, model, device, review, reviewer, stats, provenance, seconds,
+                          {**files, "report_csv": paths["report_csv"].name})
     written["report_csv"] = write_text_atomic(paths["report_csv"], _csv_text([report_row(report)]), protect)
+    report["file_sha256"] = {p.name: sha256_file(p) for p in written.values()}
+    report["complete"] = True
+    written["report_json"] = write_text_atomic(paths["report_json"], json.dumps(report, indent=2) + "\n", protect)
     return written
 
 
@@ -223,9 +305,11 @@ def save_training_pair(
     patient: str | None = None,
     provenance: dict | None = None,
     overwrite: bool = False,
+    protect=(),
 ) -> dict[str, Path]:
     """Write ``<case>.aim`` + ``<case>_mask.aim`` (+ ``<case>.json``) into ``train_dir``, the layout
-    ``vbmd train DIR`` finds (:func:`napari_vbmd.segmentation.datasets.find_pairs`)."""
+    ``vbmd train DIR`` finds (:func:`napari_vbmd.segmentation.datasets.find_pairs`). The sidecar
+    lists the pair with its SHA-256: only a pair it lists is ever replaced (as for exports)."""
     from .io import write_image
 
     train_dir = Path(train_dir)
@@ -233,16 +317,19 @@ def save_training_pair(
         raise VbmdError("training folder does not exist", train_dir)
     export_paths(train_dir, case)  # validates the case name
     paths = training_pair_paths(train_dir, case)
-    in_the_way = [p for p in paths.values() if p.exists()]
-    if in_the_way and not overwrite:
-        raise ExportExistsError(in_the_way)
-    protect = tuple(p for p in (image.source,) if p)
+    protect = tuple(p for p in (image.source, *protect) if p)
+    _refuse_inputs(paths.values(), protect)
+    _check_in_the_way(paths, "sidecar", PAIR_FORMAT, "training-pair record", case, overwrite)
     mask = _mask_scan(final_mask, image)
-    written = {"image": write_image(paths["image"], native_if_lossless(image), protect=protect)}
-    written["mask"] = _write_mask(paths["mask"], mask, image, protect)
-    sidecar = {"case": case, "source": image.source, "scan_sha256": file_sha256(image.source),
-               "saved_at": _now(), "mask_provenance": provenance}
+    sidecar = {"format": PAIR_FORMAT, "case": case, "source": image.source, "scan_sha256": file_sha256(image.source),
+               "saved_at": _now(), "mask_provenance": provenance,
+               "files": {"image": paths["image"].name, "mask": paths["mask"].name}}
     if patient:
         sidecar["patient"] = patient
+    write_text_atomic(paths["sidecar"], json.dumps({**sidecar, "complete": False}, indent=2) + "\n", protect)
+    written = {"image": write_image(paths["image"], native_if_lossless(image), protect=protect)}
+    written["mask"] = _write_mask(paths["mask"], mask, image, protect)
+    sidecar["file_sha256"] = {p.name: sha256_file(p) for p in written.values()}
+    sidecar["complete"] = True
     written["sidecar"] = write_text_atomic(paths["sidecar"], json.dumps(sidecar, indent=2) + "\n", protect)
     return written

@@ -15,6 +15,19 @@ from .scan import UNIT_DENSITY, Calibration, Scan
 
 METADATA_KEY = "vbmd"
 
+# Colours of the masks the plugin draws (Okabe & Ito's colour-blind-safe set), one per role, so the
+# model's mask, a mask opened from a file (a truth, an earlier export) and Compare's differences
+# are told apart at a glance. The rating study's pair (orange, blue) is its own.
+MODEL_MASK_COLOUR = "#56B4E9"  # sky blue: the model's mask in the workflow
+FILE_MASK_COLOUR = "#F0E442"  # yellow: a mask opened from a file
+ADDED_COLOUR = "#CC79A7"  # reddish purple: in the predicted mask only
+MISSING_COLOUR = "#009E73"  # bluish green: in the reference mask only
+
+
+def mask_colours(colour: str) -> dict:
+    """A labels colour table: background transparent, every label in ``colour``."""
+    return {None: colour, 0: "transparent"}
+
 
 def _scan_metadata(scan: Scan) -> dict:
     return {
@@ -39,6 +52,7 @@ def scan_to_layer_data(scan: Scan, name: str | None = None) -> tuple:
     kwargs = {"name": base, "scale": tuple(scan.spacing), "translate": tuple(scan.origin)}
     if scan.kind == "mask":
         kwargs["metadata"] = {METADATA_KEY: meta}
+        kwargs["colormap"] = mask_colours(FILE_MASK_COLOUR)
         return (np.asarray(scan.data).astype(np.uint8), kwargs, "labels")
     try:
         data = scan.density()

@@ -3,7 +3,8 @@
 ``flag_slices`` finds slices where the mask's area or shape changes abruptly from the slice
 before, where the model was unsure (a wide band of probabilities near the threshold along the
 contour), where the mask touches dense bone outside it (a neighbouring bone, or cortex the mask
-missed), and where the mask has a deep notch (a network that cut marrow out behind an erosion).
+missed), where the mask's outline has a deep notch (a network that cut marrow out behind an
+erosion), and where the mask has a hole (marrow left out, or an edit that erased inside the bone).
 Distances are physical (mm), so the flags mean the same at 61, 82 or 123 µm. ``ReviewStore``
 keeps the reviewer's verdicts per slice and for the whole case, and is saved as JSON beside the
 export.
@@ -26,6 +27,7 @@ REASON_SHAPE = "shape"
 REASON_UNCERTAIN = "uncertain"
 REASON_NEIGHBOUR = "neighbour"
 REASON_NOTCH = "notch"
+REASON_HOLE = "hole"
 
 STATUSES = ("unreviewed", "reviewed", "flagged")
 REVIEW_FORMAT = "napari-vbmd-review"
@@ -43,7 +45,8 @@ class SliceFlag:
             REASON_SHAPE: "shape changes (overlap with previous slice {overlap:.2f})",
             REASON_UNCERTAIN: "model unsure along the contour (band {uncertain_width_mm:.2f} mm wide)",
             REASON_NEIGHBOUR: "touches {neighbour_area_mm2:.2f} mm² of bone outside the mask",
-            REASON_NOTCH: "notch {notch_depth_mm:.1f} mm deep (an erosion, or bone missed behind one)",
+            REASON_NOTCH: "outline notched {notch_depth_mm:.1f} mm deep (bone missed behind an erosion?)",
+            REASON_HOLE: "hole of {hole_area_mm2:.2f} mm² inside the mask (marrow left out?)",
         }
         return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details) for r in self.reasons)
 
@@ -68,6 +71,7 @@ def flag_slices(
     bone_density: float = 450.0,
     neighbour_area_mm2: float = 0.5,
     notch_mm: float = 3.0,
+    hole_mm2: float = 0.1,
 ) -> list[SliceFlag]:
     """Slices of ``mask`` (z, y, x) that need a look, in slice order.
 
@@ -87,7 +91,8 @@ def flag_slices(
     notch: the mask's outline cuts deeper than ``notch_mm`` into its own convex hull. MC2's cross
     section is close to convex and an erosion pit a few mm deep at most; a network that loses the
     marrow behind an erosion leaves a notch far deeper (the defaults were set on 48 held-out
-    phantoms, see docs/workflow.md).
+    phantoms, see docs/workflow.md). Holes inside the mask are not notches;
+    hole: the mask leaves out at least ``hole_mm2`` enclosed by it (the MC2 mask holds the marrow).
     """
     mask = np.asarray(mask) != 0
     if mask.ndim != 3:
@@ -134,10 +139,15 @@ def flag_slices(
             details["neighbour_area_mm2"] = contact_mm2
             if contact_mm2 >= neighbour_area_mm2:
                 reasons.append(REASON_NEIGHBOUR)
-        depth = _notch_depth_mm(current, sampling)
+        filled = ndimage.binary_fill_holes(current)
+        depth = _notch_depth_mm(filled, sampling)
         details["notch_depth_mm"] = depth
         if depth > notch_mm:
             reasons.append(REASON_NOTCH)
+        hole_mm2_here = float((filled & ~current).sum()) * pixel_mm2
+        details["hole_area_mm2"] = hole_mm2_here
+        if hole_mm2_here >= hole_mm2:
+            reasons.append(REASON_HOLE)
         if reasons:
             flags.append(SliceFlag(z, reasons, details))
         previous = z

@@ -82,11 +82,12 @@ def run(args) -> int:
 
     if args.slope is not None and args.units is not None:
         raise VbmdError("give either --units or --slope/--intercept, not both")
-    settings = BatchSettings(
-        model=args.model, device=args.device, hand=args.hand, voi_mm=args.voi_mm,
-        hole_filling=args.hole_filling, mask_format=args.mask_format, units=args.units,
-        slope=args.slope, intercept=args.intercept, torch_threads=args.torch_threads,
-    )
+    from ..segmentation.settings import SegmentSettings
+
+    segmentation = SegmentSettings(model=args.model, device=args.device, hand=args.hand, voi_mm=args.voi_mm,
+                                   hole_filling=args.hole_filling, threads=args.torch_threads)
+    settings = BatchSettings(segmentation, mask_format=args.mask_format, units=args.units, slope=args.slope,
+                             intercept=args.intercept)
     progress = _Progress()
     try:
         summary = run_batch(

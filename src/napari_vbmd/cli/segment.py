@@ -57,18 +57,21 @@ def _progress_bar():
 def run(args) -> int:
     from ..io import write_mask
     from ..measure import measure_vbmd
-    from ..segmentation.pipeline import segment
+    from ..segmentation.models import resolve
+    from ..segmentation.pipeline import run as run_segmentation
+    from ..segmentation.settings import SegmentSettings
 
     start = time.perf_counter()
+    settings = SegmentSettings(
+        model=resolve(args.model), device=args.device, hand=args.hand, slice_range=args.slices, voi_mm=args.voi_mm,
+        threads=args.threads, hole_filling=args.hole_filling, boundary_band_mm=args.boundary_band,
+    )  # a bad setting or an unknown model is refused before the scan is read
+    t = time.perf_counter()
     image = read_image_argument(args, args.image)
-    read_s = time.perf_counter() - start
+    read_s = time.perf_counter() - t
     progress, close = _progress_bar()
     try:
-        result = segment(
-            image, model=args.model, device=args.device, hand=args.hand, slice_range=args.slices,
-            voi_mm=args.voi_mm, progress=progress, threads=args.threads, hole_filling=args.hole_filling,
-            boundary_band_mm=args.boundary_band,
-        )
+        result = run_segmentation(image, settings, progress=progress)
     finally:
         close()
     t = time.perf_counter()
@@ -76,6 +79,7 @@ def run(args) -> int:
     write_s = time.perf_counter() - t
     timings = {
         "read": read_s,
+        "load": result.timings["load"],
         "preprocess": result.timings["preprocess"],
         "inference": result.timings["inference"],
         "postprocess": result.timings["postprocess"],

@@ -80,37 +80,13 @@ def run_create(args) -> int:
     return 0
 
 
-def _fmt_prop(stats: dict) -> str:
-    if stats["proportion"] is None:
-        return "no decided cases"
-    return (f"{stats['k']}/{stats['n']} = {100 * stats['proportion']:.1f}% "
-            f"(95% CI {100 * stats['ci95_low']:.1f}-{100 * stats['ci95_high']:.1f}%, p = {stats['p_value']:.3g})")
-
-
 def run_analyze(args) -> int:
     from ..rating import analyze_study
+    from ..rating.analysis import summary_rows
 
     summary = analyze_study(args.study_dir, mapping_path=args.mapping, out_dir=args.out)
     if args.json:
         print_json(summary)
         return 0
-    rows = [
-        ("study", summary["title"] or summary["study_id"]),
-        ("cases rated", f"{summary['n_rated']} of {summary['n_cases']} by {summary['n_raters']} rater(s)"),
-    ]
-    groups = [(f"rater {name}", data) for name, data in summary["per_rater"].items()]
-    groups.append(("pooled", summary["pooled"]))
-    for label, data in groups:
-        rows.append((f"{label}: decided / ties", f"{data['n_decided']} / {data['ties']}"))
-        for source, stats in data["sources"].items():
-            rows.append((f"{label}: {source} preferred", _fmt_prop(stats)))
-        for check, stats in data["bias"].items():
-            rows.append((f"{label}: chose {stats['chose']}", _fmt_prop(stats)))
-    agreement = summary["agreement"]
-    if agreement and agreement.get("kappa") is not None:
-        rows.append((f"agreement ({agreement['method']} kappa)",
-                     f"{agreement['kappa']:.3f} over {agreement['n_common_cases']} cases"))
-    for key, path in summary["outputs"].items():
-        rows.append((key, path))
-    print_table(rows)
+    print_table(summary_rows(summary))
     return 0

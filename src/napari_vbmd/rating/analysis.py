@@ -302,3 +302,33 @@ def analyze_study(
     summary["outputs"] = {"answers_csv": str(csv_path), "plot": str(plot_path), "summary": str(out / "summary.json")}
     write_text_atomic(out / "summary.json", json.dumps(to_jsonable(summary), indent=2) + "\n")
     return summary
+
+
+def describe_proportion(stats: dict) -> str:
+    """'27/41 = 65.9% (95% CI 50.5-78.4%, p = 0.06)' (or that no case was decided)."""
+    if stats["proportion"] is None:
+        return "no decided cases"
+    return (f"{stats['k']}/{stats['n']} = {100 * stats['proportion']:.1f}% "
+            f"(95% CI {100 * stats['ci95_low']:.1f}-{100 * stats['ci95_high']:.1f}%, p = {stats['p_value']:.3g})")
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """The analysis as (what, value) lines for people: the CLI's table and the owner's widget."""
+    rows = [
+        ("study", summary.get("title") or summary["study_id"]),
+        ("cases rated", f"{summary['n_rated']} of {summary['n_cases']} by {summary['n_raters']} rater(s)"),
+    ]
+    groups = [(f"rater {name}", data) for name, data in summary["per_rater"].items()]
+    groups.append(("pooled", summary["pooled"]))
+    for label, data in groups:
+        rows.append((f"{label}: decided / ties", f"{data['n_decided']} / {data['ties']}"))
+        for source, stats in data["sources"].items():
+            rows.append((f"{label}: {source} preferred", describe_proportion(stats)))
+        for stats in data["bias"].values():
+            rows.append((f"{label}: chose {stats['chose']}", describe_proportion(stats)))
+    agreement = summary.get("agreement")
+    if agreement and agreement.get("kappa") is not None:
+        rows.append((f"agreement ({agreement['method']} kappa)",
+                     f"{agreement['kappa']:.3f} over {agreement['n_common_cases']} cases"))
+    rows.extend((key, str(path)) for key, path in (summary.get("outputs") or {}).items())
+    return rows

@@ -22,7 +22,6 @@ from .store import AnswerStore, rater_key
 from .study import CONTOUR_NAMES, Study, StudyCase, sha256_path
 
 CHOICES = ("contour_1", "contour_2", "equal")
-CHOICE_LABELS = {"contour_1": "Contour 1 is better", "contour_2": "Contour 2 is better", "equal": "Equally good"}
 RECORD_SCHEMA = 1
 
 
@@ -103,7 +102,6 @@ class RatingSession:
         self.index = self.first_unanswered()
         self._shown_since: float | None = None
         self._shown_at: str | None = None
-        self._visit_seconds = 0.0
 
     # -- where we are ---------------------------------------------------------------------------
     @property
@@ -161,7 +159,6 @@ class RatingSession:
     def start_timer(self) -> None:
         self._shown_since = self._clock()
         self._shown_at = _utc_now()
-        self._visit_seconds = 0.0
 
     def elapsed(self) -> float:
         return 0.0 if self._shown_since is None else self._clock() - self._shown_since

@@ -1,19 +1,28 @@
-"""MC2 segmentation: networks, checkpoints, the inference pipeline, a classical method, training.
+"""MC2 segmentation: networks, checkpoints, the stages and the pipeline, a classical method, training.
 
 Nothing here imports napari or Qt. Heavy modules (torch) load when these names are first used.
 """
 from __future__ import annotations
 
-__all__ = ["segment", "SegmentationResult", "load_model", "LoadedModel", "resolve_device"]
+__all__ = ["segment", "run", "SegmentationResult", "SegmentSettings", "load_model", "LoadedModel", "resolve_device",
+           "resolve", "load"]
 
 
 def __getattr__(name):
-    if name in ("segment", "SegmentationResult"):
+    if name in ("segment", "run", "SegmentationResult"):
         from . import pipeline
 
         return getattr(pipeline, name)
-    if name in ("load_model", "LoadedModel", "resolve_device"):
-        from . import registry
+    if name == "SegmentSettings":
+        from .settings import SegmentSettings
 
-        return getattr(registry, name)
+        return SegmentSettings
+    if name == "load_model":
+        from .registry import load_model
+
+        return load_model
+    if name in ("LoadedModel", "resolve_device", "resolve", "load"):
+        from . import models
+
+        return getattr(models, name)
     raise AttributeError(name)

@@ -26,23 +26,20 @@ from ..errors import VbmdError
 from . import postprocess as post
 from .datasets import Pair, load_pair
 from .preprocess import density_block
+from .stages import finish
 
 DEFAULT_CANDIDATES = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 
-def _scores(probability: np.ndarray, box, density_crop: np.ndarray, truth: np.ndarray, threshold: float,
-            band_mm: float = 0.0, spacing=None):
-    crop_mask = probability >= np.uint8(round(threshold * 255))
-    crop_mask = post.keep_largest_component(post.fill_holes_per_slice(crop_mask))
-    if band_mm > 0:
-        crop_mask = post.keep_largest_component(post.refine_boundary(crop_mask, density_crop, spacing, band_mm))
-    truth_in_crop = truth[box.slices]
-    truth_outside = int(truth.sum() - truth_in_crop.sum())
-    intersection = int(np.logical_and(crop_mask, truth_in_crop).sum())
+def _scores(probability: np.ndarray, image, box, density_crop: np.ndarray, truth: np.ndarray, threshold: float,
+            band_mm: float = 0.0):
+    """(Dice, D100) of the mask the pipeline keeps at ``threshold`` and ``band_mm`` (:func:`.stages.finish`)."""
+    crop_mask = finish(probability, image, box, threshold, "fill", band_mm)
+    intersection = int(np.logical_and(crop_mask, truth[box.slices]).sum())
     total = int(crop_mask.sum()) + int(truth.sum())
     dice = 2 * intersection / total if total else 1.0
     d100 = float(density_crop[crop_mask].mean()) if crop_mask.any() else float("nan")
-    return dice, d100, truth_outside
+    return dice, d100
 
 
 def calibrate_threshold(checkpoint, pairs: list[Pair], candidates=DEFAULT_CANDIDATES, dice_tolerance: float = 0.01,
@@ -75,7 +72,7 @@ def calibrate_threshold(checkpoint, pairs: list[Pair], candidates=DEFAULT_CANDID
         d100_truth = float(density_block(image, truth_box)[truth[truth_box]].mean())
         row = {"case": pair.case}
         for t, b in settings:
-            dice, d100, _ = _scores(result.probability, result.box, density_crop, truth, t, b, image.spacing)
+            dice, d100 = _scores(result.probability, image, result.box, density_crop, truth, t, b)
             row[t, b] = (dice, 100.0 * (d100 - d100_truth) / d100_truth)
         per_case.append(row)
         if log:

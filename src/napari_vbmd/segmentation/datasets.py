@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import VbmdError
 from ..scan import Scan
-from .preprocess import density_block, find_bone_box, resample_slices, resample_volume, working_size
+from .preprocess import find_bone_box, resample_volume
 
 IMAGE_SUFFIXES = (".aim", ".nii.gz", ".nii", ".tif", ".tiff", ".isq")
 MASK_PATTERNS = ("{case}_mask{suffix}", "{case}_mask.aim", "{case}_mask.nii.gz", "{case}_mask.nii", "{case}_mask.tif",
@@ -142,6 +142,11 @@ def load_pair(pair: Pair) -> tuple[Scan, np.ndarray]:
 
 
 def prepare_case(image: Scan, inside: np.ndarray, spacing_mm, dims: int, margin_mm: float, case: str = "") -> PreparedCase:
+    """A training case on the working grid, by the pipeline's own stage (:func:`.stages.to_working`):
+    the bone box (grown to hold the whole truth), the hand the header gives (right when unknown, as
+    ``segment()`` assumes), densities and mask fractions resampled alike."""
+    from .stages import WorkingGrid, resample_to_working, to_working
+
     box = find_bone_box(image, margin_mm=margin_mm)
     # the whole MC2 must be inside the crop even where the bone search was conservative
     zs, ys, xs = (np.flatnonzero(inside.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
@@ -149,19 +154,11 @@ def prepare_case(image: Scan, inside: np.ndarray, spacing_mm, dims: int, margin_
         box, z0=min(box.z0, int(zs[0])), z1=max(box.z1, int(zs[-1]) + 1), y0=min(box.y0, int(ys[0])),
         y1=max(box.y1, int(ys[-1]) + 1), x0=min(box.x0, int(xs[0])), x1=max(box.x1, int(xs[-1]) + 1),
     )
-    density = density_block(image, box.slices)
-    mask = inside[box.slices].astype(np.float32)
-    if image.hand == "left":
-        density, mask = density[..., ::-1], mask[..., ::-1]
-    nz, h, w = box.shape
-    out_hw = (working_size(h, image.spacing[1], spacing_mm[1]), working_size(w, image.spacing[2], spacing_mm[2]))
-    density = resample_slices(density, out_hw)
-    mask = resample_slices(mask, out_hw)
+    work = to_working(image, box, "left" if image.hand == "left" else "right", WorkingGrid(spacing_mm, dims))
+    mask = resample_to_working(inside[box.slices].astype(np.float32), work.hw, work.mirrored)
     spacing_z = float(image.spacing[0])
     if dims == 3:
-        wz = working_size(nz, image.spacing[0], spacing_mm[0])
-        density = resample_volume(density, (wz, *out_hw))
-        mask = resample_volume(mask, (wz, *out_hw))
-        spacing_z = nz * spacing_z / wz
-    return PreparedCase(case, np.ascontiguousarray(density, np.float32), np.ascontiguousarray(np.clip(mask, 0, 1), np.float32),
-                        spacing_z)
+        mask = resample_volume(mask, work.data.shape)
+        spacing_z = box.shape[0] * spacing_z / work.data.shape[0]
+    return PreparedCase(case, np.ascontiguousarray(work.data, np.float32),
+                        np.ascontiguousarray(np.clip(mask, 0, 1), np.float32), spacing_z)

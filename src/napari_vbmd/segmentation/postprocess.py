@@ -17,11 +17,38 @@ EDGE_WINDOW_MM = 1.0
 MAX_BOUNDARY_BAND_MM = 2.0
 
 
+#: in-plane 4-connectivity, no link between slices: one ``ndimage.label`` call labels every slice apart
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding ``mask``'s True voxels, grown by ``pad`` in-plane (None: empty)."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not present.size:
+            return None
+        grow = pad if axis > 0 else 0
+        box.append(slice(max(0, int(present[0]) - grow), min(mask.shape[axis], int(present[-1]) + 1 + grow)))
+    return tuple(box)
+
+
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Exact per-slice hole filling (a hole = background not connected to the slice's border)."""
-    out = np.empty_like(mask, dtype=bool)
-    for z in range(mask.shape[0]):
-        out[z] = ndimage.binary_fill_holes(mask[z]) if mask[z].any() else False
+    """Exact per-slice hole filling (a hole = background not 4-connected to the slice's border), as
+    ``ndimage.binary_fill_holes`` on each slice, computed on the mask's bounding box in one labelling:
+    the background of every slice of the box, with a ring of background around it, is labelled (no
+    links between slices); what is not the ring's component is a hole."""
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, dtype=bool)
+    box = bounding_box(mask)
+    if box is None:
+        return out
+    sub = np.pad(mask[box], ((0, 0), (1, 1), (1, 1)))
+    labels, n = ndimage.label(~sub, _IN_PLANE)
+    filled = np.ones(n + 1, dtype=bool)
+    filled[labels[:, 0, 0]] = False  # each slice's ring (all background) is one component: the outside
+    out[box] = filled[labels[:, 1:-1, 1:-1]]
     return out
 
 
@@ -79,9 +106,12 @@ def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: flo
     decides where its surface is. Per slice: the band's voxels above the local half-maximum join the
     core, holes are filled (marrow behind the cortex), and only the parts touching the core stay.
     Slices too small to have a core keep the network's boundary. ``band_mm`` 0 returns the mask.
-    """
-    from scipy import ndimage
 
+    Every step works on all slices at once with in-plane footprints (the same numbers as slice by
+    slice): erosion and dilation by the band's disk as 1-D minimum/maximum filters over the rectangles
+    the disk is the union of, one smoothing, one min/max filter, one labelling without links between
+    slices.
+    """
     band_mm = check_boundary_band(band_mm)
     mask = np.asarray(mask, dtype=bool)
     if band_mm == 0.0 or not mask.any():
@@ -90,30 +120,102 @@ def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: flo
         raise VbmdError(f"boundary refinement: densities {density.shape} and mask {mask.shape} differ in shape")
     dy, dx = float(spacing[1]), float(spacing[2])
     out = mask.copy()
-    present = np.flatnonzero(mask.any(axis=(1, 2)))
-    _, region_y, region_x = refinement_region(mask, spacing, band_mm)
-    y0, y1, x0, x1 = region_y.start, region_y.stop, region_x.start, region_x.stop
-    window = (2 * int(round(EDGE_WINDOW_MM / 2 / dy)) + 1, 2 * int(round(EDGE_WINDOW_MM / 2 / dx)) + 1)
-    sigma = (EDGE_SMOOTHING_MM / dy, EDGE_SMOOTHING_MM / dx)
+    region = refinement_region(mask, spacing, band_mm)
+    m = mask[region]
+    window = (1, 2 * int(round(EDGE_WINDOW_MM / 2 / dy)) + 1, 2 * int(round(EDGE_WINDOW_MM / 2 / dx)) + 1)  # odd
     # every in-plane offset within band_mm: erosion by it keeps the voxels farther than the band from the
     # background, dilation adds those within the band of the mask (what two distance transforms give, faster)
-    ry, rx = int(band_mm / dy), int(band_mm / dx)
-    oy, ox = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    reach_disk = (oy * dy) ** 2 + (ox * dx) ** 2 <= band_mm**2 + 1e-12
-    for z in present:
-        m = mask[z, y0:y1, x0:x1]
-        core = ndimage.binary_erosion(m, reach_disk)
-        if not core.any():
-            continue
-        band = ndimage.binary_dilation(m, reach_disk) & ~core
-        smooth = ndimage.gaussian_filter(density[z, y0:y1, x0:x1].astype(np.float32), sigma)
-        half_max = 0.5 * (ndimage.maximum_filter(smooth, size=window) + ndimage.minimum_filter(smooth, size=window))
-        refined = ndimage.binary_fill_holes(core | (band & (smooth >= half_max)))
-        labels, n = ndimage.label(refined)
-        if n > 1:
-            touching = np.unique(labels[core])
-            refined = np.isin(labels, touching[touching > 0])
-        out[z, y0:y1, x0:x1] = refined
+    rectangles = _disk_rectangles(band_mm, dy, dx)
+    core = _erode(m, rectangles)
+    has_core = core.any(axis=(1, 2))
+    if not has_core.any():
+        return out
+    band = _dilate(m, rectangles) & ~core
+    smooth = ndimage.gaussian_filter(density[region].astype(np.float32), (0.0, EDGE_SMOOTHING_MM / dy, EDGE_SMOOTHING_MM / dx))
+    half_max = sliding(sliding(smooth, window[1], 1, np.maximum), window[2], 2, np.maximum)
+    half_max += sliding(sliding(smooth, window[1], 1, np.minimum), window[2], 2, np.minimum)
+    half_max *= 0.5
+    refined = fill_holes_per_slice(core | (band & (smooth >= half_max)))
+    labels, n = ndimage.label(refined, _IN_PLANE)
+    touching = np.zeros(n + 1, dtype=bool)
+    touching[labels[core]] = True
+    touching[0] = False
+    refined = touching[labels]
+    target = out[region]
+    target[has_core] = refined[has_core]
+    out[region] = target
+    return out
+
+
+def _disk_rectangles(band_mm: float, dy: float, dx: float) -> list[tuple[int, int]]:
+    """Half-sizes (ry, rx) of rectangles whose union is the in-plane disk of radius ``band_mm``."""
+    ry = int(band_mm / dy)
+    widths = {}
+    for oy in range(ry + 1):
+        ox = np.arange(0, int(band_mm / dx) + 1)
+        inside = (oy * dy) ** 2 + (ox * dx) ** 2 <= band_mm**2 + 1e-12
+        if inside.any():
+            widths[oy] = int(ox[inside].max())
+    # the half-width only shrinks away from the centre row: one rectangle per width, as tall as it reaches
+    tallest: dict[int, int] = {}
+    for oy, w in widths.items():
+        tallest[w] = max(tallest.get(w, 0), oy)
+    return [(oy, w) for w, oy in tallest.items()]
+
+
+def sliding(values: np.ndarray, size: int, axis: int, op, mode: str = "reflect", cval=0) -> np.ndarray:
+    """``op`` (np.maximum, np.minimum, np.logical_or ...) over a centred window of odd ``size`` along
+    ``axis``: what ``ndimage.maximum_filter1d`` & co. give (``mode`` "reflect" or "constant"), from
+    O(log size) whole-array operations instead of a loop over each line."""
+    radius = size // 2
+    pads = [(0, 0)] * values.ndim
+    pads[axis] = (radius, radius)
+    if mode == "reflect":
+        x = np.pad(values, pads, mode="symmetric")  # scipy's "reflect" is numpy's "symmetric"
+    elif mode == "constant":
+        x = np.pad(values, pads, mode="constant", constant_values=cval)
+    else:
+        raise ValueError(f"mode must be reflect or constant, got {mode!r}")
+    n = values.shape[axis]
+
+    def part(array, start, length):
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(start, start + length)
+        return array[tuple(index)]
+
+    # spans[k][i] = op over x[i : i + 2**k]; a window of ``size`` is the op of spans of its binary digits
+    result, offset, span, width = None, 0, x, 1
+    remaining = size
+    while remaining:
+        if remaining & width:
+            piece = part(span, offset, n)
+            result = piece.copy() if result is None else op(result, piece, out=result)
+            offset += width
+            remaining -= width
+        if remaining:
+            length = span.shape[axis] - width
+            span = op(part(span, 0, length), part(span, width, length))
+            width *= 2
+    return result
+
+
+def _erode(mask: np.ndarray, rectangles) -> np.ndarray:
+    """In-plane erosion by the union of the rectangles (outside the array counts as background)."""
+    out = None
+    for ry, rx in rectangles:
+        e = sliding(mask, 2 * ry + 1, 1, np.logical_and, "constant", False)
+        e = sliding(e, 2 * rx + 1, 2, np.logical_and, "constant", False)
+        out = e if out is None else np.logical_and(out, e, out=out)
+    return out
+
+
+def _dilate(mask: np.ndarray, rectangles) -> np.ndarray:
+    """In-plane dilation by the union of the rectangles."""
+    out = None
+    for ry, rx in rectangles:
+        d = sliding(mask, 2 * ry + 1, 1, np.logical_or, "constant", False)
+        d = sliding(d, 2 * rx + 1, 2, np.logical_or, "constant", False)
+        out = d if out is None else np.logical_or(out, d, out=out)
     return out
 
 
@@ -121,14 +223,20 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     """The MC2 heuristic for network output: the largest 3-D connected component (6-connected).
 
     The network is trained to mark MC2 only; stray islands (a neighbouring bone's edge, noise) are
-    smaller than the bone itself.
+    smaller than the bone itself. Labelled on the mask's bounding box only.
     """
-    labels, n = ndimage.label(mask)
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask)
+    if box is None:
+        return mask.copy()
+    labels, n = ndimage.label(mask[box])
     if n <= 1:
-        return mask.astype(bool)
+        return mask.copy()
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = labels == int(np.argmax(sizes))
+    return out
 
 
 def slice_areas(mask: np.ndarray) -> np.ndarray:

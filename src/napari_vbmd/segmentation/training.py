@@ -9,7 +9,8 @@ hand, and a mirror flip turns it back into a left one, where MC3 sits where MC2 
 trained with mirror flips cannot tell the two by position (the first default model marked MC3 on
 phantoms for this reason). ``context_mm`` (2D) stacks the slices at those offsets (mm along z) as
 input channels, so the network can see which side of the joint a slice lies on. Every epoch:
-validation Dice/IoU/AUC/accuracy to ``metrics.csv``; the best checkpoint by
+validation Dice/IoU/AUC/accuracy to ``metrics.csv``, of the mask ``segment()`` would keep on each
+validation scan (:mod:`.validation`); the best checkpoint by
 validation Dice is ``best.json``/``best.safetensors``, the latest ``last.*`` plus ``resume.*``
 (optimizer state in safetensors, never pickle) so ``--resume`` continues where it stopped.
 
@@ -41,18 +42,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._atomic import atomic_path, write_text_atomic
+from .._atomic import write_text_atomic
 from ..errors import CancelledError, VbmdError
 from .checkpoint import ModelConfig, check_context, load_checkpoint, save_checkpoint
 from .datasets import PreparedCase, find_pairs, load_pair, prepare_case, split_by_patient
-from .preprocess import context_indices, context_offsets
-from .networks import architecture_kwargs, build_network, network_dims, size_multiple
-from .registry import resolve_device
+from .models import LoadedModel, resolve_device
+from .networks import architecture_kwargs, build_network, network_dims
+from .sampling import FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D  # noqa: F401 (tests)
 from .settings_check import check_train_settings
+from .training_state import METRIC_COLUMNS, _load_resume, _refresh_batch_norm, _save_resume, _upgrade_metrics_header
+from .validation import ValidationCase, validate, validation_case
 
 STUDY_DEFAULTS = {2: {"lr": 1e-5, "batch_size": 4}, 3: {"lr": 1e-4, "batch_size": 1}}
-METRIC_COLUMNS = ["epoch", "train_loss", "val_dice", "val_iou", "val_auc", "val_accuracy", "lr", "seconds",
-                  "grad_norm"]
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -125,275 +126,6 @@ def training_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torc
     raise VbmdError(f"unknown loss {kind!r}; use {' or '.join(LOSSES)}")
 
 
-def segmentation_metrics(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Dice, IoU, accuracy at ``threshold`` and AUC (on at most 200k voxels) of one prediction."""
-    from sklearn.metrics import roc_auc_score
-
-    pred = prob >= threshold
-    truth = truth >= 0.5
-    inter = np.logical_and(pred, truth).sum()
-    total = pred.sum() + truth.sum()
-    union = np.logical_or(pred, truth).sum()
-    flat_p, flat_t = prob.ravel(), truth.ravel()
-    if flat_p.size > 200_000:
-        idx = np.random.default_rng(0).choice(flat_p.size, 200_000, replace=False)
-        flat_p, flat_t = flat_p[idx], flat_t[idx]
-    auc = float(roc_auc_score(flat_t, flat_p)) if 0 < flat_t.sum() < flat_t.size else float("nan")
-    return {
-        "dice": float(2 * inter / total) if total else 1.0,
-        "iou": float(inter / union) if union else 1.0,
-        "auc": auc,
-        "accuracy": float((pred == truth).mean()),
-    }
-
-
-# -- augmentation -------------------------------------------------------------------------------------
-
-
-FLIPS = ("none", "rot180", "all")
-
-
-def _flip_axes(flips: str, rng: np.random.Generator) -> tuple[int, ...]:
-    """The in-plane axes to flip for one sample. "all" flips each axis with probability 1/2 (a single
-    flip mirrors the hand); "rot180" flips both or neither (a rotation, the hand stays a right hand)."""
-    if flips == "none":
-        return ()
-    if flips == "rot180":
-        return (-1, -2) if rng.random() < 0.5 else ()
-    if flips == "all":
-        return tuple(axis for axis in (-1, -2) if rng.random() < 0.5)
-    raise VbmdError(f"unknown flips setting {flips!r}; use {', '.join(FLIPS)}")
-
-
-def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none"):
-    """images: (b, c, h, w) (c context slices), masks: (b, 1, h, w); images in mg HA/cm³ (before z-scoring)."""
-    b = images.shape[0]
-    for i in range(b):
-        axes = _flip_axes(flips, rng)
-        if axes:
-            images[i], masks[i] = images[i].flip(axes), masks[i].flip(axes)
-    angles = torch.tensor(rng.uniform(-10, 10, b) * math.pi / 180, dtype=torch.float32)
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    grid = F.affine_grid(theta, images.shape, align_corners=False)  # the same motion for every context slice
-    background = images.amin(dim=(1, 2, 3), keepdim=True)
-    images = F.grid_sample(images - background, grid, align_corners=False, padding_mode="zeros") + background
-    masks = F.grid_sample(masks, grid, align_corners=False, padding_mode="zeros")
-    # directional blur, like patient motion
-    channels = images.shape[1]
-    for i in range(b):
-        if rng.random() < 0.3:
-            length = int(rng.integers(2, 6)) * 2 + 1
-            kernel = torch.full((channels, 1, 1, length), 1.0 / length)
-            if rng.random() < 0.5:
-                kernel = kernel.transpose(-1, -2)
-            pad = (length // 2, length // 2, 0, 0) if kernel.shape[-1] > 1 else (0, 0, length // 2, length // 2)
-            images[i : i + 1] = F.conv2d(F.pad(images[i : i + 1], pad, mode="replicate"), kernel, groups=channels)
-    scale = torch.tensor(rng.uniform(0.9, 1.1, (b, 1, 1, 1)), dtype=torch.float32)
-    shift = torch.tensor(rng.uniform(-30, 30, (b, 1, 1, 1)), dtype=torch.float32)
-    noise = torch.randn_like(images) * torch.tensor(rng.uniform(0, 40, (b, 1, 1, 1)), dtype=torch.float32)
-    return images * scale + shift + noise, masks
-
-
-def _augment_3d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none"):
-    axes = _flip_axes(flips, rng)
-    if axes:
-        images, masks = images.flip(axes), masks.flip(axes)
-    scale, shift = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
-    return images * scale + shift + torch.randn_like(images) * float(rng.uniform(0, 40)), masks
-
-
-# -- sampling -----------------------------------------------------------------------------------------
-
-
-def _crop_or_pad(array: np.ndarray, size: tuple[int, ...], start: tuple[int, ...], fill: float) -> np.ndarray:
-    out = np.full(size, fill, dtype=np.float32)
-    src, dst = [], []
-    for n, s, st in zip(array.shape, size, start):
-        # st may be negative (pad before) when the array is smaller than the patch
-        lo, hi = max(st, 0), min(st + s, n)
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - st, hi - st))
-    out[tuple(dst)] = array[tuple(src)]
-    return out
-
-
-def _random_start(n: int, s: int, rng, centre: int | None = None) -> int:
-    if n <= s:
-        return -int(rng.integers(0, s - n + 1))
-    if centre is not None:
-        lo = int(np.clip(centre - s + 16, 0, n - s))
-        hi = int(np.clip(centre - 16, 0, n - s))
-        if hi >= lo:
-            return int(rng.integers(lo, hi + 1))
-    return int(rng.integers(0, n - s + 1))
-
-
-class _Sampler2D:
-    def __init__(self, cases: list[PreparedCase], patch, empty_fraction: float, context_mm=(0.0,)):
-        self.cases, self.patch = cases, tuple(patch)
-        self.offsets = [context_offsets(context_mm, case.spacing_z) for case in cases]
-        self.with_bone = [(c, z) for c, case in enumerate(cases) for z in np.flatnonzero(case.mask.max(axis=(1, 2)) > 0.5)]
-        self.without = [(c, z) for c, case in enumerate(cases) for z in np.flatnonzero(case.mask.max(axis=(1, 2)) <= 0.5)]
-        self.empty_fraction = empty_fraction if self.without else 0.0
-        if not self.with_bone:
-            raise VbmdError("no training slice holds MC2")
-
-    def __len__(self):
-        return len(self.with_bone) + len(self.without)
-
-    def batch(self, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
-        images, masks = [], []
-        for _ in range(n):
-            pool = self.without if rng.random() < self.empty_fraction else self.with_bone
-            c, z = pool[int(rng.integers(len(pool)))]
-            case = self.cases[c]
-            img = case.image[context_indices(np.array([z]), self.offsets[c], 0, case.image.shape[0])[0]]
-            msk = case.mask[z]
-            if msk.max() > 0.5:
-                ys, xs = np.nonzero(msk > 0.5)
-                cy, cx = int(ys.mean()), int(xs.mean())
-            else:
-                cy = cx = None
-            start = (_random_start(msk.shape[0], self.patch[0], rng, cy), _random_start(msk.shape[1], self.patch[1], rng, cx))
-            # padded like the pipeline pads (density 0, soft tissue), not with the slice's noisy minimum
-            images.append(_crop_or_pad(img, (img.shape[0], *self.patch), (0, *start), 0.0))
-            masks.append(_crop_or_pad(msk, self.patch, start, 0.0))
-        return np.stack(images), np.stack(masks)[:, None]
-
-
-class _Sampler3D:
-    def __init__(self, cases: list[PreparedCase], patch):
-        self.cases, self.patch = cases, tuple(patch)
-
-    def __len__(self):
-        return len(self.cases)
-
-    def batch(self, n: int, rng):
-        images, masks = [], []
-        for _ in range(n):
-            case = self.cases[int(rng.integers(len(self.cases)))]
-            zyx = np.argwhere(case.mask > 0.5)
-            centre = zyx[int(rng.integers(len(zyx)))] if len(zyx) else [None] * 3
-            start = tuple(_random_start(n_, s, rng, c) for n_, s, c in zip(case.image.shape, self.patch, centre))
-            images.append(_crop_or_pad(case.image, self.patch, start, float(case.image.min())))
-            masks.append(_crop_or_pad(case.mask, self.patch, start, 0.0))
-        return np.stack(images)[:, None], np.stack(masks)[:, None]
-
-
-# -- validation ---------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def predict_prepared(model, config: ModelConfig, case: PreparedCase, device, batch: int = 16) -> np.ndarray:
-    """Probabilities on the working grid of a prepared case (as the pipeline would infer)."""
-    model.eval()
-    multiple = size_multiple(model, config.architecture)
-    pad_value = (0.0 - config.mean) / config.std
-    image = (case.image - config.mean) / config.std
-    dims = network_dims(config.architecture)
-    axes = (1, 2) if dims == 2 else (0, 1, 2)
-    pads = [(0, 0)] * 3
-    for ax in axes:
-        pads[ax] = (0, (-image.shape[ax]) % multiple)
-    padded = np.pad(image, pads, constant_values=pad_value).astype(np.float32)
-    z, h, w = image.shape
-    if dims == 2:
-        out = []
-        offsets = context_offsets(config.context_mm, case.spacing_z)
-        for start in range(0, z, batch):
-            index = context_indices(np.arange(start, min(z, start + batch)), offsets, 0, z)
-            logits = model(torch.from_numpy(padded[index]).to(device))
-            out.append(torch.sigmoid(logits.float())[:, 0, :h, :w].cpu().numpy())
-        return np.concatenate(out)
-    logits = model(torch.from_numpy(padded)[None, None].to(device))
-    return torch.sigmoid(logits.float())[0, 0, :z, :h, :w].cpu().numpy()
-
-
-def validate(model, config, cases, device) -> dict[str, float]:
-    """Dice, IoU and accuracy of the mask the pipeline would keep (threshold, per-slice hole filling,
-    largest component) on the working grid; AUC of the raw probabilities."""
-    from . import postprocess as post
-
-    probs, kept, truths = [], [], []
-    for case in cases:
-        prob = predict_prepared(model, config, case, device)
-        mask = post.keep_largest_component(post.fill_holes_per_slice(prob >= config.threshold))
-        probs.append(prob.ravel())
-        kept.append(mask.ravel())
-        truths.append(case.mask.ravel())
-    metrics = segmentation_metrics(np.concatenate(probs), np.concatenate(truths), config.threshold)
-    pipeline = segmentation_metrics(np.concatenate(kept).astype(np.float32), np.concatenate(truths), 0.5)
-    return {**metrics, **{k: pipeline[k] for k in ("dice", "iou", "accuracy")}}
-
-
-# -- resume state (safetensors + JSON, no pickle) --------------------------------------------------------
-
-
-def _save_resume(out_dir: Path, optimizer, state: dict) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {}
-    meta = {"param_groups": optimizer.state_dict()["param_groups"], **state}
-    for index, values in optimizer.state_dict()["state"].items():
-        for key, value in values.items():
-            tensors[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    with atomic_path(out_dir / "resume.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    write_text_atomic(out_dir / "resume.json", json.dumps(meta, indent=2))
-
-
-def _load_resume(out_dir: Path, optimizer) -> dict:
-    from safetensors.torch import load_file
-
-    meta_path, tensor_path = out_dir / "resume.json", out_dir / "resume.safetensors"
-    if not meta_path.is_file() or not tensor_path.is_file():
-        raise VbmdError("nothing to resume: no resume.json/resume.safetensors", out_dir)
-    try:
-        meta = json.loads(meta_path.read_text())
-        tensors = load_file(str(tensor_path))
-    except Exception as exc:
-        raise VbmdError(f"resume state is unreadable ({exc})", out_dir) from None
-    state: dict = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
-    return meta
-
-
-def _upgrade_metrics_header(path: Path) -> None:
-    """A run resumed from an older version: its metrics.csv gets today's columns (missing values empty)."""
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-    if reader.fieldnames == METRIC_COLUMNS:
-        return
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore", restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-def _refresh_batch_norm(network, sampler, batch_size, augment, settings, config, device, epoch, batches: int = 20):
-    """Recompute batch-norm running statistics of averaged weights on training batches (no-op without BN)."""
-    from torch.optim.swa_utils import update_bn
-
-    rng = np.random.default_rng(settings.seed * 100_003 + epoch + 7_919)
-
-    def inputs():
-        for _ in range(batches):
-            images, masks = sampler.batch(batch_size, rng)
-            images = torch.from_numpy(images)
-            if settings.augment:
-                images, _ = augment(images, torch.from_numpy(masks), rng, settings.flips)
-            yield (images - config.mean) / config.std
-
-    update_bn(inputs(), network, device)  # resets the statistics, averages them equally, restores the mode
-
-
 # -- the loop -------------------------------------------------------------------------------------------
 
 
@@ -404,6 +136,16 @@ def _prepare_split(pairs, spacing, dims, margin, progress_desc, show_progress) -
     for pair in tqdm(pairs, desc=progress_desc, disable=not show_progress, leave=False):
         image, inside = load_pair(pair)
         cases.append(prepare_case(image, inside, spacing, dims, margin, pair.case))
+    return cases
+
+
+def _validation_split(pairs, margin, show_progress) -> list[ValidationCase]:
+    from tqdm import tqdm
+
+    cases = []
+    for pair in tqdm(pairs, desc="prepare val", disable=not show_progress, leave=False):
+        image, inside = load_pair(pair)
+        cases.append(validation_case(image, inside, margin, pair.case))
     return cases
 
 
@@ -481,7 +223,7 @@ def train(
         }, indent=2) + "\n")
     # the test split is written down and never read
     train_cases = _prepare_split(split["train"], settings.spacing_mm, dims, settings.crop_margin_mm, "prepare train", show_progress)
-    val_cases = _prepare_split(split["val"], settings.spacing_mm, dims, settings.crop_margin_mm, "prepare val", show_progress)
+    val_cases = _validation_split(split["val"], settings.crop_margin_mm, show_progress)
 
     if init_config is not None:
         mean, std = init_config.mean, init_config.std
@@ -595,7 +337,7 @@ def train(
             _refresh_batch_norm(averaged.module, sampler, batch_size, augment, settings, config, torch_device, epoch)
             save_checkpoint(out_dir / "average", averaged.module, config)
             evaluated = averaged.module
-        metrics = validate(evaluated, config, val_cases, torch_device)
+        metrics = validate(LoadedModel(evaluated, config, settings.name, torch_device, "training"), val_cases)
         row = [epoch, float(np.mean(losses)), metrics["dice"], metrics["iou"], metrics["auc"], metrics["accuracy"],
                current_lr, time.monotonic() - epoch_start, float(np.median(grad_norms))]
         with open(metrics_path, "a", newline="") as fh:

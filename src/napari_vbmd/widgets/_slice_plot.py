@@ -22,7 +22,7 @@ class SlicePlot(FigureCanvasQTAgg):
         self.areas: list[float] = []
         self.densities: list[float] = []
         self._backgrounds = None
-        self.setMinimumHeight(220)
+        self.setMinimumHeight(165)
         self.mpl_connect("button_press_event", self._clicked)
         self.mpl_connect("draw_event", self._capture_background)
 
@@ -46,6 +46,15 @@ class SlicePlot(FigureCanvasQTAgg):
             axes.autoscale_view()
         self.draw_idle()
 
+    def clear(self) -> None:
+        """No case: empty axes."""
+        self.slices, self.areas, self.densities = [], [], []
+        for axes in (self.area_axes, self.density_axes):
+            for artist in list(axes.lines) + list(axes.collections):
+                artist.remove()
+        self._markers = []
+        self.draw_idle()
+
     def _capture_background(self, event=None) -> None:
         self._backgrounds = [self.copy_from_bbox(axes.bbox) for axes in (self.area_axes, self.density_axes)]
         self._blit_markers()
@@ -56,7 +65,9 @@ class SlicePlot(FigureCanvasQTAgg):
         for axes, background, marker in zip((self.area_axes, self.density_axes), self._backgrounds, self._markers):
             self.restore_region(background)
             axes.draw_artist(marker)
-            self.blit(axes.bbox)
+        # one repaint from the updated buffer, when Qt next paints (a synchronous repaint per axes,
+        # as FigureCanvas.blit does, cost the slider a repaint of the dock on every slice)
+        self.update()
 
     def set_current(self, z: int) -> None:
         """Move the current-slice line (cheap: only the line is redrawn)."""

@@ -1,24 +1,28 @@
-"""Rating studies in napari: the blinded rating dock widget and the owner's analysis widget.
+"""The blinded rating dock widget: a rater goes through a study case by case.
 
-The rating widget shows nothing but the scan and two outlines named "Contour 1" and "Contour 2";
-layers are built from arrays (no file names, no metadata), their colours, names and drawing order
-come from ``napari_vbmd.rating.session`` which never reads the owner's mapping. The analysis lives
-in a separate widget for the study's owner.
+The viewer shows nothing but the scan and two outlines named "Contour 1" and "Contour 2"; layers
+are built from arrays (no file names, no metadata), their colours, names and drawing order come
+from ``napari_vbmd.rating.session``, which never reads the owner's mapping. Every case opens
+framed on the contours (their bounding box over all slices, with a margin: the same rule for
+every case), and Q / W show one contour alone. The widget refuses to start while the owner's key
+to the sources sits in the study folder. The owner's analysis is a separate widget
+(``rating_analysis``).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from magicgui import widgets as mw
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QFontDatabase, QKeySequence
+from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (
+    QButtonGroup,
     QComboBox,
-    QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QShortcut,
@@ -28,19 +32,40 @@ from qtpy.QtWidgets import (
 
 from ..errors import VbmdError
 from ..rating.session import CHOICES, RatingSession
-from ..rating.study import load_study
+from ..rating.study import MAPPING_FILE, load_study
+from . import _keys
+from ._worker import WorkRunner, notify_error
 
 CHOICE_KEYS = {"contour_1": ("1",), "contour_2": ("2",), "equal": ("0", "=")}
 CONFIDENCE_ITEMS = ["not given", "1 - unsure", "2", "3", "4", "5 - sure"]
+FRAME_MARGIN = 0.25  # of the contours' extent, on every side
+FRAME_MIN_MM = 4.0  # a framed view is never narrower than this
 
 
-def _notify_error(message: str) -> None:
-    try:
-        from napari.utils.notifications import show_error
+def owner_files_in(folder: str | Path) -> list[Path]:
+    """Files in a study folder that unblind a rater: the owner's mapping and analysis outputs."""
+    folder = Path(folder)
+    found = [folder / MAPPING_FILE] if (folder / MAPPING_FILE).is_file() else []
+    analysis = folder / Path(MAPPING_FILE).parent / "analysis"
+    if analysis.is_dir():
+        found += sorted(p for p in analysis.rglob("*") if p.is_file())
+    return found
 
-        show_error(message)
-    except Exception:  # noqa: BLE001 - a notification is a courtesy, the status label says it too
-        pass
+
+def contour_frame(scan, masks) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(centre, size) in mm (y, x) of the contours' bounding box over all slices, with the margin."""
+    union = np.zeros(scan.shape[1:], bool)
+    for mask in masks:
+        union |= np.asarray(mask).any(axis=0)
+    if not union.any():
+        union[:] = True
+    ys, xs = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+    centre, size = [], []
+    for axis, (lo, hi) in enumerate(((ys[0], ys[-1] + 1), (xs[0], xs[-1] + 1))):
+        spacing, origin = scan.spacing[axis + 1], scan.origin[axis + 1]
+        centre.append(origin + spacing * ((lo + hi) / 2 - 0.5))
+        size.append(max((hi - lo) * spacing * (1 + 2 * FRAME_MARGIN), FRAME_MIN_MM))
+    return (centre[0], centre[1]), (size[0], size[1])
 
 
 class RatingWidget(QWidget):
@@ -51,27 +76,19 @@ class RatingWidget(QWidget):
         self.viewer = napari_viewer
         self.session: RatingSession | None = None
         self._layers: list = []
-        self._worker = None
+        self._frame = None
+        self.alone: int | None = None  # which contour is shown alone (0 / 1), None: both
         self.loading = False  # a case is being read; no answer is taken meanwhile
 
         layout = QVBoxLayout(self)
-        setup = QGroupBox("Study")
-        form = QFormLayout(setup)
-        folder_row = QHBoxLayout()
-        self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("study folder")
-        self.browse_button = QPushButton("Browse...")
-        self.browse_button.clicked.connect(self._browse)
-        folder_row.addWidget(self.folder_edit)
-        folder_row.addWidget(self.browse_button)
-        form.addRow("Folder", folder_row)
-        self.rater_edit = QLineEdit()
-        self.rater_edit.setPlaceholderText("your name")
-        form.addRow("Rater", self.rater_edit)
+        self.folder = mw.FileEdit(label="Study folder", mode="d")
+        self.rater = mw.LineEdit(label="Rater")
+        self.rater.native.setPlaceholderText("your name")
+        self.form = mw.Container(widgets=[self.folder, self.rater])
+        layout.addWidget(self.form.native)
         self.start_button = QPushButton("Start / resume rating")
         self.start_button.clicked.connect(self.start)
-        form.addRow(self.start_button)
-        layout.addWidget(setup)
+        layout.addWidget(self.start_button)
 
         self.progress_label = QLabel("No study open.")
         self.progress_bar = QProgressBar()
@@ -89,6 +106,22 @@ class RatingWidget(QWidget):
             button.clicked.connect(lambda _=False, c=choice: self.choose(c))
             self.choice_buttons[choice] = button
             layout.addWidget(button)
+
+        show = QHBoxLayout()
+        show.addWidget(QLabel("Show:"))
+        self.show_buttons = QButtonGroup(self)
+        for index, text in enumerate(("both", "Contour 1 [Q]", "Contour 2 [W]")):
+            button = QPushButton(text)
+            button.setCheckable(True)
+            button.setChecked(index == 0)
+            button.clicked.connect(lambda _=False, i=index: self._set_alone(None if i == 0 else i - 1))
+            self.show_buttons.addButton(button, index)
+            show.addWidget(button)
+        self.frame_button = QPushButton("Frame")
+        self.frame_button.setToolTip("frame the view on the contours again")
+        self.frame_button.clicked.connect(lambda: self.frame())
+        show.addWidget(self.frame_button)
+        layout.addLayout(show)
 
         extra = QFormLayout()
         self.confidence_combo = QComboBox()
@@ -109,8 +142,10 @@ class RatingWidget(QWidget):
         layout.addLayout(nav)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        self.status_label.setMinimumWidth(10)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
+        self.loader = WorkRunner(self)
 
         self._shortcuts = []
         for choice, keys in CHOICE_KEYS.items():
@@ -118,32 +153,33 @@ class RatingWidget(QWidget):
                 shortcut = QShortcut(QKeySequence(key), self)
                 # Application-wide so the keys work while the canvas has focus; text boxes still
                 # take typed digits (they claim the key first through ShortcutOverride).
-                shortcut.setContext(Qt.ApplicationShortcut)
+                shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
                 shortcut.activated.connect(lambda c=choice: self._shortcut_choice(c))
                 self._shortcuts.append(shortcut)
+        _keys.register(self, "rating")
         self._refresh()
 
     # -- starting -------------------------------------------------------------------------------
-    def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open rating study")
-        if folder:
-            self.folder_edit.setText(folder)
-
     def start(self) -> None:
+        folder = self.folder.line_edit.value.strip()
         try:
-            study = load_study(self.folder_edit.text().strip())
-            self.session = RatingSession(study, self.rater_edit.text())
+            if not folder:
+                raise VbmdError("choose the study folder")
+            leaks = owner_files_in(folder)
+            if leaks:
+                raise VbmdError(
+                    f"this study folder holds the owner's key to the sources ({leaks[0].relative_to(folder)}): "
+                    "rating would not be blind. Ask the study's owner to move it out of the folder, then start again")
+            study = load_study(folder)
+            self.session = RatingSession(study, self.rater.value)
         except VbmdError as exc:
             self._error(str(exc))
             return
-        self.folder_edit.setEnabled(False)
-        self.rater_edit.setEnabled(False)
-        self.browse_button.setEnabled(False)
+        for w in (self.folder, self.rater):
+            w.enabled = False
         self.start_button.setEnabled(False)
         done = self.session.n_answered
-        self.status_label.setText(
-            f"Welcome back: {done} case(s) already rated." if done else "Ready."
-        )
+        self.status_label.setText(f"Welcome back: {done} case(s) already rated." if done else "Ready.")
         self._show_current()
 
     # -- showing a case -------------------------------------------------------------------------
@@ -155,7 +191,7 @@ class RatingWidget(QWidget):
 
     @staticmethod
     def _prepare_case(session: RatingSession):
-        """Off the GUI thread: read and check the files, density, display range, the slice to open on."""
+        """Off the GUI thread: read and check the files, density, display range, slice and frame."""
         display = session.load_case()
         scan = display.scan
         try:
@@ -166,7 +202,8 @@ class RatingWidget(QWidget):
         lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.9]))
         contoured = np.flatnonzero(np.any([mask.any(axis=(1, 2)) for _, mask in display.contours], axis=0))
         middle = (contoured[0] + contoured[-1]) // 2 if contoured.size else scan.shape[0] // 2
-        return display, data, (lo, hi if hi > lo else lo + 1), int(middle)
+        frame = contour_frame(scan, [mask for _, mask in display.contours])
+        return display, data, (lo, hi if hi > lo else lo + 1), int(middle), frame
 
     def _show_current(self) -> None:
         """Load the current case in a worker thread; answers are refused until it is on screen."""
@@ -175,25 +212,20 @@ class RatingWidget(QWidget):
         if session is None or session.case_id is None:
             self._refresh()
             return
-        from napari.qt.threading import create_worker
-
         self.loading = True
         self._refresh()
-        worker = create_worker(self._prepare_case, session, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(self._display_case)
-        worker.errored.connect(self._load_failed)
-        self._worker = worker
-        worker.start()
+        self.loader.start(lambda progress, cancel: self._prepare_case(session), description="Reading the case",
+                          on_result=self._display_case, on_error=self._load_failed)
 
     def _load_failed(self, exc) -> None:
         self.loading = False
-        self._error(str(exc) if isinstance(exc, VbmdError) else f"cannot show this case: {exc}")
+        self.status_label.setText(str(exc) if isinstance(exc, VbmdError) else f"cannot show this case: {exc}")
         self._refresh()
 
     def _display_case(self, prepared) -> None:
         from napari.utils.colormaps import DirectLabelColormap
 
-        display, data, contrast, middle = prepared
+        display, data, contrast, middle, frame = prepared
         session = self.session
         scan = display.scan
         geometry = {"scale": tuple(scan.spacing), "translate": tuple(scan.origin)}
@@ -207,8 +239,10 @@ class RatingWidget(QWidget):
             self._layers.append(layer)
         self.viewer.layers.selection.active = self._layers[0]
         self.viewer.dims.ndisplay = 2
-        self.viewer.reset_view()
         self.viewer.dims.set_point(0, scan.origin[0] + middle * scan.spacing[0])
+        self._frame = frame
+        self.frame()
+        self._set_alone(None)
         answer = session.current_answer()
         self.confidence_combo.setCurrentIndex(answer["confidence"] if answer and answer["confidence"] else 0)
         self.comment_edit.setText(answer["comment"] if answer else "")
@@ -216,10 +250,37 @@ class RatingWidget(QWidget):
         self.loading = False
         self._refresh()
 
+    def frame(self) -> None:
+        """Centre the view on the contours and zoom so that their bounding box (plus margin) fills it."""
+        if self._frame is None or not self._layers:
+            return
+        (cy, cx), (height, width) = self._frame
+        camera = self.viewer.scene.camera
+        canvas_h, canvas_w = self.viewer.canvas.size
+        camera.center = (camera.center[0], cy, cx)
+        camera.zoom = min(canvas_h / height, canvas_w / width)
+
+    def _contour_layers(self):
+        by_name = {layer.name: layer for layer in self._layers[1:]}
+        return [by_name.get(name) for name in ("Contour 1", "Contour 2")]
+
+    def show_alone(self, index: int) -> None:
+        """Show Contour ``index + 1`` alone; asked again, show both (the keys Q and W)."""
+        if self.session is None or self.loading or not self._layers:
+            return
+        self._set_alone(None if self.alone == index else index)
+
+    def _set_alone(self, index: int | None) -> None:
+        self.alone = index
+        for i, layer in enumerate(self._contour_layers()):
+            if layer is not None:
+                layer.visible = index is None or index == i
+        self.show_buttons.button(0 if index is None else index + 1).setChecked(True)
+
     def _refresh(self) -> None:
         session = self.session
         active = session is not None and session.case_id is not None and not self.loading
-        for choice, button in self.choice_buttons.items():
+        for button in (*self.choice_buttons.values(), *self.show_buttons.buttons(), self.frame_button):
             button.setEnabled(active)
         for w in (self.confidence_combo, self.comment_edit):
             w.setEnabled(active)
@@ -246,7 +307,9 @@ class RatingWidget(QWidget):
             self.progress_label.setText("No study open.")
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
+            self.progress_bar.setFormat("")
             return
+        self.progress_bar.setFormat("%v of %m rated")
         self.progress_bar.setRange(0, session.n_cases)
         self.progress_bar.setValue(session.n_answered)
         if session.case_id is None:
@@ -254,9 +317,7 @@ class RatingWidget(QWidget):
         elif self.loading:
             self.progress_label.setText(f"Case {session.index + 1} of {session.n_cases}: loading ...")
         else:
-            self.progress_label.setText(
-                f"Case {session.index + 1} of {session.n_cases} ({session.n_answered} rated)"
-            )
+            self.progress_label.setText(f"Case {session.index + 1} of {session.n_cases} ({session.n_answered} rated)")
 
     # -- answering ------------------------------------------------------------------------------
     def _confidence(self) -> int | None:
@@ -318,80 +379,5 @@ class RatingWidget(QWidget):
         self._show_current()
 
     def _error(self, message: str) -> None:
-        self.status_label.setText(message)
-        _notify_error(message)
-
-
-class StudyAnalysisWidget(QWidget):
-    """For the study's owner: unblind and analyse the answers (never part of the rating view)."""
-
-    def __init__(self, napari_viewer=None, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.summary: dict | None = None
-        layout = QVBoxLayout(self)
-        form = QFormLayout()
-        row = QHBoxLayout()
-        self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("study folder")
-        browse = QPushButton("Browse...")
-        browse.clicked.connect(self._browse)
-        row.addWidget(self.folder_edit)
-        row.addWidget(browse)
-        form.addRow("Study", row)
-        self.mapping_edit = QLineEdit()
-        self.mapping_edit.setPlaceholderText("default: STUDY/owner/mapping.json")
-        form.addRow("Mapping", self.mapping_edit)
-        layout.addLayout(form)
-        self.analyze_button = QPushButton("Analyze")
-        self.analyze_button.clicked.connect(self.analyze)
-        layout.addWidget(self.analyze_button)
-        self.output = QPlainTextEdit()
-        self.output.setReadOnly(True)
-        self.output.setLineWrapMode(QPlainTextEdit.NoWrap)
-        self.output.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
-        self.output.setMinimumHeight(220)
-        layout.addWidget(self.output)
-        self.plot_label = QLabel()
-        self.plot_label.setAlignment(Qt.AlignCenter)
-        layout.addWidget(self.plot_label)
-
-    def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open rating study")
-        if folder:
-            self.folder_edit.setText(folder)
-
-    def analyze(self) -> None:
-        import io
-
-        from ..cli._output import print_table
-        from ..cli.study import _fmt_prop
-        from ..rating.analysis import analyze_study
-
-        try:
-            summary = analyze_study(self.folder_edit.text().strip(), mapping_path=self.mapping_edit.text().strip() or None)
-        except VbmdError as exc:
-            self.output.setPlainText(str(exc))
-            _notify_error(str(exc))
-            return
-        self.summary = summary
-        rows = [("cases rated", f"{summary['n_rated']} of {summary['n_cases']} by {summary['n_raters']} rater(s)")]
-        groups = [(f"rater {n}", d) for n, d in summary["per_rater"].items()] + [("pooled", summary["pooled"])]
-        for label, data in groups:
-            rows.append((f"{label}: decided / ties", f"{data['n_decided']} / {data['ties']}"))
-            for source, stats in data["sources"].items():
-                rows.append((f"{label}: {source}", _fmt_prop(stats)))
-            for stats in data["bias"].values():
-                rows.append((f"{label}: chose {stats['chose']}", _fmt_prop(stats)))
-        agreement = summary["agreement"]
-        if agreement and agreement.get("kappa") is not None:
-            rows.append((f"{agreement['method']} kappa", f"{agreement['kappa']:.3f} ({agreement['n_common_cases']} cases)"))
-        rows.extend(summary["outputs"].items())
-        buffer = io.StringIO()
-        print_table(rows, file=buffer)
-        self.output.setPlainText(buffer.getvalue())
-        from qtpy.QtGui import QPixmap
-
-        pixmap = QPixmap(summary["outputs"]["plot"])
-        if not pixmap.isNull():
-            self.plot_label.setPixmap(pixmap.scaledToWidth(min(480, pixmap.width()), Qt.SmoothTransformation))
+        self.status_label.setText(message[:1].upper() + message[1:])
+        notify_error(message)

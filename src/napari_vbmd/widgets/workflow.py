@@ -1,87 +1,49 @@
-"""The "Segment & measure" dock widget: one-click segmentation and vBMD, slice review, correction
-and export. A thin front end: the work is done by segmentation.pipeline, measure, review,
-correction and export; long work runs in a napari worker thread with a progress bar and Cancel.
+"""The "Segment & measure" dock widget: one case from scan to export, in four steps (tabs): Run,
+Review, Correct, Export.
+
+A thin front end over ``napari_vbmd.session.CaseSession``: the widget collects inputs, runs the
+engine in a worker (``_worker.WorkRunner``) and puts the result on screen; each step is a small
+section module (workflow_run, _review, _correct, _export); ``_mask_follower`` follows the mask
+layer through napari's public events and tells the session what happened to it. It follows layer
+removal: when the case's layers go, the case is closed. No private napari attribute is used.
 """
 from __future__ import annotations
 
-import functools
-import getpass
-import logging
 import os
-import threading
-import time
-from pathlib import Path
 
 import numpy as np
-from napari.qt.threading import create_worker
-from napari.utils import progress as napari_progress
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import (
-    QApplication,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QPushButton,
-    QScrollArea,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from napari.utils.notifications import show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
-from .. import correction
-from ..correction import MaskVersions, changed_voxels
-from ..errors import CancelledError, VbmdError
-from ..export import ExportExistsError, export_case, save_training_pair
-from ..layers import METADATA_KEY, layer_to_scan, native_if_lossless
-from ..measure import measure_vbmd
-from ..review import ReviewStore, flag_slices, next_slice, review_path
-from ..scan import Scan
-from ..segmentation.postprocess import MAX_BOUNDARY_BAND_MM
+from ..correction import changed_voxels
+from ..errors import VbmdError
+from ..layers import METADATA_KEY, MODEL_MASK_COLOUR, layer_to_scan, mask_colours, native_if_lossless
+from ..review import next_slice
+from ..session import CaseSession, ModelCache, case_name, plural, run_case
+from . import _keys
+from ._mask_follower import MaskFollower
+from ._worker import WorkRunner, confirm, reports_errors
+from .workflow_correct import CorrectSection
+from .workflow_export import ExportSection
+from .workflow_review import ReviewSection
+from .workflow_run import RunSection
 
-log = logging.getLogger(__name__)
-
-MODEL_CHOICES = ("default", "unet2d", "unet3d", "classical", "checkpoint file")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-HAND_CHOICES = ("from header", "left", "right")
-RANGE_CHOICES = ("whole scan", "slice range", "standard VOI")
-RECOMPUTE_DELAY_MS = 400
-
-
-def _reports_errors(method):
-    """Slots show problems as napari notifications, never as a traceback dialog."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except VbmdError as exc:
-            show_error(str(exc))
-        except Exception as exc:  # a bug: say so in one line, keep the details in the log
-            log.exception("napari-vbmd: %s failed", method.__name__)
-            show_error(f"{method.__name__.strip('_')} failed: {type(exc).__name__}: {exc}")
-        return None
-
-    return wrapper
-
-
-class _ProgressRelay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued signal)."""
-
-    changed = Signal(int, int, str)
+TABS = ("1 Run", "2 Review", "3 Correct", "4 Export")
+SECTION_TABS = {"segment": 0, "run": 0, "results": 1, "review": 1, "correct": 2, "export": 3}
 
 
 def default_threads() -> int:
     """Torch threads for inference: all cores but one, which stays with the GUI."""
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _scrolling(widget: QWidget) -> QScrollArea:
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(widget)
+    return area
 
 
 class SegmentMeasureWidget(QWidget):
@@ -90,581 +52,126 @@ class SegmentMeasureWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._models: dict = {}
-        self._models_lock = threading.Lock()
-        self._worker = None
-        self._measure_worker = None
-        self._measure_pending = False
-        self._cancel_event = threading.Event()
-        self._progress_bar = None
-        self._relay = _ProgressRelay()
-        self._relay.changed.connect(self._on_progress)
+        self.session = CaseSession()
+        self.models = ModelCache()
         self.threads = default_threads()
-
-        self.scan: Scan | None = None
         self.scan_layer = None
-        self.labels_layer = None
-        self.segmentation = None
-        self.result = None
-        self.d100_model: float | None = None
-        self.versions: MaskVersions | None = None
-        self.flags = []
-        self.review: ReviewStore | None = None
-        self.seconds: float | None = None
-        self._measured: np.ndarray | None = None
-        self._recorded: np.ndarray | None = None
-        self._crop = None  # (box, probability crop, density crop, threshold, spacing) for the review flags
-        self._paint_count = 0
-        self._measured_signature = None
+        self._run_layer = None  # the scan layer of the run in progress
 
-        self._recompute_timer = QTimer(self)
-        self._recompute_timer.setSingleShot(True)
-        self._recompute_timer.setInterval(RECOMPUTE_DELAY_MS)
-        self._recompute_timer.timeout.connect(self._recompute)
-
-        self._build()
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._on_layer_removed)
-        self.viewer.dims.events.point.connect(self._on_slice_changed)
-        self._refresh_layers()
-        self._enable_case_tools(False)
-
-    # ------------------------------------------------------------------------------------------
-    # layout
-    # ------------------------------------------------------------------------------------------
-    def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self._scroll = scroll
-        self.sections: dict[str, QGroupBox] = {}
-        outer.addWidget(scroll)
-        body = QWidget()
-        scroll.setWidget(body)
-        layout = QVBoxLayout(body)
-
-        # -- segment ---------------------------------------------------------------------------
-        box = QGroupBox("Segment && measure")
-        self.sections["segment"] = box
-        form = QFormLayout(box)
-        self._segment_form = form
-        self.scan_combo = QComboBox()
-        form.addRow("Scan", self.scan_combo)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems(MODEL_CHOICES)
-        self.model_combo.currentTextChanged.connect(self._on_model_changed)
-        form.addRow("Model", self.model_combo)
-        row = QHBoxLayout()
-        self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("NAME.json or folder")
-        self.checkpoint_button = QPushButton("…")
-        self.checkpoint_button.setMaximumWidth(30)
-        self.checkpoint_button.clicked.connect(lambda: self._browse_checkpoint())
-        row.addWidget(self.checkpoint_edit)
-        row.addWidget(self.checkpoint_button)
-        self.checkpoint_row = QWidget()
-        self.checkpoint_row.setLayout(row)
-        row.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Checkpoint", self.checkpoint_row)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICE_CHOICES)
-        form.addRow("Device", self.device_combo)
-        self.hand_combo = QComboBox()
-        self.hand_combo.addItems(HAND_CHOICES)
-        form.addRow("Hand", self.hand_combo)
-        self.band_spin = QDoubleSpinBox()
-        self.band_spin.setDecimals(2)
-        self.band_spin.setSingleStep(0.05)
-        self.band_spin.setRange(-0.05, MAX_BOUNDARY_BAND_MM)
-        self.band_spin.setSpecialValueText("the model's")  # shown at the minimum: use the checkpoint's band
-        self.band_spin.setValue(self.band_spin.minimum())
-        self.band_spin.setSuffix(" mm")
-        self.band_spin.setToolTip("move the network's boundary within this band onto the scan's half-maximum edge; "
-                                  "0 keeps the network's own boundary (the classical method snaps its own)")
-        form.addRow("Boundary band", self.band_spin)
-        self.range_combo = QComboBox()
-        self.range_combo.addItems(RANGE_CHOICES)
-        self.range_combo.currentTextChanged.connect(self._on_range_changed)
-        form.addRow("Region", self.range_combo)
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        self.first_spin, self.last_spin = QSpinBox(), QSpinBox()
-        for spin in (self.first_spin, self.last_spin):
-            spin.setRange(0, 100000)
-        self.range_from_view = QPushButton("current →")
-        self.range_from_view.setToolTip("first slice = the slice shown now; then move and press again for the last")
-        self.range_from_view.clicked.connect(lambda: self._range_from_view())
-        row.addWidget(self.first_spin)
-        row.addWidget(QLabel("to"))
-        row.addWidget(self.last_spin)
-        row.addWidget(self.range_from_view)
-        self.range_row = QWidget()
-        self.range_row.setLayout(row)
-        form.addRow("Slices", self.range_row)
-        self.voi_spin = QDoubleSpinBox()
-        self.voi_spin.setRange(0.5, 200.0)
-        self.voi_spin.setValue(10.0)
-        self.voi_spin.setSuffix(" mm")
-        form.addRow("VOI length", self.voi_spin)
-        row = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(lambda: self.cancel())
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        form.addRow(row)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
         self.status_label = QLabel("Choose a scan and press Run.")
         self.status_label.setWordWrap(True)
         self.status_label.setMinimumWidth(10)
-        form.addRow(self.status_label)
-        layout.addWidget(box)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("")
+        self.progress_bar.setVisible(False)  # shown while a run works
+        self.summary_label = QLabel("No case yet.")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setMinimumWidth(10)
+        for w in (self.status_label, self.progress_bar, self.summary_label):
+            layout.addWidget(w)
+        self.run_tab = RunSection(self._image_layers, self.current_slice)
+        self.review_tab = ReviewSection(self)
+        self.correct_tab = CorrectSection(self)
+        self.export_tab = ExportSection(self)
+        self.tabs = QTabWidget()
+        self.tabs.setUsesScrollButtons(False)
+        for title, section in zip(TABS, (self.run_tab, self.review_tab, self.correct_tab, self.export_tab)):
+            self.tabs.addTab(_scrolling(section), title)
+        layout.addWidget(self.tabs, 1)
 
-        # -- results ---------------------------------------------------------------------------
-        box = QGroupBox("Results")
-        self.sections["results"] = box
-        results = QVBoxLayout(box)
-        self.results_label = QLabel("—")
-        self.results_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        results.addWidget(self.results_label)
-        self.correction_label = QLabel("")
-        self.correction_label.setWordWrap(True)
-        results.addWidget(self.correction_label)
-        self.copy_button = QPushButton("Copy to clipboard")
-        self.copy_button.clicked.connect(lambda: self.copy_results())
-        results.addWidget(self.copy_button)
-        from ._slice_plot import SlicePlot
+        self.runner = WorkRunner(self, bar=self.progress_bar, label=self.status_label,
+                                 cancel_button=self.run_tab.cancel_button.native, activity=True)
+        self.mask = MaskFollower(self, on_edited=self._show_trail, on_measured=self._on_measured,
+                                 on_measure_error=lambda exc: self.review_tab.results_label.setText(f"<i>{exc}</i>"))
+        self.run_tab.run_button.changed.connect(lambda *_: self.run())
 
-        self.plot = SlicePlot(on_click=self.go_to_slice)
-        results.addWidget(self.plot)
-        layout.addWidget(box)
+        events = self.viewer.layers.events
+        events.inserted.connect(self._on_layer_inserted)
+        events.removed.connect(self._on_layer_removed)
+        events.reordered.connect(lambda *_: self.run_tab.refresh_scans())
+        self.viewer.dims.events.point.connect(self._on_slice_changed)
+        _keys.register(self, "workflow")
+        self.run_tab.refresh_scans()
+        self._enable_case_tools(False)
 
-        # -- review ----------------------------------------------------------------------------
-        box = QGroupBox("Review")
-        self.sections["review"] = box
-        grid = QGridLayout(box)
-        self.prev_button = QPushButton("◀ slice")
-        self.next_button = QPushButton("slice ▶")
-        self.prev_flag_button = QPushButton("◀ flagged")
-        self.next_flag_button = QPushButton("flagged ▶")
-        self.prev_button.clicked.connect(lambda: self.step_slice(-1))
-        self.next_button.clicked.connect(lambda: self.step_slice(1))
-        self.prev_flag_button.clicked.connect(lambda: self.next_flagged(backwards=True))
-        self.next_flag_button.clicked.connect(lambda: self.next_flagged())
-        for i, button in enumerate((self.prev_button, self.next_button, self.prev_flag_button, self.next_flag_button)):
-            grid.addWidget(button, i // 2, i % 2)
-        self.contour_check = QCheckBox("contour only (Shift+C); Shift+N / Shift+P: next / previous flagged")
-        self.contour_check.toggled.connect(self.set_contour)
-        grid.addWidget(self.contour_check, 2, 0, 1, 2)
-        self.slice_label = QLabel("")
-        self.slice_label.setWordWrap(True)
-        grid.addWidget(self.slice_label, 3, 0, 1, 2)
-        self.reviewer_edit = QLineEdit(_user())
-        self.reviewer_edit.setPlaceholderText("reviewer")
-        self.comment_edit = QLineEdit()
-        self.comment_edit.setPlaceholderText("comment (optional)")
-        grid.addWidget(self.reviewer_edit, 4, 0, 1, 1)
-        grid.addWidget(self.comment_edit, 4, 1, 1, 1)
-        self.slice_ok_button = QPushButton("slice ✓ reviewed")
-        self.slice_flag_button = QPushButton("slice ⚑ flag")
-        self.case_ok_button = QPushButton("case ✓ reviewed")
-        self.case_flag_button = QPushButton("case ⚑ flag")
-        self.slice_ok_button.clicked.connect(lambda: self.mark_slice("reviewed"))
-        self.slice_flag_button.clicked.connect(lambda: self.mark_slice("flagged"))
-        self.case_ok_button.clicked.connect(lambda: self.mark_case("reviewed"))
-        self.case_flag_button.clicked.connect(lambda: self.mark_case("flagged"))
-        for i, button in enumerate((self.slice_ok_button, self.slice_flag_button, self.case_ok_button,
-                                    self.case_flag_button)):
-            grid.addWidget(button, 5 + i // 2, i % 2)
-        self.review_label = QLabel("")
-        self.review_label.setWordWrap(True)
-        grid.addWidget(self.review_label, 7, 0, 1, 2)
-        layout.addWidget(box)
+    # -- names the tests, scripts and benchmarks use ------------------------------------------------
+    run_button = property(lambda self: self.run_tab.run_button.native)
+    cancel_button = property(lambda self: self.run_tab.cancel_button.native)
+    plot = property(lambda self: self.review_tab.plot)
+    result = property(lambda self: self.session.result)
+    flags = property(lambda self: self.session.flags)
+    segmentation = property(lambda self: self.session.segmentation)
+    review = property(lambda self: self.session.review)
+    busy = property(lambda self: self.runner.busy)
 
-        # -- correct ---------------------------------------------------------------------------
-        box = QGroupBox("Correct")
-        self.sections["correct"] = box
-        grid = QGridLayout(box)
-        hint = QLabel("napari's paint, erase and fill tools work on the mask too; Ctrl+Z undoes any edit.")
-        hint.setWordWrap(True)
-        grid.addWidget(hint, 3, 0, 1, 2)
-        self.fill_slice_button = QPushButton("Fill holes (slice)")
-        self.fill_volume_button = QPushButton("Fill holes (all)")
-        self.islands_button = QPushButton("Remove islands")
-        self.smooth_button = QPushButton("Smooth contour")
-        self.copy_next_button = QPushButton("Copy slice → next")
-        self.interpolate_button = QPushButton("Interpolate from slice")
-        self.interpolate_spin = QSpinBox()
-        self.interpolate_spin.setRange(0, 100000)
-        self.fill_slice_button.clicked.connect(lambda: self.correct("fill holes (slice)"))
-        self.fill_volume_button.clicked.connect(lambda: self.correct("fill holes (all)"))
-        self.islands_button.clicked.connect(lambda: self.correct("remove islands"))
-        self.smooth_button.clicked.connect(lambda: self.correct("smooth contour"))
-        self.copy_next_button.clicked.connect(lambda: self.correct("copy slice to next"))
-        self.interpolate_button.clicked.connect(lambda: self.correct("interpolate"))
-        grid.addWidget(self.fill_slice_button, 0, 0)
-        grid.addWidget(self.fill_volume_button, 0, 1)
-        grid.addWidget(self.islands_button, 1, 0)
-        grid.addWidget(self.smooth_button, 1, 1)
-        grid.addWidget(self.copy_next_button, 2, 0)
-        row = QHBoxLayout()
-        row.addWidget(self.interpolate_button)
-        row.addWidget(self.interpolate_spin)
-        grid.addLayout(row, 2, 1)
-        layout.addWidget(box)
-
-        # -- export ----------------------------------------------------------------------------
-        box = QGroupBox("Export")
-        self.sections["export"] = box
-        form = QFormLayout(box)
-        row = QHBoxLayout()
-        self.export_dir_edit = QLineEdit()
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(lambda: self._browse_dir(self.export_dir_edit))
-        row.addWidget(self.export_dir_edit)
-        row.addWidget(browse)
-        form.addRow("Folder", row)
-        self.case_edit = QLineEdit()
-        form.addRow("Case", self.case_edit)
-        row = QHBoxLayout()
-        self.aim_check = QCheckBox("AIM")
-        self.aim_check.setChecked(True)
-        self.nifti_check = QCheckBox("NIfTI")
-        self.tiff_check = QCheckBox("TIFF")
-        for check in (self.aim_check, self.nifti_check, self.tiff_check):
-            row.addWidget(check)
-        form.addRow("Mask as", row)
-        self.export_button = QPushButton("Export mask + report")
-        self.export_button.clicked.connect(lambda: self.export())
-        form.addRow(self.export_button)
-        row = QHBoxLayout()
-        self.train_dir_edit = QLineEdit()
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(lambda: self._browse_dir(self.train_dir_edit))
-        row.addWidget(self.train_dir_edit)
-        row.addWidget(browse)
-        form.addRow("Training folder", row)
-        self.train_button = QPushButton("Save as training pair")
-        self.train_button.clicked.connect(lambda: self.save_training_pair())
-        form.addRow(self.train_button)
-        layout.addWidget(box)
-        layout.addStretch(1)
-
-        self._on_model_changed(self.model_combo.currentText())
-        self._on_range_changed(self.range_combo.currentText())
+    labels_layer = property(lambda self: self.mask.layer)
+    measuring = property(lambda self: self.mask.busy)
 
     def show_section(self, name: str) -> None:
-        """Scroll the panel so that a section (segment, results, review, correct, export) is in view."""
-        self._scroll.ensureWidgetVisible(self.sections[name], 0, 0)
+        """Show a step: run (or segment), review (or results), correct, export."""
+        self.tabs.setCurrentIndex(SECTION_TABS[name])
 
     def _enable_case_tools(self, enabled: bool) -> None:
-        for widget in (self.prev_button, self.next_button, self.prev_flag_button, self.next_flag_button,
-                       self.contour_check, self.slice_ok_button, self.slice_flag_button, self.case_ok_button,
-                       self.case_flag_button, self.fill_slice_button, self.fill_volume_button, self.islands_button,
-                       self.smooth_button, self.copy_next_button, self.interpolate_button, self.export_button,
-                       self.train_button, self.copy_button):
+        for widget in (*self.review_tab.case_tools, *self.correct_tab.case_tools, *self.export_tab.case_tools):
             widget.setEnabled(enabled)
 
-    # ------------------------------------------------------------------------------------------
-    # small slots
-    # ------------------------------------------------------------------------------------------
+    # -- layers ------------------------------------------------------------------------------------
     def _image_layers(self):
         from napari.layers import Image
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
 
-    def _refresh_layers(self, event=None) -> None:
-        current = self.scan_combo.currentText()
-        names = [layer.name for layer in self._image_layers()]
-        self.scan_combo.blockSignals(True)
-        self.scan_combo.clear()
-        self.scan_combo.addItems(names)
-        if current in names:
-            self.scan_combo.setCurrentText(current)
-        self.scan_combo.blockSignals(False)
+    def _on_layer_inserted(self, event=None) -> None:
+        self.run_tab.refresh_scans()
+        layer = getattr(event, "value", None)
+        from napari.layers import Image
+
+        if isinstance(layer, Image) and layer.ndim == 3 and not self.busy and self.run_tab.select_scan(layer):
+            if self.session.active:
+                self.status_label.setText(f"Opened {layer.name}: Run segments it; the case below stays until then.")
 
     def _on_layer_removed(self, event=None) -> None:
-        if self.labels_layer is not None and self.labels_layer not in self.viewer.layers:
-            self.labels_layer = None
-            self._enable_case_tools(False)
-        self._refresh_layers()
-
-    def _show_row(self, field: QWidget, visible: bool) -> None:
-        field.setVisible(visible)
-        label = self._segment_form.labelForField(field)
-        if label is not None:
-            label.setVisible(visible)
-
-    def _on_model_changed(self, text: str) -> None:
-        self._show_row(self.checkpoint_row, text == "checkpoint file")
-
-    def _on_range_changed(self, text: str) -> None:
-        self._show_row(self.range_row, text == "slice range")
-        self._show_row(self.voi_spin, text == "standard VOI")
-
-    def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "napari-vbmd checkpoint (*.json)")
-        if path:
-            self.checkpoint_edit.setText(path)
-
-    def _browse_dir(self, edit: QLineEdit) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Folder", edit.text())
-        if path:
-            edit.setText(path)
-
-    def _range_from_view(self) -> None:
-        z = self.current_slice()
-        if z is None:
+        self.run_tab.refresh_scans()
+        removed = getattr(event, "value", None)
+        if removed is None:
             return
-        if self.first_spin.value() >= z or self.last_spin.value() > z:
-            self.first_spin.setValue(z)
-            self.last_spin.setValue(z)
-        else:
-            self.last_spin.setValue(z)
+        if self.busy and removed == self._run_layer:
+            self.runner.cancel()
+        if removed == self.scan_layer or removed == self.labels_layer:
+            self._close_case(f"The case's layer {removed.name!r} was removed: the case is closed. "
+                             "Choose a scan and press Run.")
 
-    # ------------------------------------------------------------------------------------------
-    # segment & measure
-    # ------------------------------------------------------------------------------------------
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
-
-    def boundary_band_mm(self) -> float | None:
-        """The band chosen in the widget (mm), or None for the model's own setting."""
-        value = float(self.band_spin.value())
-        return None if value < 0 else value
-
-    def _model_spec(self) -> str:
-        choice = self.model_combo.currentText()
-        if choice == "checkpoint file":
-            path = self.checkpoint_edit.text().strip()
-            if not path:
-                raise VbmdError("choose a checkpoint file (NAME.json) for the model")
-            return path
-        return choice
-
-    def _load_model(self, spec: str, device: str):
-        """A network, loaded once per (model, device) and reused by later runs."""
-        if spec == "classical":
-            return "classical"
-        from ..segmentation.registry import load_model
-
-        key = (spec, device)
-        with self._models_lock:
-            if key not in self._models:
-                self._models[key] = load_model(spec, device)
-            return self._models[key]
-
-    @_reports_errors
-    def run(self) -> None:
-        if self.busy:
-            raise VbmdError("a run is already going; cancel it first")
-        layer = next((lay for lay in self._image_layers() if lay.name == self.scan_combo.currentText()), None)
-        if layer is None:
-            raise VbmdError("open a scan first (File > Open, or the phantom sample)")
-        data, metadata, scale, translate = layer.data, dict(layer.metadata), tuple(layer.scale), tuple(layer.translate)
-        spec = self._model_spec()
-        device = self.device_combo.currentText()
-        hand = {"from header": None}.get(self.hand_combo.currentText(), self.hand_combo.currentText())
-        region = self.range_combo.currentText()
-        slice_range = None
-        voi_mm = None
-        if region == "slice range":
-            first, last = self.first_spin.value(), self.last_spin.value()
-            if last < first:
-                raise VbmdError(f"the slice range {first} to {last} is empty")
-            slice_range = (first, last + 1)
-        elif region == "standard VOI":
-            voi_mm = float(self.voi_spin.value())
-        band_mm = self.boundary_band_mm()
-        self._cancel_event = threading.Event()
-        cancel = self._cancel_event.is_set
-        relay = self._relay.changed.emit
-
-        def work():
-            started = time.perf_counter()
-            from ..segmentation.pipeline import segment
-            from ..segmentation.preprocess import density_block
-
-            # back to the scanner's integers where the layer's densities came from them, so the
-            # figures are exactly those `vbmd measure` gives for the file
-            scan = native_if_lossless(layer_to_scan(np.asarray(data), metadata, scale=scale, translate=translate,
-                                                    kind="image"))
-
-            model = self._load_model(spec, device)
-            if cancel():
-                raise CancelledError("cancelled")
-            seg = segment(scan, model=model, device=device, hand=hand, slice_range=slice_range, voi_mm=voi_mm,
-                          progress=lambda step, total, message: relay(step, total, message), cancel=cancel,
-                          threads=self.threads, keep_probability=True, boundary_band_mm=band_mm)
-            if cancel():
-                raise CancelledError("cancelled")
-            relay(0, 0, "measuring")
-            result = measure_vbmd(scan, seg.mask)
-            density = density_block(scan, seg.box.slices)
-            crop = (seg.box, seg.probability, density, seg.threshold, scan.spacing)
-            flags = _flags_on_crop(np.asarray(seg.mask.data), crop)
-            if cancel():
-                raise CancelledError("cancelled")
-            return layer, scan, seg, result, flags, crop, time.perf_counter() - started
-
-        self._progress_bar = napari_progress(total=0, desc=f"Segmenting {layer.name}")
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status_label.setText(f"Segmenting with {spec} on {device}…")
-        self._worker = create_worker(
-            work,
-            _start_thread=False,
-            _connect={"returned": self._on_segmented, "errored": self._on_run_error, "finished": self._on_run_done},
-        )
-        self._worker.start()
-
-    def cancel(self) -> None:
-        if self._worker is not None:
-            self._cancel_event.set()
-            self.status_label.setText("Cancelling…")
-
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        bar = self._progress_bar
-        if bar is None:
-            return
-        if total > 0:
-            bar.total = total
-            bar.n = min(step, total)
-        bar.set_description(message)
-        bar.refresh()
+    def _close_case(self, message: str) -> None:
+        self.mask.follow(None)
+        self.scan_layer = None
+        self.session.reset()
+        self.review_tab.clear()
+        self.correct_tab.clear()
+        self.run_tab.hand.clear()
+        self.summary_label.setText("No case yet.")
+        self._enable_case_tools(False)
         self.status_label.setText(message)
 
-    def _on_run_error(self, exc) -> None:
-        if isinstance(exc, CancelledError):
-            self.status_label.setText("Cancelled: nothing was added.")
-            show_info("segmentation cancelled; nothing was added")
-        elif isinstance(exc, VbmdError):
-            self.status_label.setText(str(exc))
-            show_error(str(exc))
-        else:
-            log.error("napari-vbmd: segmentation failed", exc_info=exc)
-            self.status_label.setText(f"failed: {exc}")
-            show_error(f"segmentation failed: {type(exc).__name__}: {exc}")
+    def viewer_sources(self) -> list[str]:
+        """Files behind the viewer's layers: an export never writes over one of them."""
+        sources = []
+        for layer in self.viewer.layers:
+            path = layer.source.path
+            meta = (layer.metadata or {}).get(METADATA_KEY) or {}
+            sources += [p for p in (path, meta.get("source")) if p]
+        return sources
 
-    def _on_run_done(self) -> None:
-        if self._progress_bar is not None:
-            self._progress_bar.close()
-            self._progress_bar = None
-        self._worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-
-    @_reports_errors
-    def _on_segmented(self, payload) -> None:
-        layer, scan, seg, result, flags, crop, seconds = payload
-        self.scan, self.scan_layer = scan, layer
-        mask = np.asarray(seg.mask.data).astype(np.uint8)
-        name = f"{self.scan_layer.name.replace(' (mg HA/cm3)', '')} MC2"
-        meta = {METADATA_KEY: {**self.scan_layer.metadata.get(METADATA_KEY, {}), "kind": "mask",
-                               "calibration": None}}
-        self._measured = mask.copy()  # so that setting the layer's data does not trigger a re-measure
-        previous = self.labels_layer
-        if previous is not None and previous in self.viewer.layers and previous.data.shape == mask.shape:
-            # a re-run on the same grid updates the layer: removing and adding one costs the GUI ~0.5 s
-            previous.data = mask
-            previous.scale, previous.translate = tuple(scan.spacing), tuple(scan.origin)
-            previous.metadata = meta
-            previous.name = name
-            if hasattr(previous, "_reset_history"):  # the previous run's edits are not undoable into this one
-                previous._reset_history()
-        else:
-            if previous is not None and previous in self.viewer.layers:
-                self.viewer.layers.remove(previous)
-            self.labels_layer = self.viewer.add_labels(mask, name=name, scale=tuple(scan.spacing),
-                                                       translate=tuple(scan.origin), metadata=meta, opacity=0.5)
-            self.labels_layer.events.paint.connect(self._on_paint)
-            self.labels_layer.events.set_data.connect(self._on_set_data)
-            self.labels_layer.bind_key("Shift-N", lambda layer: self.next_flagged(), overwrite=True)
-            self.labels_layer.bind_key("Shift-P", lambda layer: self.next_flagged(backwards=True), overwrite=True)
-            self.labels_layer.bind_key("Shift-C", lambda layer: self.contour_check.toggle(), overwrite=True)
-        self.set_contour(self.contour_check.isChecked())
-        self.segmentation, self.result, self.flags, self._crop, self.seconds = seg, result, flags, crop, seconds
-        self.d100_model = result.d100_mg_ha_cm3
-        self.versions = MaskVersions(mask, model=seg.model)
-        self._recorded = mask.copy()
-        self._measured_signature = self._edit_signature()
-        self._recompute_timer.stop()  # the new layer's own set_data events: this mask is measured already
-        case = Path(scan.source).name.split(".")[0] if scan.source else self.scan_layer.name.split(" ")[0]
-        self.review = ReviewStore(case=case, scan=scan.source)
-        if not self.case_edit.text():
-            self.case_edit.setText(case)
-        if not self.export_dir_edit.text() and scan.source:
-            self.export_dir_edit.setText(str(Path(scan.source).parent))
-        self._enable_case_tools(True)
-        self.status_label.setText(
-            f"Done in {seconds:.1f} s: {seg.model} on {seg.device}, hand {seg.hand} ({seg.hand_source}); "
-            f"{len(flags)} slices flagged for review.")
-        self._show_results()
-        if flags:
-            self.go_to_slice(flags[0].slice_index)
-        elif result.profile.slice_index:
-            self.go_to_slice(result.first_slice)
-
-    # ------------------------------------------------------------------------------------------
-    # results
-    # ------------------------------------------------------------------------------------------
-    def results_table(self) -> list[tuple[str, str]]:
-        r, seg = self.result, self.segmentation
-        if r is None:
-            return []
-        return [
-            ("D100 (mg HA/cm³)", f"{r.d100_mg_ha_cm3:.1f}"),
-            ("SD (mg HA/cm³)", f"{r.sd_mg_ha_cm3:.1f}"),
-            ("Volume (mm³)", f"{r.volume_mm3:.1f}"),
-            ("Slices", f"{r.n_slices} ({r.first_slice}–{r.last_slice})"),
-            ("Mean slice area (mm²)", f"{r.mean_slice_area_mm2:.2f}"),
-            ("Model", seg.model if seg else ""),
-            ("Device", seg.device if seg else ""),
-            ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
-        ]
-
-    def _show_results(self) -> None:
-        rows = self.results_table()
-        self.results_label.setText(
-            "<table>" + "".join(f"<tr><td>{k}&nbsp;&nbsp;</td><td><b>{v}</b></td></tr>" for k, v in rows) + "</table>")
-        profile = self.result.profile
-        self.plot.show_profile(profile.slice_index, profile.area_mm2, profile.density_mg_ha_cm3,
-                               flagged=[f.slice_index for f in self.flags], current=self.current_slice())
-        stats = self.correction_stats()
-        if stats is not None and (stats.voxels_added or stats.voxels_removed):
-            self.correction_label.setText(
-                f"Correction: +{stats.voxels_added} / −{stats.voxels_removed} voxels; D100 "
-                f"{stats.d100_before:.1f} → {stats.d100_after:.1f} mg HA/cm³ ({stats.d100_change:+.1f})")
-        else:
-            self.correction_label.setText("Correction: none yet")
-        self._update_slice_label()
-
-    def correction_stats(self):
-        if self.versions is None or self.labels_layer is None or self.result is None:
-            return None
-        return self.versions.stats(np.asarray(self.labels_layer.data), self.d100_model, self.result.d100_mg_ha_cm3)
-
-    def copy_results(self) -> None:
-        text = "\n".join(f"{k}\t{v}" for k, v in self.results_table())
-        stats = self.correction_stats()
-        if stats is not None:
-            text += f"\nVoxels added\t{stats.voxels_added}\nVoxels removed\t{stats.voxels_removed}"
-        QApplication.clipboard().setText(text)
-        show_info("results copied to the clipboard")
-
-    # ------------------------------------------------------------------------------------------
-    # slices and review
-    # ------------------------------------------------------------------------------------------
+    # -- slices ------------------------------------------------------------------------------------
     def current_slice(self) -> int | None:
-        scan = self.scan
+        if self.viewer.dims.ndim < 3:
+            return None
+        scan = self.session.scan
         if scan is None:
-            layer = next((lay for lay in self._image_layers() if lay.name == self.scan_combo.currentText()), None)
+            layer = self.run_tab.scan_layer()
             if layer is None:
                 return None
             origin, spacing, n = layer.translate[-3], layer.scale[-3], layer.data.shape[-3]
@@ -674,10 +181,11 @@ class SegmentMeasureWidget(QWidget):
         return int(np.clip(round(z), 0, n - 1))
 
     def go_to_slice(self, z: int) -> None:
-        if self.scan is None:
+        scan = self.session.scan
+        if scan is None or self.viewer.dims.ndim < 3:
             return
-        z = int(np.clip(z, 0, self.scan.shape[0] - 1))
-        self.viewer.dims.set_point(self.viewer.dims.ndim - 3, self.scan.origin[0] + z * self.scan.spacing[0])
+        z = int(np.clip(z, 0, scan.shape[0] - 1))
+        self.viewer.dims.set_point(self.viewer.dims.ndim - 3, scan.origin[0] + z * scan.spacing[0])
 
     def step_slice(self, delta: int) -> None:
         z = self.current_slice()
@@ -685,254 +193,224 @@ class SegmentMeasureWidget(QWidget):
             self.go_to_slice(z + delta)
 
     def next_flagged(self, backwards: bool = False) -> None:
+        if not self.session.active:
+            return
         z = next_slice(self.flags, self.current_slice() or 0, backwards=backwards)
         if z is None:
             show_info("no slice is flagged for review")
             return
         self.go_to_slice(z)
 
+    def toggle_outline(self) -> None:
+        if self.session.active:
+            self.review_tab.outline_check.toggle()
+
+    def set_outline(self, outline: bool) -> None:
+        if self.labels_layer is not None:
+            self.labels_layer.contour = 2 if outline else 0
+
     def _on_slice_changed(self, event=None) -> None:
         z = self.current_slice()
         if z is None or self.result is None:
             return
         self.plot.set_current(z)
-        self._update_slice_label()
+        self._show_slice()
 
-    def _update_slice_label(self) -> None:
-        z = self.current_slice()
-        if z is None or self.review is None:
+    # -- run ---------------------------------------------------------------------------------------
+    @reports_errors
+    def run(self) -> None:
+        if self.busy:
+            raise VbmdError("a run is already going; cancel it first")
+        layer = self.run_tab.scan_layer()
+        if layer is None:
+            raise VbmdError("open a scan first (File › Open, or File › Open Sample › napari-vbmd)")
+        settings = self.run_tab.settings(self.threads)
+        if self.session.active and layer == self.scan_layer and self.labels_layer is not None:
+            self.mask.sync()
+            stats = self.session.pending_corrections()
+            if stats is not None and not self.ask(
+                    "Run again over the corrections?",
+                    f"The mask of {self.session.case} has corrections: {stats.voxels_added} voxels added and "
+                    f"{stats.voxels_removed} removed in {plural(len(stats.slices_changed), 'slice')}.\n\n"
+                    "Running again makes a new model mask. The corrected mask is kept: as a hidden layer, and in "
+                    "the case's record (exported reports list it with its operations).\n\nRun again?"):
+                show_info("not run: the corrected mask stays as it is")
+                return
+        data, metadata = np.asarray(layer.data), dict(layer.metadata)
+        scale, translate = tuple(layer.scale), tuple(layer.translate)
+
+        def make_scan():
+            # back to the scanner's integers where the layer's densities came from them, so the
+            # figures are exactly those `vbmd measure` gives for the file
+            return native_if_lossless(layer_to_scan(data, metadata, scale=scale, translate=translate, kind="image"))
+
+        models = self.models
+        self._run_layer = layer
+        self.run_button.setEnabled(False)
+        self.runner.start(lambda progress, cancel: run_case(make_scan, settings, models, progress, cancel),
+                          description=f"Segmenting {layer.name} with {settings.model} on {settings.device}",
+                          on_result=self._on_segmented, on_finished=self._on_run_done,
+                          on_cancelled=lambda: show_info("segmentation cancelled; nothing was added"))
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def _on_run_done(self) -> None:
+        self._run_layer = None
+        self.run_button.setEnabled(True)
+
+    def ask(self, title: str, text: str) -> bool:
+        return confirm(self, title, text)
+
+    @reports_errors
+    def _on_segmented(self, run) -> None:
+        layer = self._run_layer
+        if layer is None or layer not in self.viewer.layers:
+            self.runner.finish("The scan's layer was removed during the run: nothing was added.")
+            return
+        if layer != self.scan_layer:
+            self._close_case("")
+        fallback = layer.name.replace(" (mg HA/cm3)", "").split(" ")[0]
+        kept = self.session.adopt(run, case=self.session.case if layer == self.scan_layer else case_name(run.scan, fallback))
+        self.scan_layer = layer
+        self._show_mask(run, layer, kept)
+        self.export_tab.fill_defaults(self.session.default_export_folder(), self.session.case)
+        self.run_tab.hand.show_decision(self.session.hand_words().removeprefix("hand: "))
+        self._enable_case_tools(True)
+        self.show_results()
+        self._show_trail()
+        if self.flags:
+            self.go_to_slice(self.flags[0].slice_index)
+        elif run.result.profile.slice_index:
+            self.go_to_slice(run.result.first_slice)
+        self.runner.finish(self.session.run_words())
+        self.show_section("review")
+
+    def _show_mask(self, run, scan_layer, kept) -> None:
+        scan = run.scan
+        mask = self.session.history.original.copy()
+        name = f"{scan_layer.name.replace(' (mg HA/cm3)', '')} MC2"
+        meta = {METADATA_KEY: {**scan_layer.metadata.get(METADATA_KEY, {}), "kind": "mask", "calibration": None}}
+        previous = self.labels_layer
+        self.mask.follow(None)
+        if previous is not None and previous in self.viewer.layers and kept is not None:
+            # the corrected mask stays on screen's record: hidden, read-only, named for what it is
+            previous.name = f"{name} corrected (kept, version {len(self.session.history.earlier_versions)})"
+            previous.editable = False
+            previous.visible = False
+            previous = None
+        if previous is not None and previous in self.viewer.layers and previous.data.shape == mask.shape:
+            # a re-run on the same grid updates the layer (adding one costs the GUI ~0.5 s); switching
+            # editing off and on again clears napari's undo history, so no undo reaches the old mask
+            previous.data = mask
+            previous.scale, previous.translate = tuple(scan.spacing), tuple(scan.origin)
+            previous.metadata, previous.name = meta, name
+            previous.editable = False
+            previous.editable = True
+            layer = previous
+        else:
+            if previous is not None and previous in self.viewer.layers:
+                self.viewer.layers.remove(previous)
+            layer = self.viewer.add_labels(mask, name=name, scale=tuple(scan.spacing), translate=tuple(scan.origin),
+                                           metadata=meta, opacity=0.5, colormap=mask_colours(MODEL_MASK_COLOUR))
+        self.mask.follow(layer)
+        self.set_outline(self.review_tab.outline_check.isChecked())
+
+    # -- results -----------------------------------------------------------------------------------
+    def results_table(self) -> list[tuple[str, str]]:
+        return self.session.results_rows()
+
+    def correction_stats(self):
+        return self.session.correction_stats()
+
+    def show_results(self) -> None:
+        session = self.session
+        if not session.active or self.result is None:
+            return
+        self.review_tab.show_results(self.results_table()[:5])  # model, device, time: in the status line
+        profile = self.result.profile
+        self.plot.show_profile(profile.slice_index, profile.area_mm2, profile.density_mg_ha_cm3,
+                               flagged=[f.slice_index for f in self.flags], current=self.current_slice())
+        self.correct_tab.correction_label.setText(session.correction_words())
+        stats = session.correction_stats()
+        changed = "no correction" if stats is None or not (stats.voxels_added or stats.voxels_removed) else (
+            f"corrected: +{stats.voxels_added} / −{stats.voxels_removed} voxels")
+        self.summary_label.setText(
+            f"<b>{session.case}</b>: D100 <b>{self.result.d100_mg_ha_cm3:.1f}</b> mg HA/cm³ · "
+            f"{session.flags_words()} · {changed}")
+        self._show_slice()
+
+    def _show_slice(self) -> None:
+        z, review = self.current_slice(), self.review
+        if z is None or review is None:
             return
         flag = next((f for f in self.flags if f.slice_index == z), None)
         text = flag.describe() if flag else f"slice {z}: no automatic flag"
-        entry = self.review.slices.get(z)
+        entry = review.slices.get(z)
         if entry:
             text += f" — marked {entry['status']}" + (f": {entry['comment']}" if entry.get("comment") else "")
-        self.slice_label.setText(text)
-        counts = self.review.counts()
-        self.review_label.setText(
-            f"{len(self.flags)} slices flagged automatically; {counts['reviewed']} marked reviewed, "
-            f"{counts['flagged']} flagged; case: {self.review.status}")
+        self.review_tab.slice_label.setText(text)
+        counts = review.counts()
+        self.review_tab.review_label.setText(
+            f"{plural(len(self.flags), 'slice')} flagged automatically; {counts['reviewed']} marked reviewed, "
+            f"{counts['flagged']} flagged by you; case: {review.status}")
 
-    def set_contour(self, contour: bool) -> None:
-        if self.labels_layer is not None:
-            self.labels_layer.contour = 2 if contour else 0
+    def _show_trail(self) -> None:
+        history = self.session.history
+        if history is not None:
+            self.correct_tab.show_trail(history.operations, history.earlier_versions)
 
-    @_reports_errors
+    def copy_results(self) -> None:
+        text = "\n".join(f"{k}\t{v}" for k, v in self.results_table())
+        stats = self.correction_stats()
+        if stats is not None:
+            text += f"\nVoxels added\t{stats.voxels_added}\nVoxels removed\t{stats.voxels_removed}"
+        QApplication.clipboard().setText(text)
+        show_info("figures copied to the clipboard")
+
+    # -- review ------------------------------------------------------------------------------------
+    def reviewer(self) -> str:
+        return self.review_tab.reviewer.value.strip()
+
+    @reports_errors
     def mark_slice(self, status: str) -> None:
-        z = self.current_slice()
-        self.review.mark_slice(z, status, self.comment_edit.text().strip(), self.reviewer_edit.text().strip())
-        self.comment_edit.clear()
-        self._update_slice_label()
+        self.require_case()
+        self.review.mark_slice(self.current_slice(), status, self.review_tab.comment.value.strip(), self.reviewer())
+        self.review_tab.comment.value = ""
+        self._show_slice()
 
-    @_reports_errors
+    @reports_errors
     def mark_case(self, status: str) -> None:
-        self.review.mark_case(status, self.comment_edit.text().strip(), self.reviewer_edit.text().strip())
-        self.comment_edit.clear()
-        self._update_slice_label()
+        self.require_case()
+        self.review.mark_case(status, self.review_tab.comment.value.strip(), self.reviewer())
+        self.review_tab.comment.value = ""
+        self._show_slice()
 
-    # ------------------------------------------------------------------------------------------
-    # correction
-    # ------------------------------------------------------------------------------------------
-    def _sync_manual_edits(self) -> None:
-        """Note paint strokes and undos made since the last note, as one 'manual edit'."""
-        if self.versions is None or self.labels_layer is None:
-            return
-        current = np.asarray(self.labels_layer.data) != 0
-        if self._recorded is not None and not np.array_equal(current, self._recorded != 0):
-            self.versions.record("manual edit (paint/erase/undo)", self._recorded, current,
-                                 self.reviewer_edit.text().strip())
-            self._recorded = current.astype(np.uint8)
+    def require_case(self, what: str = "there is no case to review") -> None:
+        if not self.session.active or self.labels_layer is None:
+            raise VbmdError(f"segment a scan first: {what}")
 
-    @_reports_errors
+    # -- corrections -------------------------------------------------------------------------------
+    @reports_errors
     def correct(self, operation: str) -> None:
-        layer = self.labels_layer
-        if layer is None:
-            raise VbmdError("segment a scan first: there is no mask to correct")
-        self._sync_manual_edits()
-        z = self.current_slice()
-        before = np.asarray(layer.data)
-        if operation == "fill holes (slice)":
-            after = correction.fill_holes(before, z)
-        elif operation == "fill holes (all)":
-            after = correction.fill_holes(before)
-        elif operation == "remove islands":
-            after = correction.remove_islands(before)
-        elif operation == "smooth contour":
-            after = correction.smooth_contour(before, z)
-        elif operation == "copy slice to next":
-            after = correction.copy_slice(before, z)
-        elif operation == "interpolate":
-            after = correction.interpolate_slices(before, self.interpolate_spin.value(), z)
-        else:
-            raise VbmdError(f"unknown correction {operation!r}")
+        self.require_case("there is no mask to correct")
+        self.mask.sync()
+        before = np.asarray(self.labels_layer.data)
+        after = self.session.apply_tool(operation, before, self.current_slice(),
+                                        self.correct_tab.interpolate_spin.value())
         indices, _ = changed_voxels(before != 0, after)
         if not indices[0].size:
             show_info(f"{operation}: nothing to change")
             return
-        with layer.block_history():  # one undo step
-            layer.data_setitem(indices, after[indices].astype(layer.data.dtype))
-        self.versions.record(operation, before, after, self.reviewer_edit.text().strip(), z)
-        self._recorded = after.astype(np.uint8)
-        self._schedule_recompute()
+        self.mask.write(operation, indices, after[indices])
 
-    def _edit_signature(self):
-        """Changes with every edit, undo and redo, and costs nothing to compute (napari emits
-        set_data on every slice change too, and comparing whole masks there would slow stepping)."""
-        layer = self.labels_layer
-        undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
-        if undo is None or redo is None:
-            return None  # unknown napari internals: always compare the masks
-        return self._paint_count, len(undo), len(redo)
-
-    def _on_paint(self, event=None) -> None:
-        self._paint_count += 1
-        self._schedule_recompute()
-
-    def _on_set_data(self, event=None) -> None:
-        signature = self._edit_signature()
-        if signature is None or signature != self._measured_signature:
-            self._schedule_recompute()
-
-    def _schedule_recompute(self, event=None) -> None:
-        if self.labels_layer is not None and self.scan is not None:
-            self._recompute_timer.start()
-
-    def _recompute(self) -> None:
-        """Measure the edited mask again, in a worker, unless it has not changed."""
-        if self.labels_layer is None or self.scan is None:
-            return
-        if self._measure_worker is not None:
-            self._measure_pending = True
-            return
-        signature = self._edit_signature()
-        current = np.asarray(self.labels_layer.data) != 0
-        if self._measured is not None and np.array_equal(current, self._measured != 0):
-            self._measured_signature = signature
-            return
-        self._sync_manual_edits()
-        mask = current.astype(np.uint8)
-        scan, crop = self.scan, self._crop
-
-        def work():
-            result = measure_vbmd(scan, mask)
-            return mask, result, _flags_on_crop(mask, crop)
-
-        self._measured_signature = signature
-
-        self.status_label.setText("Measuring the corrected mask…")
-        self._measure_worker = create_worker(
-            work, _start_thread=False,
-            _connect={"returned": self._on_remeasured, "errored": self._on_measure_error,
-                      "finished": self._on_measure_done})
-        self._measure_worker.start()
-
-    def _on_remeasured(self, payload) -> None:
-        mask, result, flags = payload
-        self._measured = mask
-        self.result, self.flags = result, flags
+    def _on_measured(self) -> None:
         self.status_label.setText("Measured the corrected mask.")
-        self._show_results()
+        self.show_results()
 
-    def _on_measure_error(self, exc) -> None:
-        message = str(exc) if isinstance(exc, VbmdError) else f"{type(exc).__name__}: {exc}"
-        self.status_label.setText(f"Cannot measure the corrected mask: {message}")
-        self.results_label.setText(f"<i>{message}</i>")
-
-    def _on_measure_done(self) -> None:
-        self._measure_worker = None
-        if self._measure_pending:
-            self._measure_pending = False
-            self._recompute()
-
-    @property
-    def measuring(self) -> bool:
-        return self._measure_worker is not None or self._recompute_timer.isActive()
-
-    # ------------------------------------------------------------------------------------------
-    # export
-    # ------------------------------------------------------------------------------------------
-    def _confirm_overwrite(self, paths) -> bool:
-        names = "\n".join(str(p.name) for p in paths)
-        answer = QMessageBox.question(self, "Overwrite the earlier export?",
-                                      f"These files exist already:\n{names}\n\nOverwrite them?",
-                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-        return answer == QMessageBox.Yes
-
-    def _final_measured(self):
-        mask = (np.asarray(self.labels_layer.data) != 0).astype(np.uint8)
-        if self._measured is None or not np.array_equal(mask, self._measured != 0):
-            self.result = measure_vbmd(self.scan, mask)
-            self._measured = mask
-            self._show_results()
-        return mask, self.result
-
-    @_reports_errors
+    # -- export ------------------------------------------------------------------------------------
     def export(self):
-        if self.labels_layer is None:
-            raise VbmdError("segment a scan first: there is nothing to export")
-        folder = self.export_dir_edit.text().strip()
-        if not folder:
-            raise VbmdError("choose an export folder")
-        formats = [f for f, check in (("aim", self.aim_check), ("nifti", self.nifti_check),
-                                      ("tiff", self.tiff_check)) if check.isChecked()]
-        if not formats:
-            raise VbmdError("choose at least one mask format (AIM, NIfTI or TIFF)")
-        self._sync_manual_edits()
-        mask, result = self._final_measured()
-        stats = self.correction_stats()
-        kwargs = dict(original_mask=self.versions.original, model=self.segmentation.model,
-                      device=self.segmentation.device, review=self.review, reviewer=self.reviewer_edit.text().strip(),
-                      stats=stats, provenance=self.versions.provenance(), seconds=self.seconds, formats=formats)
-        case = self.case_edit.text().strip()
-        try:
-            written = export_case(folder, case, self.scan, mask, result, **kwargs)
-        except ExportExistsError as exc:
-            if not self._confirm_overwrite(exc.paths):
-                show_info("export not written: the earlier export is kept")
-                return None
-            written = export_case(folder, case, self.scan, mask, result, overwrite=True, **kwargs)
-        show_info(f"exported {len(written)} files to {folder}")
-        self.status_label.setText(f"Exported {', '.join(p.name for p in written.values())}")
-        return written
+        return self.export_tab.export()
 
-    @_reports_errors
     def save_training_pair(self):
-        if self.labels_layer is None:
-            raise VbmdError("segment a scan first: there is no mask to save")
-        folder = self.train_dir_edit.text().strip()
-        if not folder:
-            raise VbmdError("choose a training folder")
-        self._sync_manual_edits()
-        mask = (np.asarray(self.labels_layer.data) != 0).astype(np.uint8)
-        case = self.case_edit.text().strip()
-        try:
-            written = save_training_pair(folder, case, self.scan, mask, provenance=self.versions.provenance())
-        except ExportExistsError as exc:
-            if not self._confirm_overwrite(exc.paths):
-                show_info("training pair not written: the earlier one is kept")
-                return None
-            written = save_training_pair(folder, case, self.scan, mask, provenance=self.versions.provenance(),
-                                         overwrite=True)
-        show_info(f"saved training pair {case} to {folder}")
-        return written
-
-    def review_file(self) -> Path | None:
-        folder = self.export_dir_edit.text().strip()
-        return review_path(folder, self.case_edit.text().strip()) if folder else None
-
-
-def _flags_on_crop(mask: np.ndarray, crop) -> list:
-    """Review flags computed on the segmentation's bone crop (probability and density live there)."""
-    from ..review import SliceFlag
-
-    box, probability, density, threshold, spacing = crop
-    sub = np.asarray(mask)[box.slices]
-    flags = flag_slices(sub, probability=probability, density=density, threshold=threshold, spacing=spacing)
-    return [SliceFlag(f.slice_index + box.z0, f.reasons, f.details) for f in flags]
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return ""
+        return self.export_tab.save_training_pair()

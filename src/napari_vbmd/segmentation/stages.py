@@ -1,0 +1,199 @@
+"""The stages every segmentation goes through, in order; the pipeline, training (``prepare_case``,
+validation), threshold calibration and the benchmarks all call these, so what a model is trained and
+validated on is what it is run on.
+
+``to_working(scan, box, hand, model)``
+    densities (mg HA/cm³) of the crop ``box``, a left hand mirrored to a right one, resampled to the
+    model's working grid (in-plane; along z too for 3D networks): a :class:`Working`.
+``infer(model, work, ...)``
+    the model's probabilities on the working grid (networks: z-score, slice context, batches).
+``from_working(probability, work)``
+    probabilities back on the crop's native grid, mirrored back, as uint8 0..255.
+``finish(probability, scan, box, ...)``
+    threshold, hole filling, the MC2 component, boundary refinement: the crop's mask.
+``place(crop_mask, scan, box, voi_mm)``
+    the crop's mask on the scan's exact grid, optionally cut to the standard VOI.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import VbmdError
+from ..scan import Scan
+from . import postprocess as post
+from .models import check_cancel
+from .preprocess import Box, density_block, resample_slices, resample_volume, working_size
+
+#: native slices converted and resampled at once (bounds the memory of a whole field of view)
+CHUNK = 16
+
+
+@dataclass
+class Working:
+    """A crop on the working grid. For 2D models ``data`` holds the native slices ``first`` ..
+    ``first + len(data)`` (which may reach beyond the box for slice context, within ``context``);
+    for 3D models it is the box resampled along z too."""
+
+    data: np.ndarray  # float32 (z, h, w) densities, right-hand oriented
+    box: Box
+    mirrored: bool
+    spacing: tuple[float, float, float]  # mm of the working grid (z is native for 2D)
+    dims: int
+    first: int  # scan slice index of data[0] (2D)
+    context: tuple[int, int]  # [start, stop) scan slices that slice context is clamped to
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.data.shape[1]), int(self.data.shape[2])
+
+    def output(self) -> np.ndarray:
+        """The working slices the model answers for (the box's own, without extra context)."""
+        if self.dims == 3:
+            return self.data
+        return self.data[self.box.z0 - self.first : self.box.z1 - self.first]
+
+
+@dataclass(frozen=True)
+class WorkingGrid:
+    """The working grid of a model that is not built yet (training data): spacing (mm) and dims."""
+
+    spacing_mm: tuple[float, float, float]
+    dims: int = 2
+    config = None  # no slice context: a training case is its whole box
+
+    def working_spacing(self, native_spacing) -> tuple[float, float, float]:
+        z = float(self.spacing_mm[0]) if self.dims == 3 else float(native_spacing[0])
+        return z, float(self.spacing_mm[1]), float(self.spacing_mm[2])
+
+
+def _mirror(block: np.ndarray, mirrored: bool) -> np.ndarray:
+    return block[..., ::-1] if mirrored else block
+
+
+def working_grid(scan: Scan, box: Box, spacing) -> tuple[int, int, int]:
+    """(z, h, w) of ``box`` at ``spacing`` mm (a 2D model's z is the native one)."""
+    nz, h, w = box.shape
+    return (working_size(nz, scan.spacing[0], spacing[0]), working_size(h, scan.spacing[1], spacing[1]),
+            working_size(w, scan.spacing[2], spacing[2]))
+
+
+def resample_to_working(block: np.ndarray, work_hw: tuple[int, int], mirrored: bool, chunk: int = CHUNK) -> np.ndarray:
+    """A native crop (z, h, w) of densities or mask fractions to the working grid in-plane (float32)."""
+    out = np.empty((block.shape[0], *work_hw), dtype=np.float32)
+    for start in range(0, block.shape[0], chunk):
+        out[start : start + chunk] = resample_slices(_mirror(block[start : start + chunk], mirrored), work_hw)
+    return out
+
+
+def to_working(scan: Scan, box: Box, hand: str, model, context: tuple[int, int] | None = None,
+               cancel=None) -> Working:
+    """The crop ``box`` of ``scan`` on ``model``'s working grid; ``context`` (scan slices [start, stop),
+    default the box's) is where a 2D model with slice context may take neighbours from."""
+    if hand not in ("left", "right"):
+        raise VbmdError(f"hand must be left or right here, got {hand!r}")
+    t = time.perf_counter()
+    mirrored = hand == "left"
+    spacing = model.working_spacing(scan.spacing)
+    wz, wh, ww = working_grid(scan, box, spacing)
+    context = context or (box.z0, box.z1)
+    if model.dims == 3:
+        first, last = box.z0, box.z1
+    else:
+        reach = _context_reach(model, scan.spacing[0])
+        first, last = max(context[0], box.z0 - reach[0]), min(context[1], box.z1 + reach[1])
+    data = np.empty((last - first, wh, ww), dtype=np.float32)
+    for start in range(first, last, CHUNK):
+        check_cancel(cancel)
+        stop = min(last, start + CHUNK)
+        block = density_block(scan, (slice(start, stop), slice(box.y0, box.y1), slice(box.x0, box.x1)))
+        data[start - first : stop - first] = resample_slices(_mirror(block, mirrored), (wh, ww))
+    if model.dims == 3 and wz != data.shape[0]:
+        data = resample_volume(data, (wz, wh, ww))
+    return Working(data, box, mirrored, spacing, model.dims, first, context,
+                   {"preprocess": time.perf_counter() - t})
+
+
+def _context_reach(model, spacing_z: float) -> tuple[int, int]:
+    """How many slices before and after a slice its context reaches (0, 0 without context)."""
+    from .preprocess import context_offsets
+
+    config = getattr(model, "config", None)
+    if config is None:
+        return 0, 0
+    offsets = context_offsets(config.context_mm, spacing_z)
+    return max(0, -int(offsets.min())), max(0, int(offsets.max()))
+
+
+def infer(model, work: Working, progress=None, cancel=None, batch_size: int | None = None) -> np.ndarray:
+    """``model``'s probabilities (float32 0..1) on the working grid of the box's slices."""
+    t = time.perf_counter()
+    probability = model.predict(work, batch_size=batch_size, progress=progress, cancel=cancel)
+    work.timings["inference"] = time.perf_counter() - t
+    return probability
+
+
+def from_working(probability: np.ndarray, work: Working, chunk: int = CHUNK) -> np.ndarray:
+    """Working-grid probabilities back on the crop's native grid: uint8 0..255 (255 = 1.0)."""
+    t = time.perf_counter()
+    nz, h, w = work.box.shape
+    if probability.shape[0] != nz:
+        probability = resample_volume(probability, (nz, *probability.shape[1:]))
+    out = np.empty((nz, h, w), dtype=np.uint8)
+    for start in range(0, nz, chunk):
+        native = _mirror(resample_slices(probability[start : start + chunk], (h, w)), work.mirrored)
+        out[start : start + chunk] = np.clip(np.rint(native * 255), 0, 255).astype(np.uint8)
+    work.timings["postprocess"] = work.timings.get("postprocess", 0.0) + time.perf_counter() - t
+    return out
+
+
+def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole_filling: str = "fill",
+           band_mm: float = 0.0, cancel=None) -> np.ndarray:
+    """The crop's mask (bool): threshold, hole filling per slice, the largest 3-D component and, for a
+    positive ``band_mm``, the boundary moved onto the scan's half-maximum edge within that band."""
+    check_cancel(cancel)
+    crop_mask = probability >= np.uint8(round(threshold * 255))
+    if hole_filling == "fill":
+        crop_mask = post.fill_holes_per_slice(crop_mask)
+    elif hole_filling == "active_contour":
+        crop_mask = post.active_contour_per_slice(crop_mask, probability.astype(np.float32) / 255.0)
+    elif hole_filling != "none":
+        raise VbmdError(f"hole filling must be one of {', '.join(post.HOLE_FILLING)}, got {hole_filling!r}")
+    crop_mask = post.keep_largest_component(crop_mask)
+    if band_mm > 0 and crop_mask.any():
+        check_cancel(cancel)
+        crop_mask = _refine(scan, box, crop_mask, band_mm)
+    return crop_mask
+
+
+def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float) -> np.ndarray:
+    """Boundary refinement on MC2's own bounding box within the crop (densities of that box only)."""
+    sub = post.refinement_region(crop_mask, scan.spacing, band_mm)
+    in_scan = tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), sub))
+    out = np.zeros_like(crop_mask, dtype=bool)
+    out[sub] = post.keep_largest_component(
+        post.refine_boundary(crop_mask[sub], density_block(scan, in_scan), scan.spacing, band_mm))
+    return out
+
+
+def place(crop_mask: np.ndarray, scan: Scan, box: Box, voi_mm: float | None = None):
+    """(uint8 mask on the scan's grid, VOI [start, stop) or None, [start, stop) of slices holding MC2).
+    Only MC2's own bounding box is written into the (lazily zeroed) scan-sized mask."""
+    full = np.zeros(scan.shape, dtype=np.uint8)
+    inner = post.bounding_box(crop_mask)
+    if inner is None:
+        return full, None, None
+    in_scan = tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), inner))
+    full[in_scan] = crop_mask[inner]
+    voi = None
+    if voi_mm is not None:
+        full_bool, voi = post.standard_voi(full.astype(bool), scan.spacing[0], voi_mm)
+        full = full_bool.astype(np.uint8)
+        present = np.flatnonzero(post.slice_areas(full[voi[0] : voi[1]])) + voi[0]
+    else:
+        present = np.flatnonzero(post.slice_areas(crop_mask[inner])) + in_scan[0].start
+    used = (int(present[0]), int(present[-1]) + 1) if present.size else None
+    return full, voi, used

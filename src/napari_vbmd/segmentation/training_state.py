@@ -1,0 +1,79 @@
+"""Training state kept between runs: the optimizer (safetensors + JSON, never pickle) for ``--resume``,
+``metrics.csv``'s columns, and batch-norm statistics of averaged weights."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_path, write_text_atomic
+from ..errors import VbmdError
+
+METRIC_COLUMNS = ["epoch", "train_loss", "val_dice", "val_iou", "val_auc", "val_accuracy", "lr", "seconds",
+                  "grad_norm"]
+
+
+def _save_resume(out_dir: Path, optimizer, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {}
+    meta = {"param_groups": optimizer.state_dict()["param_groups"], **state}
+    for index, values in optimizer.state_dict()["state"].items():
+        for key, value in values.items():
+            tensors[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    with atomic_path(out_dir / "resume.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_text_atomic(out_dir / "resume.json", json.dumps(meta, indent=2))
+
+
+def _load_resume(out_dir: Path, optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    meta_path, tensor_path = out_dir / "resume.json", out_dir / "resume.safetensors"
+    if not meta_path.is_file() or not tensor_path.is_file():
+        raise VbmdError("nothing to resume: no resume.json/resume.safetensors", out_dir)
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:
+        raise VbmdError(f"resume state is unreadable ({exc})", out_dir) from None
+    state: dict = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    return meta
+
+
+def _upgrade_metrics_header(path: Path) -> None:
+    """A run resumed from an older version: its metrics.csv gets today's columns (missing values empty)."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    if reader.fieldnames == METRIC_COLUMNS:
+        return
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore", restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _refresh_batch_norm(network, sampler, batch_size, augment, settings, config, device, epoch, batches: int = 20):
+    """Recompute batch-norm running statistics of averaged weights on training batches (no-op without BN)."""
+    from torch.optim.swa_utils import update_bn
+
+    rng = np.random.default_rng(settings.seed * 100_003 + epoch + 7_919)
+
+    def inputs():
+        for _ in range(batches):
+            images, masks = sampler.batch(batch_size, rng)
+            images = torch.from_numpy(images)
+            if settings.augment:
+                images, _ = augment(images, torch.from_numpy(masks), rng, settings.flips)
+            yield (images - config.mean) / config.std
+
+    update_bn(inputs(), network, device)  # resets the statistics, averages them equally, restores the mode

@@ -1,0 +1,329 @@
+"""The case a technician works on, from scan to export, with no Qt: the engine under the workflow widget.
+
+``run_case`` segments, measures and flags a scan in stages (for a worker thread, with progress and
+cancel); ``CaseSession`` then holds the case: the scan, the segmentation, the figures, the review
+flags and verdicts, the masks and their audit trail (``MaskHistory``), re-measuring after an edit,
+and export. Any front end (the napari widget, a script, a test) drives it the same way.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .. import correction
+from ..correction import CorrectionStats
+from ..errors import CancelledError, VbmdError
+from ..measure import VbmdResult, measure_vbmd
+from ..review import ReviewStore, SliceFlag
+from ..scan import Scan
+from .flags import FlagContext
+from .history import MaskHistory
+from .progress import Report, StagedProgress
+
+if TYPE_CHECKING:
+    from ..segmentation.pipeline import SegmentationResult
+
+#: the stages of a run and their shares of the progress bar; the last is the front end's
+RUN_STAGES = (("reading the scan", 3), ("loading the model", 7), ("segmenting", 70), ("measuring", 8),
+              ("finding slices to review", 7), ("showing the result", 5))
+SHOWING = RUN_STAGES[-1][0]
+
+#: where the hand a scan was treated as came from, in words
+HAND_SOURCES = {"argument": "you chose", "header": "from the file's header",
+                "assumed": "assumed: the file does not say"}
+
+#: correction tools by name: (mask, slice shown, other slice) -> new mask
+TOOLS: dict[str, Callable[[np.ndarray, int, int | None], np.ndarray]] = {
+    "fill holes (slice)": lambda mask, z, other: correction.fill_holes(mask, z),
+    "fill holes (all)": lambda mask, z, other: correction.fill_holes(mask),
+    "remove islands": lambda mask, z, other: correction.remove_islands(mask),
+    "smooth contour": lambda mask, z, other: correction.smooth_contour(mask, z),
+    "copy slice to next": lambda mask, z, other: correction.copy_slice(mask, z),
+    "interpolate": lambda mask, z, other: correction.interpolate_slices(mask, other, z),
+}
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 slice', '4 slices'."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run is asked to do (the widget's form, a script's arguments)."""
+
+    model: str = "default"  # a name or a checkpoint path
+    device: str = "auto"
+    hand: str | None = None  # None: the file's header says
+    slice_range: tuple[int, int] | None = None  # [first, stop)
+    voi_mm: float | None = None
+    boundary_band_mm: float | None = None  # None: the model's own
+    threads: int | None = None
+
+    def segment_keywords(self) -> dict:
+        """``segment()``'s keywords, assembled in this one place."""
+        return {"device": self.device, "hand": self.hand, "slice_range": self.slice_range, "voi_mm": self.voi_mm,
+                "threads": self.threads, "boundary_band_mm": self.boundary_band_mm, "keep_probability": True}
+
+
+class ModelCache:
+    """Networks loaded once per (model, device) and reused by later runs; safe across threads."""
+
+    def __init__(self):
+        self._models: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: str, device: str):
+        if spec == "classical":
+            return "classical"
+        from ..segmentation.registry import load_model
+
+        key = (str(spec), str(device))
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load_model(spec, device)
+            return self._models[key]
+
+    def loaded(self) -> dict:
+        return dict(self._models)
+
+
+@dataclass
+class CaseRun:
+    """What one run produced (made in a worker thread, adopted by the session in the GUI thread)."""
+
+    scan: Scan
+    segmentation: "SegmentationResult"
+    result: VbmdResult
+    flag_context: FlagContext
+    flags: list[SliceFlag]
+    seconds: float
+    settings: RunSettings
+
+
+def _check(cancel) -> None:
+    if cancel is not None and cancel():
+        raise CancelledError("cancelled")
+
+
+def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models: ModelCache | None = None,
+             progress: Report | None = None, cancel: Callable[[], bool] | None = None) -> CaseRun:
+    """Segment, measure and flag a scan, stage by stage (see RUN_STAGES); the last stage is left to
+    the front end, which says "done" once the result is on screen."""
+    from ..segmentation.pipeline import segment
+
+    stages = StagedProgress(RUN_STAGES, progress)
+    started = time.perf_counter()
+    stages.stage("reading the scan")
+    scan = make_scan() if callable(make_scan) else make_scan
+    _check(cancel)
+    stages.stage("loading the model", str(settings.model))
+    model = (models or ModelCache()).get(settings.model, settings.device)
+    _check(cancel)
+    stages.stage("segmenting", "finding the bone")
+
+    def inner(step: int, total: int, message: str) -> None:
+        if message != "done":  # the pipeline's own end is not the run's
+            stages.within(step, total, message)
+
+    seg = segment(scan, model=model, progress=inner, cancel=cancel, **settings.segment_keywords())
+    _check(cancel)
+    stages.stage("measuring")
+    result = measure_vbmd(scan, seg.mask)
+    _check(cancel)
+    stages.stage("finding slices to review")
+    context = FlagContext.from_segmentation(scan, seg)
+    flags = context.flags(np.asarray(seg.mask.data))
+    _check(cancel)
+    stages.stage(SHOWING)
+    return CaseRun(scan, seg, result, context, flags, time.perf_counter() - started, settings)
+
+
+class CaseSession:
+    """One case: scan, segmentation, figures, flags, verdicts, masks and their trail, export."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.scan: Scan | None = None
+        self.segmentation = None
+        self.settings: RunSettings | None = None
+        self.result: VbmdResult | None = None
+        self.d100_model: float | None = None
+        self.flags: list[SliceFlag] = []
+        self.flag_context: FlagContext | None = None
+        self.review: ReviewStore | None = None
+        self.history: MaskHistory | None = None
+        self.seconds: float | None = None
+        self.case = ""
+        self._measured: np.ndarray | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.scan is not None and self.history is not None
+
+    def _require(self) -> None:
+        if not self.active:
+            raise VbmdError("segment a scan first: there is no case yet")
+
+    # -- a run -----------------------------------------------------------------------------------
+    def pending_corrections(self, mask=None) -> CorrectionStats | None:
+        """How the mask (now, or ``mask``) differs from the model's, when it does; None otherwise."""
+        if not self.active:
+            return None
+        if mask is not None:
+            self.observe(mask)
+        stats = self.history.stats()
+        return stats if stats.voxels_added or stats.voxels_removed else None
+
+    def adopt(self, run: CaseRun, case: str | None = None) -> dict | None:
+        """Make a run the case. When the same scan was corrected before, the corrected mask and its
+        trail are kept on record as an earlier version (returned)."""
+        mask = (np.asarray(run.segmentation.mask.data) != 0).astype(np.uint8)
+        same_case = self.active and self.scan.source == run.scan.source and self.history.original.shape == mask.shape
+        kept = None
+        if same_case:
+            kept = self.history.supersede(mask, run.segmentation.model)
+        else:
+            self.history = MaskHistory(mask, run.segmentation.model)
+        self.scan, self.segmentation, self.settings = run.scan, run.segmentation, run.settings
+        self.result, self.d100_model, self.flags = run.result, run.result.d100_mg_ha_cm3, run.flags
+        self.flag_context, self.seconds = run.flag_context, run.seconds
+        self.case = case or self.case or case_name(run.scan)
+        self.review = ReviewStore(case=self.case, scan=run.scan.source)
+        self._measured = mask != 0
+        return kept
+
+    # -- edits -----------------------------------------------------------------------------------
+    def apply_tool(self, operation: str, mask, z: int, other: int | None = None) -> np.ndarray:
+        """The mask after a correction tool (the input is not modified; nothing is recorded yet)."""
+        self._require()
+        if operation not in TOOLS:
+            raise VbmdError(f"unknown correction {operation!r}")
+        return TOOLS[operation](np.asarray(mask), z, other)
+
+    def record(self, operation: str, mask, by: str = "") -> dict | None:
+        self._require()
+        return self.history.record(operation, mask, by)
+
+    def observe(self, mask, by: str = "") -> dict | None:
+        """Note a change the front end did not make (napari's undo/redo); None if there is none."""
+        self._require()
+        return self.history.observe(mask, by)
+
+    # -- measuring -------------------------------------------------------------------------------
+    def needs_measuring(self, mask) -> bool:
+        return self.active and (self._measured is None or not np.array_equal(np.asarray(mask) != 0, self._measured))
+
+    def measure(self, mask) -> tuple[np.ndarray, VbmdResult, list[SliceFlag]]:
+        """Figures and flags of ``mask`` (safe in a worker thread: it reads the case, changes nothing)."""
+        self._require()
+        inside = np.asarray(mask) != 0
+        result = measure_vbmd(self.scan, inside.astype(np.uint8))
+        flags = self.flag_context.flags(inside) if self.flag_context is not None else []
+        return inside, result, flags
+
+    def accept(self, inside: np.ndarray, result: VbmdResult, flags: list[SliceFlag]) -> None:
+        self._measured, self.result, self.flags = inside, result, flags
+
+    def measured(self, mask) -> VbmdResult:
+        """The figures of ``mask``, measured now if they are not yet (in the calling thread)."""
+        if self.needs_measuring(mask):
+            self.accept(*self.measure(mask))
+        return self.result
+
+    def correction_stats(self) -> CorrectionStats | None:
+        if not self.active or self.result is None:
+            return None
+        return self.history.stats(None, self.d100_model, self.result.d100_mg_ha_cm3)
+
+    # -- words -----------------------------------------------------------------------------------
+    def results_rows(self) -> list[tuple[str, str]]:
+        r, seg = self.result, self.segmentation
+        if r is None:
+            return []
+        return [
+            ("D100 (mg HA/cm³)", f"{r.d100_mg_ha_cm3:.1f}"),
+            ("SD (mg HA/cm³)", f"{r.sd_mg_ha_cm3:.1f}"),
+            ("Volume (mm³)", f"{r.volume_mm3:.1f}"),
+            ("Slices", f"{r.n_slices} ({r.first_slice}–{r.last_slice})"),
+            ("Mean slice area (mm²)", f"{r.mean_slice_area_mm2:.2f}"),
+            ("Model", seg.model if seg else ""),
+            ("Device", seg.device if seg else ""),
+            ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
+        ]
+
+    def hand_words(self) -> str:
+        seg = self.segmentation
+        return f"hand: {seg.hand} ({HAND_SOURCES.get(seg.hand_source, seg.hand_source)})" if seg else ""
+
+    def flags_words(self) -> str:
+        return plural(len(self.flags), "slice") + " flagged for review"
+
+    def run_words(self) -> str:
+        seg = self.segmentation
+        return (f"Done in {self.seconds:.1f} s: {seg.model} on {seg.device}; {self.hand_words()}; "
+                f"{self.flags_words()}.")
+
+    def correction_words(self) -> str:
+        stats = self.correction_stats()
+        if stats is None or not (stats.voxels_added or stats.voxels_removed):
+            return "Correction: none yet"
+        change = f"{stats.d100_change:+.1f}" if round(stats.d100_change, 1) else "±0.0"
+        return (f"Correction: +{stats.voxels_added} / −{stats.voxels_removed} voxels "
+                f"({plural(len(stats.slices_changed), 'slice')}); D100 {stats.d100_before:.1f} → "
+                f"{stats.d100_after:.1f} mg HA/cm³ ({change})")
+
+    # -- export ----------------------------------------------------------------------------------
+    def default_export_folder(self) -> Path | None:
+        from ..export import default_export_folder
+
+        return default_export_folder(self.scan.source) if self.scan is not None else None
+
+    def export(self, folder: str | Path, case: str, mask, formats=("aim",), reviewer: str = "", protect=(),
+               overwrite: bool = False, make_folder: bool = False) -> dict[str, Path]:
+        """Measure the final mask if needed and write the export (see ``napari_vbmd.export``)."""
+        from ..export import export_case
+
+        self._require()
+        self.observe(mask, reviewer)
+        folder = self._folder(folder, make_folder)
+        result = self.measured(mask)
+        final = (np.asarray(mask) != 0).astype(np.uint8)
+        return export_case(
+            folder, case, self.scan, final, result, original_mask=self.history.original,
+            model=self.segmentation.model, device=self.segmentation.device, review=self.review, reviewer=reviewer,
+            stats=self.correction_stats(), provenance=self.history.provenance(), seconds=self.seconds,
+            formats=formats, overwrite=overwrite, protect=protect)
+
+    def save_training_pair(self, folder: str | Path, case: str, mask, reviewer: str = "", protect=(),
+                           overwrite: bool = False) -> dict[str, Path]:
+        from ..export import save_training_pair
+
+        self._require()
+        self.observe(mask, reviewer)
+        final = (np.asarray(mask) != 0).astype(np.uint8)
+        return save_training_pair(folder, case, self.scan, final, provenance=self.history.provenance(),
+                                  overwrite=overwrite, protect=protect)
+
+    @staticmethod
+    def _folder(folder: str | Path, make_folder: bool) -> Path:
+        folder = Path(folder)
+        if make_folder and not folder.exists():
+            if not folder.parent.is_dir():
+                raise VbmdError("the folder above the export folder does not exist", folder.parent)
+            folder.mkdir()
+        return folder
+
+
+def case_name(scan: Scan, fallback: str = "case") -> str:
+    """A case's default name: the scan file's name without its suffixes (and VMS version)."""
+    if scan.source:
+        return Path(scan.source).name.split(";")[0].split(".")[0] or fallback
+    return fallback

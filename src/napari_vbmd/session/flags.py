@@ -1,0 +1,44 @@
+"""The review flags of a segmented case, computed where the segmentation looked.
+
+``review.flag_slices`` needs, beside the mask, the model's probability and the scan's densities;
+both live on the segmentation's bone crop. ``FlagContext`` holds that crop once per run, so the
+first flags and every re-measure after a correction (and ``benchmarks/eval_review_flags.py``) call
+the same thing and get slice numbers of the whole scan.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..review import SliceFlag, flag_slices
+
+if TYPE_CHECKING:  # the segmentation package imports torch: not needed to flag a mask
+    from ..scan import Scan
+    from ..segmentation.pipeline import SegmentationResult
+    from ..segmentation.preprocess import Box
+
+
+@dataclass
+class FlagContext:
+    box: "Box"  # the segmentation's crop of the scan
+    probability: np.ndarray | None  # the model's probability on the crop (None: not kept)
+    density: np.ndarray  # mg HA/cm³ of the crop
+    threshold: float  # where the model's probability was cut
+    spacing: tuple[float, float, float]  # mm (z, y, x)
+
+    @classmethod
+    def from_segmentation(cls, scan: "Scan", segmentation: "SegmentationResult") -> "FlagContext":
+        from ..segmentation.preprocess import density_block
+
+        box = segmentation.box
+        return cls(box, segmentation.probability, density_block(scan, box.slices), float(segmentation.threshold),
+                   tuple(float(s) for s in scan.spacing))
+
+    def flags(self, mask) -> list[SliceFlag]:
+        """The slices of ``mask`` (the whole scan's grid) that need a look, numbered in the scan."""
+        sub = np.asarray(mask)[self.box.slices]
+        found = flag_slices(sub, probability=self.probability, density=self.density, threshold=self.threshold,
+                            spacing=self.spacing)
+        return [SliceFlag(f.slice_index + self.box.z0, f.reasons, f.details) for f in found]

@@ -1,0 +1,137 @@
+"""Step 1 of the workflow, Run: the scan and the settings of a run (a magicgui form), Run and Cancel."""
+from __future__ import annotations
+
+from magicgui import widgets as mw
+from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
+
+from ..errors import VbmdError
+from ..segmentation.postprocess import MAX_BOUNDARY_BAND_MM
+from ..session import RunSettings
+from ._hand import HandControl
+
+MODEL_CHOICES = ("default", "unet2d", "unet3d", "classical", "checkpoint file")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+RANGE_CHOICES = ("whole scan", "slice range", "standard VOI")
+MODELS_BAND = -0.05  # the band control's minimum: "the model's own"
+
+
+def compact(widget) -> None:
+    """Let a combo box shrink with the dock instead of growing with its longest item."""
+    native = getattr(widget, "native", widget)
+    combos = [native] if isinstance(native, QComboBox) else native.findChildren(QComboBox)
+    for combo in combos:
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+
+
+class RunSection(QWidget):
+    """The form; the workflow widget reads ``settings()`` and ``scan_layer()`` when Run is pressed."""
+
+    def __init__(self, image_layers, current_slice, parent=None):
+        super().__init__(parent)
+        self._image_layers = image_layers
+        self._current_slice = current_slice
+        self.scan = mw.ComboBox(label="Scan", choices=self._scan_choices, nullable=True,
+                                tooltip="the image layer to segment (in mg HA/cm³ when the file is calibrated)")
+        self.model = mw.ComboBox(label="Model", choices=MODEL_CHOICES, value="default",
+                                 tooltip="default: the bundled model; classical: no network; "
+                                         "checkpoint file: a NAME.json from vbmd train")
+        self.checkpoint = mw.FileEdit(label="Checkpoint", mode="r", filter="napari-vbmd checkpoint (*.json)")
+        self.device = mw.ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
+        self.hand = HandControl()
+        self.band = mw.FloatSpinBox(label="Boundary band (mm)", min=MODELS_BAND, max=MAX_BOUNDARY_BAND_MM,
+                                    step=0.05, value=MODELS_BAND,
+                                    tooltip="move the network's boundary within this band onto the scan's "
+                                            "half-maximum edge; 0 keeps the network's own boundary")
+        self.band.native.setDecimals(2)
+        self.band.native.setSpecialValueText("the model's")
+        self.region = mw.ComboBox(label="Region", choices=RANGE_CHOICES, value="whole scan")
+        self.first = mw.SpinBox(min=0, max=100000)
+        self.last = mw.SpinBox(min=0, max=100000)
+        self.from_view = mw.PushButton(text="current →",
+                                       tooltip="first slice = the slice shown now; move on and press again for the last")
+        self.slices = mw.Container(label="Slices", layout="horizontal", labels=False,
+                                   widgets=[self.first, mw.Label(value="to"), self.last, self.from_view])
+        self.slices.margins = (0, 0, 0, 0)
+        self.voi = mw.FloatSpinBox(label="VOI length (mm)", min=0.5, max=200.0, value=10.0)
+        self.form = mw.Container(widgets=[self.scan, self.model, self.checkpoint, self.device, self.hand, self.band,
+                                          self.region, self.slices, self.voi])
+        for widget in (self.scan, self.model, self.device, self.region, self.hand):
+            compact(widget)
+        self.run_button = mw.PushButton(text="Run")
+        self.cancel_button = mw.PushButton(text="Cancel")
+        self.buttons = mw.Container(layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button])
+        self.buttons.margins = (0, 0, 0, 0)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.buttons.native)
+        layout.addStretch(1)
+
+        self.model.changed.connect(self._on_model)
+        self.region.changed.connect(self._on_region)
+        self.from_view.changed.connect(self._range_from_view)
+        self._on_model(self.model.value)
+        self._on_region(self.region.value)
+
+    # -- the form ------------------------------------------------------------------------------------
+    def _scan_choices(self, widget=None):
+        return [(layer.name, layer) for layer in self._image_layers()]
+
+    def refresh_scans(self) -> None:
+        self.scan.reset_choices()
+        layers = [choice for choice in self.scan.choices if choice is not None]
+        if self.scan.value is None and layers:
+            self.scan.value = layers[0]
+
+    def select_scan(self, layer) -> bool:
+        for _, value in self._scan_choices():
+            if value == layer:
+                self.scan.value = value
+                return True
+        return False
+
+    def scan_layer(self):
+        return self.scan.value
+
+    def _on_model(self, value) -> None:
+        self.checkpoint.visible = value == "checkpoint file"
+
+    def _on_region(self, value) -> None:
+        self.slices.visible = value == "slice range"
+        self.voi.visible = value == "standard VOI"
+
+    def _range_from_view(self, *_) -> None:
+        z = self._current_slice()
+        if z is None:
+            return
+        if self.first.value >= z or self.last.value > z:
+            self.first.value = self.last.value = z
+        else:
+            self.last.value = z
+
+    def boundary_band_mm(self) -> float | None:
+        """The band chosen (mm), or None for the model's own setting."""
+        value = float(self.band.value)
+        return None if value < 0 else value
+
+    def model_spec(self) -> str:
+        if self.model.value == "checkpoint file":
+            path = self.checkpoint.line_edit.value.strip()
+            if not path:
+                raise VbmdError("choose a checkpoint file (NAME.json) for the model")
+            return path
+        return self.model.value
+
+    def settings(self, threads: int | None) -> RunSettings:
+        slice_range = voi_mm = None
+        if self.region.value == "slice range":
+            first, last = int(self.first.value), int(self.last.value)
+            if last < first:
+                raise VbmdError(f"the slice range {first} to {last} is empty")
+            slice_range = (first, last + 1)
+        elif self.region.value == "standard VOI":
+            voi_mm = float(self.voi.value)
+        return RunSettings(model=self.model_spec(), device=self.device.value, hand=self.hand.requested(),
+                           slice_range=slice_range, voi_mm=voi_mm, boundary_band_mm=self.boundary_band_mm(),
+                           threads=threads)
