@@ -2,7 +2,6 @@
 run from scan to export, and the review flags computed where the segmentation looked."""
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
@@ -94,12 +93,14 @@ def test_staged_progress_names_stages_and_counts_within_them():
         stages.stage("a")
 
 
-def test_run_settings_are_segment_keywords():
-    from napari_vbmd.segmentation.pipeline import segment
+def test_run_settings_build_the_segmentation_settings():
+    from napari_vbmd.segmentation.settings import SegmentSettings
 
-    keywords = RunSettings(model="classical", hand="left", slice_range=(2, 5)).segment_keywords()
-    assert set(keywords) <= set(inspect.signature(segment).parameters)
-    assert keywords["hand"] == "left" and keywords["slice_range"] == (2, 5) and keywords["keep_probability"]
+    settings = RunSettings(model="classical", hand="left", slice_range=(2, 5)).segment_settings()
+    assert isinstance(settings, SegmentSettings)
+    assert settings.hand == "left" and settings.slice_range == (2, 5) and settings.keep_probability
+    with pytest.raises(VbmdError, match="threads"):
+        RunSettings(threads=0).segment_settings()
     assert plural(1, "slice") == "1 slice" and plural(4, "slice") == "4 slices"
 
 

@@ -411,13 +411,14 @@ def _everything_checkpoint(folder, boundary_band_mm=0.0):
 
 
 def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, tmp_path, monkeypatch):
-    from napari_vbmd.segmentation import registry
+    from napari_vbmd.segmentation import checkpoint
 
     widget, viewer, _ = widget_and_viewer
     json_path = _everything_checkpoint(tmp_path)
     loads = []
-    real_load = registry.load_model
-    monkeypatch.setattr(registry, "load_model", lambda spec, device: loads.append(spec) or real_load(spec, device))
+    real_load = checkpoint.load_checkpoint
+    monkeypatch.setattr(checkpoint, "load_checkpoint",
+                        lambda path, device="cpu": loads.append(str(path)) or real_load(path, device))
     widget.run_tab.model.value = "checkpoint file"
     widget.run_tab.checkpoint.line_edit.value = str(json_path)
     for run in range(2):

@@ -211,7 +211,10 @@ class ClassicalModel:
         from .classical import classical_probability
 
         check_cancel(cancel)
-        return classical_probability(work.output(), work.spacing)
+        probability = classical_probability(work.output(), work.spacing)
+        if progress:
+            progress(1, 2, "classical method: contour found")
+        return probability
 
 
 # -- the one cache --------------------------------------------------------------------------------------

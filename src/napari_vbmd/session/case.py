@@ -65,32 +65,37 @@ class RunSettings:
     boundary_band_mm: float | None = None  # None: the model's own
     threads: int | None = None
 
-    def segment_keywords(self) -> dict:
-        """``segment()``'s keywords, assembled in this one place."""
-        return {"device": self.device, "hand": self.hand, "slice_range": self.slice_range, "voi_mm": self.voi_mm,
-                "threads": self.threads, "boundary_band_mm": self.boundary_band_mm, "keep_probability": True}
+    def segment_settings(self):
+        """The segmentation's settings, assembled in this one place (checked on construction)."""
+        from ..segmentation.settings import SegmentSettings
+
+        return SegmentSettings(model=self.model, device=self.device, hand=self.hand, slice_range=self.slice_range,
+                               voi_mm=self.voi_mm, threads=self.threads, boundary_band_mm=self.boundary_band_mm,
+                               keep_probability=True)
 
 
 class ModelCache:
-    """Networks loaded once per (model, device) and reused by later runs; safe across threads."""
+    """The models this session has run, each loaded once through the engine's one cache
+    (:func:`napari_vbmd.segmentation.models.load`, keyed by the files' SHA-256 and the device)."""
 
     def __init__(self):
         self._models: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
 
     def get(self, spec: str, device: str):
-        if spec == "classical":
-            return "classical"
-        from ..segmentation.registry import load_model
+        from ..segmentation import models
 
-        key = (str(spec), str(device))
+        model = models.load(models.resolve(spec), device)
         with self._lock:
-            if key not in self._models:
-                self._models[key] = load_model(spec, device)
-            return self._models[key]
+            self._models[(str(spec), str(device))] = model
+        return model
 
     def loaded(self) -> dict:
-        return dict(self._models)
+        """The networks (not the classical method) this session has used, by (spec, device)."""
+        from ..segmentation.models import LoadedModel
+
+        with self._lock:
+            return {key: model for key, model in self._models.items() if isinstance(model, LoadedModel)}
 
 
 @dataclass
@@ -115,7 +120,7 @@ def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models
              progress: Report | None = None, cancel: Callable[[], bool] | None = None) -> CaseRun:
     """Segment, measure and flag a scan, stage by stage (see RUN_STAGES); the last stage is left to
     the front end, which says "done" once the result is on screen."""
-    from ..segmentation.pipeline import segment
+    from ..segmentation.pipeline import run
 
     stages = StagedProgress(RUN_STAGES, progress)
     started = time.perf_counter()
@@ -131,7 +136,7 @@ def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models
         if message != "done":  # the pipeline's own end is not the run's
             stages.within(step, total, message)
 
-    seg = segment(scan, model=model, progress=inner, cancel=cancel, **settings.segment_keywords())
+    seg = run(scan, settings.segment_settings().replace(model=model), progress=inner, cancel=cancel)
     _check(cancel)
     stages.stage("measuring")
     result = measure_vbmd(scan, seg.mask)
