@@ -332,7 +332,10 @@ def test_the_rating_widget_refuses_a_folder_holding_the_owners_key(make_napari_v
     from napari_vbmd.widgets.rating import RatingWidget
 
     manifest, _ = phantom_inputs
-    unsafe = create_study(manifest, tmp_path / "shared_with_the_key")  # owner/mapping.json inside
+    unsafe = create_study(manifest, tmp_path / "shared_with_the_key")
+    # the key inside the folder, as studies made before the owner folder kept it (study/owner/mapping.json)
+    (unsafe.folder / "owner").mkdir()
+    (tmp_path / "shared_with_the_key-owner" / "mapping.json").rename(unsafe.folder / "owner" / "mapping.json")
     shown = []
     monkeypatch.setattr(worker, "show_error", shown.append)
     viewer = make_napari_viewer()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,44 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def non_regular_reason(path: str | Path) -> str | None:
+    """Why ``path`` is not a regular file that can be read without blocking (None when it is one).
+
+    FIFOs, sockets and devices are refused before anything opens them: opening a FIFO for reading
+    blocks until a writer appears, and a device can be endless.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"is {_file_kind(mode)}, not a regular file"
+
+
+def require_regular_file(path: str | Path, allow_folder: bool = False) -> Path:
+    """``path`` if it is a regular file (or, with ``allow_folder``, a folder); else a one-line VbmdError."""
+    path = Path(path)
+    reason = non_regular_reason(path)
+    if reason is None or (allow_folder and path.is_dir()):
+        return path
+    raise VbmdError("no such file or folder" if reason == "no such file" else reason, path)
+
+
 def check_not_input(target: str | Path, protect=()) -> Path:
+    """``target`` if it may be written: not one of the files in ``protect`` (what the command
+    reads), not a folder, in a folder that exists."""
     target = Path(target)
     for p in protect:
         if p is None:
@@ -38,10 +76,48 @@ def check_not_input(target: str | Path, protect=()) -> Path:
             raise VbmdError("refusing to overwrite an input file", target)
     if target.exists() and target.is_dir():
         raise VbmdError("output path is a directory", target)
+    if target.exists() and non_regular_reason(target):
+        raise VbmdError(f"output path {non_regular_reason(target)}", target)
     parent = target.parent
     if not parent.exists():
         raise VbmdError("output folder does not exist", parent)
+    if not parent.is_dir():
+        raise VbmdError("is not a folder, so nothing can be written in it", parent)
     return target
+
+
+def check_output_folder(folder: str | Path) -> Path:
+    """Say in one line why ``folder`` cannot become an output folder, without creating it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise VbmdError("exists and is not a folder; give a folder for the output", folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise VbmdError(f"cannot be created: {existing} is a file, not a folder", folder)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise VbmdError(f"cannot write in {existing} (permission denied)", folder)
+    return folder
+
+
+def ensure_output_folder(folder: str | Path, protect=()) -> Path:
+    """Create an output folder (and its parents) or say in one line why it cannot be one."""
+    folder = Path(folder)
+    for p in protect:
+        if p is not None and (folder.resolve() == Path(p).resolve()):
+            raise VbmdError("the output folder is one of the command's inputs", folder)
+    if folder.exists() and not folder.is_dir():
+        raise VbmdError("exists and is not a folder; give a folder for the output", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise VbmdError("a part of this path is a file, not a folder", folder) from None
+    except OSError as exc:
+        raise VbmdError(f"cannot create the output folder ({exc.strerror})", folder) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise VbmdError("cannot write in the output folder (permission denied)", folder)
+    return folder
 
 
 @contextlib.contextmanager
@@ -52,7 +128,10 @@ def atomic_path(target: str | Path, protect=(), suffix: str | None = None):
     name = target.name
     if suffix is None:
         suffix = "".join(Path(name).suffixes) or ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".part{suffix}", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".part{suffix}", dir=target.parent)
+    except OSError as exc:  # a read-only folder, a full disk: name the user's path, not a temporary one
+        raise VbmdError(f"cannot write here ({exc.strerror or exc})", target) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -61,6 +140,12 @@ def atomic_path(target: str | Path, protect=(), suffix: str | None = None):
             os.fsync(fh.fileno())
         os.chmod(tmp_path, _umask_mode())
         os.replace(tmp_path, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        if exc.filename is not None and Path(str(exc.filename)) not in (tmp_path, target):
+            raise  # about another file (e.g. an input the block reads): not this output's problem
+        raise VbmdError(f"cannot write ({exc.strerror or exc})", target) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

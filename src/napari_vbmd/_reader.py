@@ -31,13 +31,20 @@ def read_layers(path):
     except VbmdError as exc:
         _notify(str(exc))
         return []
-    return [scan_to_layer_data(scan, name=Path(str(path)).name if scan.kind == "mask" else None)]
+    data, kwargs, kind = scan_to_layer_data(scan, name=Path(str(path)).name if scan.kind == "mask" else None)
+    if not scan.spacing_known:
+        # shown at 1 mm per voxel so it can be looked at; measuring refuses until the spacing is given
+        kwargs["name"] = f"{kwargs['name']} (voxel size unknown)"
+        why = scan.header.get("spacing_note") or "the file does not state it"
+        _notify(f"{path}: voxel size unknown ({why}); shown at 1 mm per voxel; measuring and segmenting need "
+                "the spacing (set the layer's scale, or use vbmd with --spacing Z Y X)", warning=True)
+    return [(data, kwargs, kind)]
 
 
-def _notify(message: str) -> None:
+def _notify(message: str, warning: bool = False) -> None:
     try:
-        from napari.utils.notifications import show_error
+        from napari.utils.notifications import show_error, show_warning
 
-        show_error(message)
+        (show_warning if warning else show_error)(message)
     except Exception:  # pragma: no cover - napari absent
         pass

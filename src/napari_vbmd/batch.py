@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ._atomic import write_text_atomic
+from ._atomic import non_regular_reason, write_text_atomic
 from .errors import CancelledError, VbmdError
 
 if TYPE_CHECKING:
@@ -276,6 +276,19 @@ def _case_id(rel: Path, keep_suffix: bool = False) -> str:
     return "/".join(parts)
 
 
+def check_outputs_outside_inputs(input_dir: str | Path, output_dir: str | Path) -> None:
+    """Refuse an output folder whose masks/ or cases/ would be written among the inputs (e.g.
+    ``vbmd batch T/masks T``, which would write T/masks/<case>_mask.aim over a truth mask)."""
+    input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
+    if output_dir == input_dir:
+        raise VbmdError("the output folder must not be the input folder (a sub-folder is fine)", output_dir)
+    for sub in ("masks", "cases"):
+        written = output_dir / sub
+        if input_dir == written or written in input_dir.parents:
+            raise VbmdError(f"the batch writes {written} and the input folder {input_dir} is (inside) it: outputs "
+                            "would land among the inputs; choose an output folder outside them", output_dir)
+
+
 def discover_cases(input_dir: str | Path, exclude: tuple = ()) -> tuple[list[Case], list[dict]]:
     """The scans under ``input_dir`` (sorted) and the files left out, each with its reason.
 
@@ -289,7 +302,14 @@ def discover_cases(input_dir: str | Path, exclude: tuple = ()) -> tuple[list[Cas
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded)
-        files = [here / f for f in sorted(filenames) if not f.startswith(".") and (here / f).is_file()]
+        files = []
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            reason = non_regular_reason(here / name)
+            if reason is None:
+                files.append(here / name)
+            else:  # FIFOs, sockets, devices, broken links: never opened, and listed
+                reason = "broken link" if reason == "no such file" else reason
+                ignored.append({"file": (here / name).relative_to(root).as_posix(), "reason": reason})
         if files and _is_dicom_folder(here, files):
             found.append((here, "dicom"))
             continue
@@ -340,8 +360,7 @@ def run_batch(
         raise VbmdError("input folder does not exist" if not input_dir.exists() else "input is not a folder", input_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise VbmdError("output exists and is not a folder", output_dir)
-    if output_dir.resolve() == input_dir.resolve():
-        raise VbmdError("the output folder must not be the input folder (a sub-folder is fine)", output_dir)
+    check_outputs_outside_inputs(input_dir, output_dir)
     if workers is not None and workers < 0:
         raise VbmdError(f"number of workers must be 0 or more, got {workers}")
     if threads_per_worker < 1:

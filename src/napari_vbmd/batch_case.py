@@ -239,7 +239,9 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
     image = read_scan(case.path)
     if image.kind != "image":
         raise VbmdError("is a mask, not a greyscale scan", case.path)
-    image = apply_user_calibration(image, units=settings.units, slope=settings.slope, intercept=settings.intercept)
+    # the user's calibration is for the cohort's files without one (--units help); a file's own stays
+    image = apply_user_calibration(image, units=settings.units, slope=settings.slope, intercept=settings.intercept,
+                                   if_calibrated="keep")
     timings["read"] = time.perf_counter() - t
     model, loaded_now = _worker_model(job.model_identity, settings.segmentation.device)
     result = run(image, settings.segmentation.replace(model=model))

@@ -83,6 +83,11 @@ def layer_to_scan(data, metadata: dict | None, scale=None, translate=None, kind:
     kind = kind or meta.get("kind", "image")
     unit = meta.get("layer_unit", meta.get("unit", "unknown")) if kind == "image" else "unknown"
     header = dict(meta.get("header") or {})
+    if header.get("spacing_known") is False and scale is not None and not np.allclose(
+            spacing, meta.get("spacing", (1.0, 1.0, 1.0))):
+        # the file stated no voxel size and the user has since set the layer's scale: that is the spacing
+        header.update(spacing_known=True, spacing_source="napari layer scale")
+        header.pop("spacing_note", None)
     return Scan(
         data=data,
         spacing=spacing,

@@ -17,9 +17,14 @@ def align_mask(mask: Scan, image: Scan) -> np.ndarray:
     of the same scan). Parts of the mask outside the image are refused, not silently cut.
     """
     data = np.asarray(mask.data) != 0
+    where = mask.source or "mask"
+    if not mask.spacing_known:
+        if mask.shape == image.shape:
+            return data  # a mask without a voxel size of its own, voxel for voxel on the scan
+        raise VbmdError(f"states no voxel size and its shape {mask.shape} differs from the scan's {image.shape}: "
+                        "the grids cannot be aligned", where)
     if mask.same_grid(image):
         return data
-    where = mask.source or "mask"
     if not np.allclose(mask.spacing, image.spacing, rtol=1e-3):
         raise VbmdError(
             f"voxel size {_fmt(mask.spacing)} mm differs from the scan's {_fmt(image.spacing)} mm", where
@@ -77,6 +82,8 @@ class VbmdResult:
     first_slice: int
     last_slice: int
     profile: SliceProfile
+    #: what the figures rest on besides the files' own word (a user's override, a user's spacing)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self, profile: bool = True) -> dict:
         out = asdict(self)
@@ -85,15 +92,37 @@ class VbmdResult:
         return out
 
 
-def measure_vbmd(image: Scan, mask: Scan | np.ndarray, slices: tuple[int, int] | None = None) -> VbmdResult:
+def measure_vbmd(
+    image: Scan,
+    mask: Scan | np.ndarray,
+    slices: tuple[int, int] | None = None,
+    allow_other_scan: bool = False,
+) -> VbmdResult:
     """Mean density (D100) and friends of ``image`` inside ``mask``.
 
     ``slices`` limits the measurement to slices [first, last) of the image, as a standardised
     region would. The density is computed in float64 so that D100 is exact to the stored integers.
+    A mask whose file names another measurement than the scan's (Scanco logs and headers) is
+    refused unless ``allow_other_scan``; the result's notes then say so. Voxels that are not finite
+    numbers inside the mask, and results that are not, are refused.
     """
     if image.kind != "image":
         raise VbmdError("the scan to measure is a mask, not a greyscale image", image.source)
+    image.require_spacing("measuring volumes and areas")
+    notes = []
+    if image.header.get("spacing_source"):
+        notes.append(f"voxel size {', '.join(f'{s:g}' for s in image.spacing)} mm from the {image.header['spacing_source']}")
+    if str(image.header.get("calibration_source", "")).startswith("user, overriding"):
+        notes.append(f"calibration: {image.header['calibration_source']}")
     if isinstance(mask, Scan):
+        from .io.identity import identity_mismatch
+
+        mismatch = identity_mismatch(mask, image)
+        if mismatch and not allow_other_scan:
+            raise VbmdError(f"{mismatch} (a mask of another scan; --allow-other-scan measures it anyway)",
+                            mask.source or "mask")
+        if mismatch:
+            notes.append(f"mask {mismatch}; measured as asked (--allow-other-scan)")
         inside = align_mask(mask, image)
         where = mask.source
     else:
@@ -102,7 +131,9 @@ def measure_vbmd(image: Scan, mask: Scan | np.ndarray, slices: tuple[int, int] |
         if inside.shape != image.shape:
             raise VbmdError(f"mask shape {inside.shape} differs from the scan's {image.shape}")
     if slices is not None:
-        first, last = slices
+        first, last = (int(v) for v in slices)
+        if first >= last:
+            raise VbmdError(f"slice range {first}:{last} is empty or reversed (FIRST must be below LAST)")
         if not (0 <= first < last <= image.shape[0]):
             raise VbmdError(f"slice range {first}:{last} is outside the scan's 0:{image.shape[0]}")
         inside = inside.copy()
@@ -120,6 +151,10 @@ def measure_vbmd(image: Scan, mask: Scan | np.ndarray, slices: tuple[int, int] |
     density = sub_image.density().astype(np.float64) if image.unit != "native" else _native_density(sub_image)
     values = density[sub_mask]
     n = int(values.size)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise VbmdError(f"{n - int(finite.sum())} of the {n} voxels inside the mask are not finite numbers "
+                        "(NaN or infinity): the scan is damaged or its calibration overflows", image.source)
     voxel_area = image.spacing[1] * image.spacing[2]
     per_slice_n = sub_mask.sum(axis=(1, 2))
     per_slice_sum = np.where(sub_mask, density, 0.0).sum(axis=(1, 2))
@@ -131,7 +166,7 @@ def measure_vbmd(image: Scan, mask: Scan | np.ndarray, slices: tuple[int, int] |
         n_voxels=[int(c) for c in per_slice_n[present]],
     )
     n_slices = int(present.sum())
-    return VbmdResult(
+    result = VbmdResult(
         d100_mg_ha_cm3=float(values.mean()),
         sd_mg_ha_cm3=float(values.std(ddof=1)) if n > 1 else 0.0,
         n_voxels=n,
@@ -141,7 +176,13 @@ def measure_vbmd(image: Scan, mask: Scan | np.ndarray, slices: tuple[int, int] |
         first_slice=z0,
         last_slice=z1 - 1,
         profile=profile,
+        notes=notes,
     )
+    figures = [result.d100_mg_ha_cm3, result.sd_mg_ha_cm3, result.volume_mm3, result.mean_slice_area_mm2,
+               *profile.area_mm2, *profile.density_mg_ha_cm3]
+    if not np.all(np.isfinite(figures)):
+        raise VbmdError("the figures are not finite numbers (the densities or the voxel size overflow)", image.source)
+    return result
 
 
 def _native_density(scan: Scan) -> np.ndarray:

@@ -48,6 +48,16 @@ class Calibration:
             raise VbmdError(f"calibration mu scaling must be positive, got {self.mu_scaling!r}")
         if self.mu_water is not None and not (np.isfinite(self.mu_water) and self.mu_water > 0):
             raise VbmdError(f"calibration mu water must be positive, got {self.mu_water!r}")
+        # Each number may be finite while their ratio is not (Mu_Scaling 1e-320 gives infinite densities).
+        with np.errstate(all="ignore"):
+            ratios = [np.float64(self.density_slope) / np.float64(self.mu_scaling)]
+            if self.mu_water is not None:
+                ratios.append(np.float64(1000.0) / (np.float64(self.mu_scaling) * np.float64(self.mu_water)))
+        if not all(np.isfinite(r) and r != 0 for r in ratios):
+            raise VbmdError(
+                f"calibration gives no finite density per stored value (slope {self.density_slope!r} / "
+                f"mu scaling {self.mu_scaling!r})"
+            )
 
     @property
     def density_per_native(self) -> float:
@@ -122,6 +132,19 @@ class Scan:
     def voxel_volume_mm3(self) -> float:
         return float(np.prod(self.spacing))
 
+    @property
+    def spacing_known(self) -> bool:
+        """False when the file does not state its voxel size: ``spacing`` is then a 1 mm placeholder,
+        good for display only, and measuring or segmenting refuses until the user gives the spacing."""
+        return bool(self.header.get("spacing_known", True))
+
+    def require_spacing(self, what: str = "measuring") -> None:
+        if not self.spacing_known:
+            why = self.header.get("spacing_note") or "the file does not state it"
+            raise VbmdError(
+                f"voxel size is unknown ({why}); {what} needs it: give it with --spacing Z Y X (mm)", self.source
+            )
+
     def same_grid(self, other: "Scan", rtol: float = 1e-4) -> bool:
         return (
             self.shape == other.shape
@@ -172,15 +195,40 @@ class Scan:
             "path": self.source,
             "kind": self.kind,
             "shape": list(self.shape),
-            "spacing_mm": list(self.spacing),
+            "spacing_mm": list(self.spacing) if self.spacing_known else "unknown",
+            "spacing_note": self.header.get("spacing_note"),
             "origin_mm": list(self.origin),
             "direction": list(self.direction),
             "dtype": str(self.data.dtype),
             "unit": self.unit,
             "hand": self.hand,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "calibration_source": calibration_source(self),
+            "calibration_note": self.header.get("calibration_note"),
             "format": self.header.get("format"),
         }
+
+
+def calibration_source(scan: Scan) -> str | None:
+    """Where the meaning of a scan's values comes from: the file, the user, or nowhere (None)."""
+    if "calibration_source" in scan.header:
+        return scan.header["calibration_source"]
+    if scan.kind != "image":
+        return None
+    if scan.calibration is not None or scan.unit == UNIT_DENSITY:
+        return "file"
+    return None
+
+
+def _own_calibration(scan: Scan) -> str | None:
+    """A one-line account of the calibration a file states itself, or None when it states none."""
+    if scan.unit == UNIT_DENSITY and calibration_source(scan) == "file":
+        return "values already mg HA/cm3"
+    if scan.calibration is not None and calibration_source(scan) == "file":
+        cal = scan.calibration
+        return (f"density slope {cal.density_slope:g}, intercept {cal.density_intercept:g}, "
+                f"mu scaling {cal.mu_scaling:g}")
+    return None
 
 
 def apply_user_calibration(
@@ -188,21 +236,66 @@ def apply_user_calibration(
     units: str | None = None,
     slope: float | None = None,
     intercept: float | None = None,
+    override: bool = False,
+    if_calibrated: str = "refuse",
 ) -> Scan:
     """Say what an uncalibrated scan's values mean (the user's word, never a guess).
 
     ``units="mg_ha_cm3"`` marks values as densities already; ``slope``/``intercept`` give
-    density = value * slope + intercept.
+    density = value * slope + intercept. A file that states its own calibration is refused (one
+    line) unless ``override`` is set; the scan then records that the user's word replaced the
+    file's (``header["calibration_source"]``). ``if_calibrated="keep"`` (cohorts of mixed files)
+    applies the user's word only to files without a calibration of their own.
     """
+    if units is not None and (slope is not None or intercept is not None):
+        raise VbmdError("give either --units or --slope/--intercept, not both", scan.source)
+    if units is None and slope is None and intercept is None:
+        return scan
+    own = _own_calibration(scan)
+    if own is not None:
+        if if_calibrated == "keep" and not override:
+            return scan
+        if not override:
+            raise VbmdError(
+                f"the file states its own calibration ({own}); --units/--slope/--intercept are for files "
+                "without one (add --override-calibration to replace it)",
+                scan.source,
+            )
+    source = "user" if own is None else f"user, overriding the file's ({own})"
+    header = {**scan.header, "calibration_source": source}
     if slope is not None or intercept is not None:
         if slope is None or intercept is None:
             raise VbmdError("give both a density slope and a density intercept", scan.source)
         calibration = Calibration(density_slope=float(slope), density_intercept=float(intercept), mu_scaling=1.0)
-        return dataclasses.replace(scan, calibration=calibration, unit=UNIT_NATIVE)
-    if units is not None:
-        if units not in UNITS or units == UNIT_UNKNOWN:
-            raise VbmdError(f"unknown units {units!r}; use native, hu or mg_ha_cm3", scan.source)
-        if units in (UNIT_NATIVE, UNIT_HU) and scan.calibration is None:
-            raise VbmdError(f"values said to be {units} but the file has no calibration", scan.source)
-        return dataclasses.replace(scan, unit=units)
-    return scan
+        return dataclasses.replace(scan, calibration=calibration, unit=UNIT_NATIVE, header=header)
+    if units not in UNITS or units == UNIT_UNKNOWN:
+        raise VbmdError(f"unknown units {units!r}; use native, hu or mg_ha_cm3", scan.source)
+    if units in (UNIT_NATIVE, UNIT_HU) and scan.calibration is None:
+        raise VbmdError(f"values said to be {units} but the file has no calibration", scan.source)
+    return dataclasses.replace(scan, unit=units, header=header)
+
+
+def apply_user_spacing(scan: Scan, spacing) -> Scan:
+    """Give a scan whose file states no voxel size the user's (z, y, x) spacing in mm.
+
+    A file that states its spacing keeps it: a different one from the user is refused.
+    """
+    if spacing is None:
+        return scan
+    try:
+        values = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        raise VbmdError(f"--spacing must be three numbers in mm (z y x), got {spacing!r}", scan.source) from None
+    if len(values) != 3 or not all(np.isfinite(v) and 0 < v <= 100 for v in values):
+        raise VbmdError(f"--spacing must be three positive sizes in mm up to 100 (z y x), got {spacing!r}", scan.source)
+    if scan.spacing_known:
+        if np.allclose(values, scan.spacing, rtol=1e-4):
+            return scan
+        raise VbmdError(
+            f"the file states its voxel size ({', '.join(f'{v:g}' for v in scan.spacing)} mm); --spacing "
+            f"{' '.join(f'{v:g}' for v in values)} contradicts it (--spacing is for files without one)",
+            scan.source,
+        )
+    header = {**scan.header, "spacing_known": True, "spacing_source": "user (--spacing)"}
+    header.pop("spacing_note", None)
+    return dataclasses.replace(scan, spacing=values, header=header)

@@ -50,14 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    import os
+    import warnings
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not os.environ.get("VBMD_DEBUG"):
+                # libraries' warnings about the input (pydicom's "invalid value for VR DS", numpy's
+                # overflow) are not for the user: the checks here turn what matters into one line
+                warnings.simplefilter("ignore")
+            return int(args.func(args) or 0)
     except VbmdError as exc:
         print(f"vbmd {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # e.g. `vbmd info X --json | head`
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except CancelledError:
@@ -70,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vbmd {args.command}: error: out of memory", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # one line, never a traceback; VBMD_DEBUG=1 shows it
-        import os
-
         if os.environ.get("VBMD_DEBUG"):
             raise
         print(f"vbmd {args.command}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

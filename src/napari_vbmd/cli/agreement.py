@@ -36,7 +36,10 @@ def _p(value) -> str:
 
 
 def run(args) -> int:
+    from .._atomic import require_regular_file
+
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    require_regular_file(args.csv)  # a FIFO would block the read forever
     names, ids, table = read_agreement_csv(args.csv, columns=columns)
     result = agreement(table, names)
     result["cases"] = ids

@@ -36,8 +36,9 @@ def run(args) -> int:
     from ..phantom import PhantomSpec, generate_phantom, write_phantom
     from ..segmentation.pipeline import segment
 
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .._atomic import ensure_output_folder, write_text_atomic
+
+    out = ensure_output_folder(args.out_dir)
     t0 = time.perf_counter()
     phantom = generate_phantom(PhantomSpec(seed=args.seed, hand=args.hand))
     for old in out.glob("phantom*"):  # the demo's own earlier output
@@ -60,7 +61,7 @@ def run(args) -> int:
         "dice_vs_truth": float(dice(phantom.truth.data, result.mask.data)),
         "timings_s": {"phantom": t_phantom, **result.timings},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2), protect=paths.values())
     if not args.no_viewer:
         report["screenshot"] = _show(phantom, result, out, interactive=args.show)
     if args.json:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import VbmdError
+from ._common import positive_int
 from ._output import print_json, print_table
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -27,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="choose threshold and boundary band on the validation cases the members share (runs the "
                    "pipeline once per case)")
-    p.add_argument("--threads", type=int, help="CPU threads for --calibrate")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for --calibrate (at least 1)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
 
@@ -43,7 +44,12 @@ def _shared_validation_pairs(members: list[str]):
         split_path = config_path.parent / "split.json"
         if not split_path.is_file():
             raise VbmdError("--calibrate needs each member's split.json beside its checkpoint", split_path)
-        member_val = json.loads(split_path.read_text())["val"]
+        try:
+            member_val = json.loads(split_path.read_text(encoding="utf-8"))["val"]
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError) as exc:
+            raise VbmdError(f"damaged split record ({type(exc).__name__}: {exc})", split_path) from None
+        if not isinstance(member_val, list):
+            raise VbmdError("damaged split record (val is not a list of cases)", split_path)
         member_data = read_config(config_path).training.get("data")
         if val is None:
             val, data = member_val, member_data
@@ -62,7 +68,7 @@ def run(args) -> int:
     import shutil
     import tempfile
 
-    from .._atomic import atomic_path, check_not_input
+    from .._atomic import atomic_path, check_not_input, ensure_output_folder
     from ..segmentation.checkpoint import checkpoint_paths, make_ensemble
 
     output = Path(args.output)
@@ -70,10 +76,10 @@ def run(args) -> int:
         raise VbmdError("output must be NAME or NAME.json (NAME.safetensors is written beside it)", output)
     config_out, weights_out = output.with_suffix(".json"), output.with_suffix(".safetensors")
     inputs = [path for member in args.members for path in checkpoint_paths(member)]
+    ensure_output_folder(config_out.parent)
     for target in (config_out, weights_out):
         check_not_input(target, inputs)
     pairs = _shared_validation_pairs(args.members) if args.calibrate else None
-    config_out.parent.mkdir(parents=True, exist_ok=True)
     # built and calibrated aside, then moved into place: an interrupted run leaves no uncalibrated checkpoint
     with tempfile.TemporaryDirectory(dir=config_out.parent, prefix=".vbmd-ensemble-") as work:
         config_path, weights_path = make_ensemble(args.members, Path(work) / "ensemble", name=args.name)

@@ -50,7 +50,9 @@ def run(args) -> int:
     if args.cases:
         if any(folders) or args.probability:
             raise VbmdError("give either --cases CSV or --images/--reference/--predicted folders, not both")
-        cases = cases_from_csv(args.cases)
+        from .._atomic import require_regular_file
+
+        cases = cases_from_csv(require_regular_file(args.cases))
     elif all(folders):
         cases = cases_from_folders(args.images, args.reference, args.predicted, args.probability)
     else:

@@ -28,12 +28,15 @@ def run(args) -> int:
         print_json(info)
         return 0
     cal = info["calibration"]
+    spacing = info["spacing_mm"]
+    if spacing == "unknown":
+        spacing = f"unknown ({info['spacing_note'] or 'the file does not state it'}; give --spacing Z Y X to measure)"
     rows = [
         ("file", info["path"]),
         ("format", info["format"]),
         ("kind", info["kind"]),
         ("shape (z, y, x)", info["shape"]),
-        ("spacing mm (z, y, x)", info["spacing_mm"]),
+        ("spacing mm (z, y, x)", spacing),
         ("origin mm (z, y, x)", info["origin_mm"]),
         ("dtype", info["dtype"]),
         ("units", info["unit"]),
@@ -42,6 +45,13 @@ def run(args) -> int:
          f"slope {cal['density_slope']}, intercept {cal['density_intercept']}, "
          f"mu scaling {cal['mu_scaling']}, mu water {cal['mu_water']}"),
     ]
+    if info.get("calibration_note"):
+        rows.append(("calibration note", info["calibration_note"]))
+    if info["format"] == "isq":
+        h = scan.header
+        rows.append(("ISQ", f"{' x '.join(map(str, h['dimensions_p']))} voxels over "
+                            f"{' x '.join(map(str, h['dimensions_um']))} um (x, y, z); measurement "
+                            f"{h['measurement_index']}, patient {h['patient_index']}"))
     if "aim" in info:
         rows.append(("AIM", f"v{info['aim']['version']:03d}, {info['aim']['type']}, position {info['aim']['position']}"))
     print_table(rows)

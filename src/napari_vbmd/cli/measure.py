@@ -5,6 +5,7 @@ import sys
 
 from ..io import read_mask
 from ..measure import measure_vbmd
+from ..scan import calibration_source
 from ._common import add_calibration_arguments, read_image_argument
 from ._output import print_json, print_table
 
@@ -14,6 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("image", help="greyscale scan (AIM, ISQ, DICOM folder, NIfTI, TIFF)")
     p.add_argument("mask", help="mask (AIM, GOBJ, NIfTI, TIFF) of the same scan")
     p.add_argument("--slices", help="measure only slices FIRST:LAST (0-based, LAST excluded)")
+    p.add_argument("--allow-other-scan", action="store_true",
+                   help="measure a mask whose file names another measurement (patient, measurement index, "
+                   "original ISQ) than the scan's; refused otherwise, and recorded in the output")
     p.add_argument("--profile", action="store_true", help="also print the per-slice profile")
     p.add_argument("--json", action="store_true", help="print JSON (always includes the profile)")
     add_calibration_arguments(p)
@@ -29,26 +33,46 @@ def parse_slice_range(text: str | None):
         first, last = (int(v) for v in text.split(":"))
     except ValueError:
         raise VbmdError(f"slice range must be FIRST:LAST, got {text!r}") from None
+    if first >= last:
+        raise VbmdError(f"slice range {text} is empty or reversed: FIRST must be below LAST (e.g. {last}:{first})"
+                        if first > last else f"slice range {text} is empty: FIRST must be below LAST")
     return first, last
 
 
+def _calibration_line(image) -> str:
+    source = calibration_source(image) or "none"
+    cal = image.calibration
+    if image.unit == "mg_ha_cm3":
+        what = "values are mg HA/cm3"
+    elif cal is not None:
+        what = f"density = stored value * {cal.density_per_native:.6g} + {cal.density_intercept:.6g}"
+    else:
+        what = "-"
+    return f"{what} ({source})"
+
+
 def run(args) -> int:
+    slices = parse_slice_range(args.slices)
     image = read_image_argument(args, args.image)
     mask = read_mask(args.mask)
-    result = measure_vbmd(image, mask, slices=parse_slice_range(args.slices))
+    result = measure_vbmd(image, mask, slices=slices, allow_other_scan=args.allow_other_scan)
     if args.json:
-        print_json({"image": args.image, "mask": args.mask, **result.to_dict()})
+        print_json({"image": args.image, "mask": args.mask, "calibration": _calibration_line(image),
+                    "spacing_mm": list(image.spacing), **result.to_dict()})
         return 0
-    print_table([
+    rows = [
         ("image", args.image),
         ("mask", args.mask),
+        ("calibration", _calibration_line(image)),
         ("D100 (mg HA/cm3)", round(result.d100_mg_ha_cm3, 2)),
         ("SD (mg HA/cm3)", round(result.sd_mg_ha_cm3, 2)),
         ("voxels", result.n_voxels),
         ("volume (mm3)", round(result.volume_mm3, 2)),
         ("slices", f"{result.n_slices} ({result.first_slice} to {result.last_slice})"),
         ("mean slice area (mm2)", round(result.mean_slice_area_mm2, 2)),
-    ])
+    ]
+    rows += [("note", note) for note in result.notes]
+    print_table(rows)
     if args.profile:
         sys.stdout.write("\nslice  area_mm2  density_mg_ha_cm3\n")
         p = result.profile

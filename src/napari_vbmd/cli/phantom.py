@@ -9,7 +9,13 @@ from __future__ import annotations
 import sys
 import time
 
+from ..errors import VbmdError
 from ._output import print_json
+
+#: the shortest volume (mm along the bones) that reliably holds MC2: measured over 30 seeds at 82 and
+#: 61 um, 2.4-2.6 mm lost MC2 in 46 of 120 phantoms, 2.9 and 3.3 mm in none of 60 each
+MIN_LENGTH_MM = 3.0
+DEFAULT_SPACING_MM = 0.082
 
 
 def register(subparsers) -> None:
@@ -29,7 +35,9 @@ def register(subparsers) -> None:
                         "random (default): about 1 in 4 left, like the study")
     p.add_argument("--fov", choices=["cropped", "full"], default="cropped",
                    help="cropped (32 x 40 mm around MC2 and MC3, default) or full (1536 x 1536 at 82 um)")
-    p.add_argument("--slices", type=int, default=None, help="number of slices (default 110, 9 mm at 82 um)")
+    p.add_argument("--slices", type=int, default=None,
+                   help="number of slices (default 110, 9 mm at 82 um; at most 320); the volume must span at least "
+                   f"{MIN_LENGTH_MM:g} mm to hold MC2 (37 slices at 82 um, 50 at 61 um)")
     p.add_argument("--spacing", type=float, default=None, metavar="MM",
                    help="isotropic voxel size in mm (default 0.082)")
     p.add_argument("--motion", type=int, choices=[0, 1, 2, 3], default=None,
@@ -46,9 +54,30 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_length(slices: int | None, spacing: float | None) -> None:
+    """Refuse a volume too short to hold MC2 before generating anything, with the slices it needs."""
+    import math
+
+    if slices is None or not 4 <= slices <= 320:
+        return  # the generator's own checks say what is wrong
+    spacing = DEFAULT_SPACING_MM if spacing is None else spacing
+    if not (math.isfinite(spacing) and spacing > 0):
+        return  # the generator says what is wrong with the spacing
+    if slices * spacing < MIN_LENGTH_MM - 1e-9:
+        need = math.ceil(MIN_LENGTH_MM / spacing - 1e-9)
+        raise VbmdError(f"--slices {slices} at {spacing:g} mm spans {slices * spacing:.2f} mm; a phantom needs at "
+                        f"least {MIN_LENGTH_MM:g} mm ({need} slices at this spacing) to hold MC2")
+
+
 def run(args) -> int:
+    from pathlib import Path
+
     from ..phantom import generate_cohort
 
+    from .._atomic import check_output_folder
+
+    check_length(args.slices, args.spacing)
+    check_output_folder(Path(args.out_dir))  # a file or a read-only folder is refused before hours of work
     started = time.perf_counter()
 
     def progress(done, total, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ._common import add_calibration_arguments, read_image_argument
+from ._common import add_calibration_arguments, positive_int, read_image_argument
 from ._output import print_json, print_table
 
 
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                    help="hand side; auto = from the file's header, else right")
     p.add_argument("--slices", help="segment only slices A:B (0-based, B excluded)")
     p.add_argument("--voi-mm", type=float, help="keep a standard VOI of this length (mm) proximal from MC2's joint surface")
-    p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for inference (at least 1)")
     p.add_argument("--hole-filling", default="fill", choices=["fill", "active_contour", "none"],
                    help="fill = exact per-slice filling (default); active_contour = the study's option")
     p.add_argument("--boundary-band", type=float, metavar="MM",

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     c.add_argument("--allow-back", action="store_true", help="let raters go back to earlier cases")
     c.add_argument("--copy-scans", action="store_true", help="copy the scans into the study folder")
     c.add_argument("--mapping", metavar="FILE",
-                   help="keep the owner's contour-to-source mapping here instead of STUDY_DIR/owner/")
+                   help="where the owner's contour-to-source mapping (with a copy of the manifest) goes; default "
+                   "STUDY_DIR-owner/mapping.json, beside the study folder; never inside it")
     c.add_argument("--title", help="a title for the owner's records (never shown to raters)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=run_create)
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
     a.add_argument("study_dir", metavar="STUDY_DIR")
     a.add_argument("--mapping", metavar="FILE", help="the mapping file, if kept outside the study folder")
     a.add_argument("--out", metavar="DIR", help="where answers.csv, summary.json and the plot go "
-                   "(default STUDY_DIR/owner/analysis)")
+                   "(default STUDY_DIR-owner/analysis, beside the study folder)")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.set_defaults(func=run_analyze)
 
@@ -62,17 +63,19 @@ def run_create(args) -> int:
     finally:
         if progress:
             progress.end()
-    mapping = args.mapping or str(study.folder / "owner" / "mapping.json")
+    from ..rating.study import owner_folder
+
+    mapping = args.mapping or str(owner_folder(study.folder) / "mapping.json")
     if args.json:
         print_json({"study_dir": str(study.folder), "study_id": study.study_id, "n_cases": study.n_cases,
                     "allow_back": study.allow_back, "mapping": mapping})
         return 0
     print_table([
-        ("study folder", str(study.folder)),
+        ("study folder (give to raters)", str(study.folder)),
         ("study id", study.study_id),
         ("cases", study.n_cases),
         ("raters may go back", "yes" if study.allow_back else "no"),
-        ("owner mapping", mapping),
+        ("owner mapping (keep from raters)", mapping),
     ])
     return 0
 

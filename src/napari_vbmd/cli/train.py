@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from ..errors import VbmdError
+from ._common import positive_int
 from ._output import print_json, print_table
 
 
@@ -15,6 +17,8 @@ def _floats(text: str, n_allowed=(1, 3)) -> tuple[float, ...]:
         raise VbmdError(f"expected comma-separated numbers, got {text!r}") from None
     if len(values) not in n_allowed:
         raise VbmdError(f"expected {' or '.join(map(str, n_allowed))} numbers, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise VbmdError(f"expected finite numbers, got {text!r}")
     return values
 
 
@@ -37,7 +41,7 @@ def register(subparsers) -> None:
                    "or z,h,w (3D; default 48,128,128)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the slices)")
-    p.add_argument("--batch-size", type=int, help="default: the study's (2D 4, 3D 1)")
+    p.add_argument("--batch-size", type=positive_int, help="default: the study's (2D 4, 3D 1)")
     p.add_argument("--lr", type=float, help="Adam learning rate; default: the study's (2D 1e-5, 3D 1e-4)")
     p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
                    help="constant, or cosine: from --lr down to a hundredth of it at the last epoch")
@@ -67,10 +71,11 @@ def register(subparsers) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that exceeds this time")
     p.add_argument("--init", help="fine-tune from this checkpoint (its architecture, grid and statistics)")
     p.add_argument("--resume", action="store_true", help="continue a run in the output folder")
-    p.add_argument("--encoder-weights", help="local torchvision ResNet34 ImageNet weights (.pth/.safetensors)")
+    p.add_argument("--encoder-weights", help="local torchvision ResNet34 ImageNet weights (.safetensors, or .pth "
+                   "read tensors-only), relative to the folder you run vbmd in")
     p.add_argument("--imagenet-online", action="store_true", help="let segmentation_models_pytorch download ImageNet weights")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (at least 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
@@ -81,6 +86,14 @@ def run(args) -> int:
 
     from ..segmentation.training import TrainSettings, train
 
+    from pathlib import Path
+
+    from .._atomic import check_output_folder
+
+    check_output_folder(Path(args.output))  # created by the run once its settings and data check out
+    encoder_weights = None
+    if args.encoder_weights:  # resolved now, from where the user typed it, and recorded as such
+        encoder_weights = str(Path(args.encoder_weights).expanduser().resolve())
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -92,14 +105,17 @@ def run(args) -> int:
     spacing = _floats(args.spacing_mm)
     spacing = spacing * 3 if len(spacing) == 1 else spacing
     dims = 3 if args.architecture == "unet3d_isensee" else 2
-    patch = tuple(int(v) for v in _floats(args.patch, (dims,))) if args.patch else ((160, 160) if dims == 2 else (48, 128, 128))
+    patch = _floats(args.patch, (dims,)) if args.patch else ((160, 160) if dims == 2 else (48, 128, 128))
+    if any(v != int(v) for v in patch):
+        raise VbmdError(f"--patch sizes must be whole numbers, got {args.patch!r}")
+    patch = tuple(int(v) for v in patch)
     settings = TrainSettings(
         architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
         augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss,
         context_mm=tuple(args.context_mm), lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         grad_clip=args.grad_clip, seed=args.seed, split_seed=args.split_seed, threshold=args.threshold, name=args.name,
-        max_minutes=args.max_minutes, init=args.init, encoder_weights_path=args.encoder_weights,
+        max_minutes=args.max_minutes, init=args.init, encoder_weights_path=encoder_weights,
         imagenet_online=args.imagenet_online,
     )
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))

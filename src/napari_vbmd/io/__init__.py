@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import non_regular_reason
 from ..errors import VbmdError
 from ..scan import Scan
 from .aim import read_aim, validate_aim_header, write_aim
@@ -44,12 +45,18 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise VbmdError("no such file or folder", path)
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        try:
+            files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        except OSError as exc:
+            raise VbmdError(f"cannot list the folder ({exc.strerror})", path) from None
         if not files:
             raise VbmdError("folder is empty", path)
         if any(is_dicom_file(p) for p in files[:50]):
             return "dicom"
         raise VbmdError("folder holds no DICOM series (and a folder can only be a DICOM series)", path)
+    reason = non_regular_reason(path)
+    if reason:  # a FIFO would block the open below forever; a device could be endless
+        raise VbmdError(reason, path)
     name = _strip_vms_version(path.name).lower()
     try:
         with open(path, "rb") as fh:
@@ -138,6 +145,11 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def _require_known_spacing(scan: Scan, path: Path) -> None:
+    if not scan.spacing_known:  # the file would state the 1 mm placeholder as if it were true
+        raise VbmdError("the voxel size is unknown; give it (--spacing Z Y X) before writing", path)
+
+
 def write_mask(path: str | Path, mask: Scan, parent: Scan | None = None, protect=()) -> Path:
     """Write a mask: .aim (char 0/127 with the parent's processing log), .nii/.nii.gz or .tif."""
     path = Path(path)
@@ -145,6 +157,7 @@ def write_mask(path: str | Path, mask: Scan, parent: Scan | None = None, protect
         mask = mask.with_data((mask.data != 0).astype("uint8"), kind="mask", unit="unknown")
     if not mask.data.any():
         raise VbmdError("refusing to write an empty mask", path)
+    _require_known_spacing(mask, path)
     protect = tuple(protect) + tuple(p for p in ((parent.source if parent else None), mask.source) if p)
     suffix = _suffix(path)
     if suffix == ".aim":
@@ -159,6 +172,7 @@ def write_mask(path: str | Path, mask: Scan, parent: Scan | None = None, protect
 def write_image(path: str | Path, scan: Scan, protect=()) -> Path:
     """Write a greyscale scan: .aim (native int16 with calibration, or float densities) or NIfTI."""
     path = Path(path)
+    _require_known_spacing(scan, path)
     protect = tuple(protect) + ((scan.source,) if scan.source else ())
     suffix = _suffix(path)
     if suffix == ".aim":

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
-from ..errors import VbmdError
+from .._atomic import atomic_path, non_regular_reason
+from ..errors import VbmdError, one_line
 from ..scan import IDENTITY_DIRECTION, UNIT_DENSITY, UNIT_HU, UNIT_NATIVE, Calibration, Scan
 
 V030_MAGIC = b"AIMDATA_V030   \0"
@@ -58,6 +58,11 @@ def validate_aim_header(path: str | Path) -> dict:
 def read_head(path: Path, n_bytes: int, kind: str) -> tuple[int, bytes]:
     """The file's size and its first ``n_bytes``; a folder, an unreadable or an empty file is
     refused in one line (``kind``: "an AIM", "an ISQ", ...)."""
+    if path.is_dir():
+        raise VbmdError(f"is a folder, not {kind} file", path)
+    reason = non_regular_reason(path)
+    if reason:
+        raise VbmdError(reason, path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -240,7 +245,10 @@ def _scan_from_aimio(array: np.ndarray, meta: dict, raw_log: str, path: Path, as
         "element_size": spacing_xyz,
         "processing_log": log,
     }
-    calibration = calibration_from_log(log)
+    try:
+        calibration = calibration_from_log(log)
+    except VbmdError as exc:  # e.g. Mu_Scaling 1e-320: finite numbers whose ratio is not
+        raise VbmdError(f"the processing log's calibration is unusable: {exc.problem}", path) from None
     common = dict(
         spacing=spacing_xyz[::-1],
         origin=origin_xyz[::-1],
@@ -278,7 +286,7 @@ def read_aim(path: str | Path, as_mask: bool | None = None) -> Scan:
     except MemoryError:
         raise VbmdError("not enough memory to read this AIM file", path) from None
     except Exception as exc:  # aimio raises RuntimeError for corrupt content
-        raise VbmdError(f"cannot read AIM file: {exc}", path) from None
+        raise VbmdError(f"cannot read AIM file: {one_line(exc)}", path) from None
     return _scan_from_aimio(np.asarray(array), meta, raw_log, path, as_mask)
 
 
@@ -405,7 +413,7 @@ def write_aim(
             else:
                 py_aimio.write_aim(str(tmp), np.ascontiguousarray(data), meta)
         except Exception as exc:
-            raise VbmdError(f"cannot write AIM: {exc}", path) from None
+            raise VbmdError(f"cannot write AIM: {one_line(exc)}", path) from None
         if os.path.getsize(tmp) == 0:
             raise VbmdError("AIM writer produced an empty file", path)
     return Path(path)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path, write_text_atomic
+from .._atomic import atomic_path, ensure_output_folder, write_text_atomic
 from ..errors import VbmdError
 from .store import latest_answers, load_all_answers
-from .study import Study, load_mapping, load_study
+from .study import Study, load_mapping, load_study, owner_folder
 
 Z_95 = 1.959963984540054
 TIE = "equal"
@@ -271,17 +271,32 @@ def analyze_study(
     study_dir: str | Path, mapping_path: str | Path | None = None, out_dir: str | Path | None = None
 ) -> dict:
     """Analyse a study folder; writes answers.csv (sources revealed), summary.json and a plot."""
+    from .answers_check import record_problem
+
     study = load_study(study_dir)
     mapping = load_mapping(study, mapping_path)
     records, reports = load_all_answers(study.folder)
+    bad = {name: f"{rep.unreadable}" for name, rep in reports.items() if rep.unreadable}
+    for record in records:
+        if record["_file"] in bad:
+            continue
+        problem = record_problem(record, study)
+        if problem:
+            bad[record["_file"]] = f"answer {record['_file_order'] + 1}: {problem}"
+    if bad:
+        noun = "answer file is" if len(bad) == 1 else "answer files are"
+        raise VbmdError(f"{len(bad)} {noun} not what a rating session writes (nothing was analysed):\n"
+                        + "\n".join(f"  answers/{name}: {problem}" for name, problem in sorted(bad.items())),
+                        study.folder)
     summary, rows = analyze(records, study, mapping)
     summary["store"] = {
         name: {"torn_last_line": rep.torn_tail, "damaged_lines": rep.damaged_lines} for name, rep in reports.items()
     }
-    out = Path(out_dir) if out_dir else study.folder / "owner" / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
-    if not out.is_dir():
-        raise VbmdError("output folder is not a folder", out)
+    out = Path(out_dir) if out_dir else owner_folder(study.folder) / "analysis"
+    if out.resolve() == study.folder.resolve() or study.folder.resolve() in out.resolve().parents:
+        raise VbmdError("lies inside the study folder, which raters get: the analysis unblinds; write it "
+                        "elsewhere (default STUDY_DIR-owner/analysis)", out)
+    ensure_output_folder(out)
     csv_path = write_text_atomic(out / "answers.csv", answers_csv(rows))
     plot_path = plot_summary(summary, out / "preference.png")
     summary["outputs"] = {"answers_csv": str(csv_path), "plot": str(plot_path), "summary": str(out / "summary.json")}

@@ -96,7 +96,8 @@ class RatingSession:
         records, self.load_report = self.store.load()
         self.answers: dict[str, dict] = {}
         for record in records:
-            if record.get("study_id") == study.study_id and record.get("rater_key") == self.rater_key:
+            if (record.get("study_id") == study.study_id and record.get("rater_key") == self.rater_key
+                    and isinstance(record.get("case_id"), str)):
                 self.answers[record["case_id"]] = record
         self.index = self.first_unanswered()
         self._shown_since: float | None = None

@@ -41,6 +41,7 @@ class LoadReport:
     def __init__(self):
         self.torn_tail = False
         self.damaged_lines: list[int] = []
+        self.unreadable: str | None = None  # why the file could not be read at all
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict], LoadReport]:
@@ -60,7 +61,7 @@ def read_jsonl(path: str | Path) -> tuple[list[dict], LoadReport]:
             continue
         try:
             record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             # A torn line from an earlier crash, terminated by the next append.
             report.damaged_lines.append(number)
             continue
@@ -113,19 +114,33 @@ class AnswerStore:
 
 
 def load_all_answers(study_folder: str | Path) -> tuple[list[dict], dict[str, LoadReport]]:
-    """Every rater's records, in each file's order, with what loading found per file."""
+    """Every rater's records, in each file's order (each marked with its file's name), with what
+    loading found per file. A folder or other non-file named ``*.jsonl`` is reported, not read."""
+    from .._atomic import non_regular_reason
+
     folder = Path(study_folder) / ANSWERS_DIR
     records: list[dict] = []
     reports: dict[str, LoadReport] = {}
     if not folder.is_dir():
         return records, reports
     for path in sorted(folder.glob("*.jsonl")):
-        recs, report = read_jsonl(path)
+        report = LoadReport()
+        reports[path.name] = report
+        reason = non_regular_reason(path)
+        if reason:
+            report.unreadable = reason
+            continue
+        try:
+            recs, report = read_jsonl(path)
+        except OSError as exc:
+            report.unreadable = f"cannot read ({exc.strerror})"
+            continue
+        reports[path.name] = report
         for order, record in enumerate(recs):
             record = dict(record)
             record["_file_order"] = order
+            record["_file"] = path.name
             records.append(record)
-        reports[path.name] = report
     return records, reports
 
 

@@ -1,17 +1,22 @@
-"""Blinded two-contour rating studies: the manifest, the study folder and its owner-only mapping.
+"""Blinded two-contour rating studies: the manifest, the study folder and the owner's mapping.
 
-A study folder holds what raters need and nothing that tells the sources apart:
+The study folder holds what raters need and nothing that tells the sources apart:
 
     STUDY_DIR/
-      study.json                 cases, scan references, neutral contour copies, their SHA-256
-      contours/<case>/<id>.nii.gz every contour re-written on its scan's grid in one format,
-                                 under a random id (original names, formats and headers dropped)
+      study.json                 cases, scan references, the contour copies' ids and SHA-256
+      contours/<case>/<id>.nii.gz every contour re-written on its scan's grid in one format, under a
+                                 random id, with a random token in its header: original names,
+                                 formats, headers and bytes are gone, so no copy hashes like its source
       answers/<rater>.jsonl      append-only answers, one file per rater
-      owner/mapping.json         which contour id came from which source (owner only)
-      owner/manifest.*           a copy of the manifest the study was made from
+
+Everything that reveals the mapping is kept out of it, by default in a folder beside it:
+
+    STUDY_DIR-owner/
+      mapping.json               which contour id came from which source, and a copy of the manifest
+      analysis/                  what `vbmd study analyze` writes
 
 The rating side (``session.py``, the rating widget) reads ``study.json`` only; the analysis needs
-the mapping. Owners who share the folder with raters keep the mapping elsewhere (``mapping_path``).
+the mapping (``mapping_path`` puts it elsewhere; never inside the study folder).
 """
 from __future__ import annotations
 
@@ -31,9 +36,11 @@ import numpy as np
 
 from .._atomic import fsync_dir, sha256_file
 from ..errors import CancelledError, VbmdError
+from ..io.nifti import write_nifti
 
 STUDY_FILE = "study.json"
-MAPPING_FILE = "owner/mapping.json"
+MAPPING_FILE = "owner/mapping.json"  # where studies made before the owner folder kept it (still read)
+OWNER_SUFFIX = "-owner"
 SCHEMA_VERSION = 1
 
 # Okabe & Ito (2008) colour-blind-safe pair: distinguishable in all common colour-vision deficiencies.
@@ -123,11 +130,29 @@ def _problems_error(path: Path, problems: list[str]) -> VbmdError:
     return VbmdError(f"{len(problems)} {noun}:\n" + "\n".join(f"  {p}" for p in problems), path)
 
 
+def owner_folder(study_dir: str | Path) -> Path:
+    """The owner's folder beside a study folder (``STUDY_DIR-owner``): mapping and analysis."""
+    study_dir = Path(study_dir)
+    return study_dir.parent / f"{study_dir.name}{OWNER_SUFFIX}"
+
+
 def read_manifest(path: str | Path) -> list[ManifestCase]:
     """Parse a CSV or JSON manifest; every problem found is reported, one line each."""
+    cases, problems = parse_manifest(path)
+    if problems:
+        raise _problems_error(Path(path), problems)
+    return cases
+
+
+def parse_manifest(path: str | Path) -> tuple[list[ManifestCase], list[str]]:
+    """The manifest's well-formed cases and one line per problem of the others (the file itself
+    unreadable or without cases raises)."""
+    from .._atomic import non_regular_reason
+
     path = Path(path)
-    if not path.is_file():
-        raise VbmdError("no such manifest file", path)
+    reason = non_regular_reason(path)
+    if reason:
+        raise VbmdError("no such manifest file" if reason == "no such file" else reason, path)
     base = path.parent
     rows: list[tuple[str, dict]] = []
     problems: list[str] = []
@@ -140,6 +165,8 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
             raise VbmdError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path) from None
+        except RecursionError:
+            raise VbmdError("JSON nests too deeply to be a manifest", path) from None
         items = payload.get("cases") if isinstance(payload, dict) else payload
         if not isinstance(items, list):
             raise VbmdError('a JSON manifest is a list of cases or {"cases": [...]}', path)
@@ -191,14 +218,13 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
             contour_a=resolve(values["contour_a"]), source_a=values["source_a"],
             contour_b=resolve(values["contour_b"]), source_b=values["source_b"], where=label,
         ))
-    if problems:
-        raise _problems_error(path, problems)
-    return cases
+    return cases, problems
 
 
 def _load_case(case: ManifestCase, problems: list[str]):
     """Read the scan and both contours on its grid; append a line per problem instead of raising."""
     from ..io import read_mask, read_scan
+    from ..io.identity import identity_mismatch
     from ..measure import align_mask
 
     scan = None
@@ -222,6 +248,10 @@ def _load_case(case: ManifestCase, problems: list[str]):
         except VbmdError as exc:
             problems.append(f"{case.where}: {label} {p}: {exc.problem}")
             continue
+        mismatch = identity_mismatch(mask, scan)
+        if mismatch:
+            problems.append(f"{case.where}: {label} {p}: {mismatch}")
+            continue
         try:
             mask = scan.with_data(align_mask(mask, scan).astype(np.uint8), kind="mask", unit="unknown")
         except VbmdError as exc:
@@ -241,6 +271,19 @@ def _safe_name(text: str) -> str:
     return f"{slug[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
+def _check_mapping_place(mapping_path: Path, out_dir: Path, inputs: list[Path]) -> None:
+    """The mapping may be written only outside the study folder, as a new file, over no input."""
+    from .._atomic import check_not_input
+
+    resolved = mapping_path.resolve()
+    if resolved == out_dir.resolve() or out_dir.resolve() in resolved.parents:
+        raise VbmdError("lies inside the study folder, which raters get: the mapping would unblind them; "
+                        "keep it outside (the default is STUDY_DIR-owner/)", mapping_path)
+    check_not_input(mapping_path, protect=inputs) if mapping_path.parent.exists() else None
+    if mapping_path.exists():
+        raise VbmdError("already exists; a new study needs a new mapping file", mapping_path)
+
+
 def create_study(
     manifest: str | Path,
     out_dir: str | Path,
@@ -254,10 +297,14 @@ def create_study(
 ) -> Study:
     """Check every file of the manifest, then build the study folder (atomically: all or nothing).
 
-    Contours are re-written on their scan's grid as NIfTI under random ids, so neither their file
-    names, nor their formats, nor their headers tell the sources apart. Scans are referenced by
-    absolute path (or copied with ``copy_scans``) with their SHA-256.
+    Every problem of the manifest (its rows and the files they name) is reported at once. Contours
+    are re-written on their scan's grid as NIfTI under random ids, each with a random token in its
+    header, so neither their names, formats, headers nor bytes tell the sources apart or match a
+    source file. Scans are referenced by absolute path (or copied with ``copy_scans``) with their
+    SHA-256. The mapping (with a copy of the manifest) goes to ``mapping_path``, by default
+    ``STUDY_DIR-owner/mapping.json``: never into the folder raters get.
     """
+    from .._atomic import ensure_output_folder, write_text_atomic
     from ..io import write_mask
 
     manifest = Path(manifest)
@@ -266,18 +313,24 @@ def create_study(
         raise VbmdError("study folder exists and is not empty; choose a new folder", out_dir)
     if not out_dir.parent.is_dir():
         raise VbmdError("parent folder does not exist", out_dir.parent)
-    cases = read_manifest(manifest)
+    default_owner = mapping_path is None
+    mapping_path = Path(mapping_path) if mapping_path is not None else owner_folder(out_dir) / "mapping.json"
+    cases, problems = parse_manifest(manifest)
+    if not cases and not problems:
+        raise VbmdError("manifest lists no cases", manifest)
+    inputs = [manifest] + [p for c in cases for p in (c.scan, c.contour_a, c.contour_b)]
+    _check_mapping_place(mapping_path, out_dir, inputs)
+    if default_owner and mapping_path.parent.exists() and any(mapping_path.parent.iterdir()):
+        raise VbmdError("owner folder exists and is not empty; choose a new study folder or --mapping FILE",
+                        mapping_path.parent)
 
     total = len(cases) * 2
-    problems: list[str] = []
-    loaded = []
     for i, case in enumerate(cases):
         if cancel and cancel():
             raise CancelledError()
         if progress:
             progress(i, total, f"checking case {case.case_id}")
         result = _load_case(case, problems)
-        loaded.append(result is not None)
         del result  # read again while writing; keeps one case in memory at a time
     if problems:
         raise _problems_error(manifest, problems)
@@ -316,7 +369,9 @@ def create_study(
                     mask.data.astype(np.uint8), kind="mask", unit="unknown", calibration=None,
                     header={}, source=None, hand=None,
                 )
-                write_mask(work / rel, neutral)
+                # a random token in the header: the copy never hashes like any file a rater could
+                # make (e.g. by re-running a reproducible segmentation and writing it the same way)
+                write_nifti(work / rel, neutral, token=secrets.token_hex(8))
                 digest = sha256_path(work / rel)
                 refs.append(ContourRef(contour_id=contour_id, file=rel, sha256=digest))
                 mapped.append({
@@ -345,26 +400,25 @@ def create_study(
         (work / "answers").mkdir()
         owner = {
             "schema": SCHEMA_VERSION, "study_id": study_id, "created": created, "title": title,
+            "study_folder": str(out_dir.resolve()),
             "manifest": str(manifest.resolve()), "manifest_sha256": sha256_path(manifest),
+            "manifest_copy": manifest.read_text(encoding="utf-8-sig"),
             "sources": sorted({c.source_a for c in cases} | {c.source_b for c in cases}),
             "cases": mapping_cases,
         }
-        owner_text = json.dumps(owner, indent=2) + "\n"
-        (work / "owner").mkdir()
-        shutil.copy2(manifest, work / "owner" / f"manifest{manifest.suffix.lower() or '.csv'}")
-        if mapping_path is None:
-            (work / MAPPING_FILE).write_text(owner_text, encoding="utf-8")
         for p in work.rglob("*"):
             if p.is_file():
                 with open(p, "rb") as fh:
                     os.fsync(fh.fileno())
-        if mapping_path is not None:
-            from .._atomic import write_text_atomic
-
-            write_text_atomic(mapping_path, owner_text, protect=[manifest])
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(work, out_dir)
+        ensure_output_folder(mapping_path.parent)
+        write_text_atomic(mapping_path, json.dumps(owner, indent=2) + "\n", protect=inputs)
+        try:
+            if out_dir.exists():
+                out_dir.rmdir()  # empty (checked above)
+            os.replace(work, out_dir)
+        except BaseException:
+            mapping_path.unlink(missing_ok=True)  # no mapping of a study that does not exist
+            raise
         fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -395,25 +449,35 @@ def load_study(folder: str | Path) -> Study:
             allow_back=bool(settings.get("allow_back", False)), cases=cases,
             colours=tuple(tuple(c) for c in settings.get("colours", COLOURS)),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RecursionError, OSError) as exc:
         raise VbmdError(f"damaged study file ({type(exc).__name__}: {exc})", path) from None
     if any(len(c.contours) != 2 for c in cases):
         raise VbmdError("every case must have exactly two contours", path)
     return study
 
 
+def default_mapping_path(study: Study) -> Path:
+    """``STUDY_DIR-owner/mapping.json``; for studies made before it, ``STUDY_DIR/owner/mapping.json``."""
+    beside = owner_folder(study.folder) / "mapping.json"
+    legacy = study.folder / MAPPING_FILE
+    return legacy if not beside.is_file() and legacy.is_file() else beside
+
+
 def load_mapping(study: Study, mapping_path: str | Path | None = None) -> dict:
     """The owner's mapping {case_id: {contour_id: source}} plus the raw file, checked against the study."""
-    path = Path(mapping_path) if mapping_path else study.folder / MAPPING_FILE
+    path = Path(mapping_path) if mapping_path else default_mapping_path(study)
     if not path.is_file():
         raise VbmdError("no owner mapping here; pass the mapping file the study was created with", path)
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        by_case = {str(c["case_id"]): {str(m["contour_id"]): str(m["source"]) for m in c["contours"]}
+                   for c in payload["cases"]}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise VbmdError(f"damaged mapping file ({exc})", path) from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise VbmdError(f"damaged mapping file ({type(exc).__name__}: {exc})", path) from None
     if payload.get("study_id") != study.study_id:
         raise VbmdError(f"mapping belongs to study {payload.get('study_id')}, not {study.study_id}", path)
-    by_case = {c["case_id"]: {m["contour_id"]: m["source"] for m in c["contours"]} for c in payload["cases"]}
     for case in study.cases:
         ids = {r.contour_id for r in case.contours}
         if set(by_case.get(case.case_id, {})) != ids:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._atomic import atomic_path, write_text_atomic
+from .._atomic import atomic_path, non_regular_reason, write_text_atomic
 from ..errors import VbmdError
 from .networks import (
     ARCHITECTURES,
@@ -29,6 +29,7 @@ from .networks import (
     network_dims,
 )
 from .postprocess import MAX_BOUNDARY_BAND_MM
+from .settings_check import check_config_dict
 
 FORMAT = "napari-vbmd-checkpoint"
 FORMAT_VERSION = 1
@@ -91,6 +92,10 @@ class ModelConfig:
         if unknown:
             raise VbmdError(f"checkpoint config has unknown keys {unknown}", path)
         try:
+            check_config_dict(data, path)  # bounds on every field before anything is built
+        except VbmdError as exc:
+            raise VbmdError(f"checkpoint config has invalid values: {exc.problem}", path) from None
+        try:
             config = cls(**data)
             config.spacing_mm = tuple(float(s) for s in config.spacing_mm)
             config.context_mm = tuple(float(c) for c in config.context_mm)
@@ -151,17 +156,27 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
         stem = path
     config_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     for p in (config_path, weights_path):
-        if not p.is_file():
-            raise VbmdError("checkpoint file not found", p)
+        reason = non_regular_reason(p)
+        if reason:
+            raise VbmdError("checkpoint file not found" if reason == "no such file" else reason, p)
     return config_path, weights_path
+
+
+MAX_CONFIG_BYTES = 16 * 2**20
 
 
 def read_config(path: str | Path) -> ModelConfig:
     config_path, _ = checkpoint_paths(path)
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise VbmdError("checkpoint config is larger than 16 MB: not a config", config_path)
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VbmdError(f"checkpoint config is not valid JSON ({exc})", config_path) from None
+    except RecursionError:
+        raise VbmdError("checkpoint config nests too deeply to be a config", config_path) from None
+    except OSError as exc:
+        raise VbmdError(f"cannot read checkpoint config ({exc.strerror})", config_path) from None
     return ModelConfig.from_dict(data, config_path)
 
 
@@ -180,6 +195,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     expected = model.state_dict()
     if set(state) != set(expected) or any(tuple(state[k].shape) != tuple(expected[k].shape) for k in expected):
         raise VbmdError(f"weights do not match the {config.architecture} architecture its config names", weights_path)
+    cast = [k for k in expected if state[k].dtype != expected[k].dtype
+            and not (state[k].dtype.is_floating_point and expected[k].dtype.is_floating_point)]
+    if cast:
+        raise VbmdError(f"weights of type {state[cast[0]].dtype} where the network holds {expected[cast[0]].dtype} "
+                        f"({cast[0]}): not this network's weights", weights_path)
+    bad = [k for k in expected if state[k].dtype.is_floating_point and not bool(torch.isfinite(state[k]).all())]
+    if bad:
+        raise VbmdError(f"weights hold NaN or infinite values ({bad[0]})", weights_path)
     model.load_state_dict(state, strict=True)
     model.to(device)
     model.eval()

@@ -62,6 +62,7 @@ def find_bone_box(scan: Scan, margin_mm: float = 4.0, chunk: int = 8) -> Box:
     """
     if scan.kind != "image":
         raise VbmdError("segmentation needs a greyscale image, not a mask", scan.source)
+    scan.require_spacing("segmentation")  # mm thresholds on a 1 mm placeholder would be nonsense
     nz, ny, nx = scan.shape
     dz, dy, dx = scan.spacing
     py = max(1, int(round(0.35 / dy)))

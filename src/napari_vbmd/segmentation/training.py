@@ -49,6 +49,7 @@ from .datasets import PreparedCase, find_pairs, load_pair, prepare_case, split_b
 from .models import LoadedModel, resolve_device
 from .networks import architecture_kwargs, build_network, network_dims
 from .sampling import FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D  # noqa: F401 (tests)
+from .settings_check import check_train_settings
 from .training_state import METRIC_COLUMNS, _load_resume, _refresh_batch_norm, _save_resume, _upgrade_metrics_header
 from .validation import ValidationCase, validate, validation_case
 
@@ -161,6 +162,7 @@ def train(
     """Train; returns a summary (best epoch and its validation metrics, paths)."""
     from tqdm import tqdm
 
+    check_train_settings(settings, out_dir)  # every setting within bounds before anything is read or written
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
     seed_everything(settings.seed)
