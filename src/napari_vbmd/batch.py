@@ -42,7 +42,7 @@ from .errors import CancelledError, VbmdError
 Progress = Callable[[int, int, str], None]
 
 RECORD_FORMAT = "napari-vbmd-batch-case"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the hand is never assumed (records of version 1 may say "assumed"): redone
 
 #: suffixes of files that are scans (a VMS version suffix such as ";1" is ignored)
 SCAN_SUFFIXES = (".aim", ".isq", ".nii", ".nii.gz")
@@ -57,7 +57,7 @@ MASK_FORMATS = {"aim": ".aim", "nii.gz": ".nii.gz", "nii": ".nii", "tif": ".tif"
 
 CSV_COLUMNS = [
     "case", "file", "format", "status", "this_run", "error", "sha256", "model", "model_sha256", "device",
-    "hand", "d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
+    "hand", "hand_source", "hand_confidence", "d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
     "first_slice", "last_slice", "mask", "t_hash_s", "t_read_s", "t_preprocess_s", "t_inference_s",
     "t_postprocess_s", "t_write_s", "t_measure_s", "t_total_s", "worker", "finished",
 ]
@@ -81,6 +81,7 @@ class Case:
     path: str  # absolute path of the file or DICOM folder
     file: str  # path relative to IN
     format: str  # "aim", "isq", "nifti" or "dicom"
+    hand: str | None = None  # the hand a manifest gives for this scan
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class BatchSummary:
     elapsed_s: float
     table: list[dict] = field(default_factory=list)
     cluster_start_s: float = 0.0  # of elapsed_s: starting or reaching the cluster, workers' imports
+    manifest: str | None = None  # the CSV the hands of some cases came from
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -427,7 +429,8 @@ def read_record(path: str | Path) -> dict | None:
     return record
 
 
-def _is_done(record: dict | None, sha256: str | None, job: Job, mask: Path, stat: dict | None = None) -> bool:
+def _is_done(record: dict | None, sha256: str | None, job: Job, mask: Path, stat: dict | None = None,
+             case: Case | None = None) -> bool:
     """Whether ``record`` is an up-to-date success: same input (by ``sha256``, or by size and
     modification time when ``stat`` is given instead), model and settings, and its mask is there."""
     if not record:
@@ -442,6 +445,7 @@ def _is_done(record: dict | None, sha256: str | None, job: Job, mask: Path, stat
         and same_input
         and (record.get("model") or {}).get("sha256") == job.model_identity["sha256"]
         and record.get("settings") == job.settings.result_key()
+        and record.get("manifest_hand") == (case.hand if case is not None else None)
         and record.get("mask") == mask.relative_to(job.output_dir).as_posix()
         and mask.is_file()
     )
@@ -483,8 +487,11 @@ def process_case(case: Case, job: Job) -> dict:
         "error": None,
         "mask": None,
         "device": None,
+        "manifest_hand": case.hand,
         "hand": None,
         "hand_source": None,
+        "hand_confidence": None,
+        "hand_reason": None,
         "figures": None,
         "profile": None,
         "timings_s": timings,
@@ -499,7 +506,7 @@ def process_case(case: Case, job: Job) -> dict:
         timings["hash"] = time.perf_counter() - t
         record["sha256"] = sha
         previous = read_record(out_record)
-        if _is_done(previous, sha, job, out_mask):
+        if _is_done(previous, sha, job, out_mask, case=case):
             if previous.get("input_stat") != record["input_stat"]:  # touched, not changed
                 previous["input_stat"] = record["input_stat"]
                 write_text_atomic(out_record, json.dumps(previous, indent=1) + "\n", protect=(case.path,))
@@ -537,7 +544,8 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
     from .io import read_scan, write_mask
     from .measure import measure_vbmd
     from .scan import apply_user_calibration
-    from .segmentation.pipeline import segment
+    from .segmentation.hand import resolve_hand
+    from .segmentation.focus import segment_mc2
 
     settings = job.settings
     t = time.perf_counter()
@@ -546,13 +554,19 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
         raise VbmdError("is a mask, not a greyscale scan", case.path)
     image = apply_user_calibration(image, units=settings.units, slope=settings.slope, intercept=settings.intercept)
     timings["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    decision = resolve_hand(image, settings.hand, case.hand)
+    timings["preprocess"] = time.perf_counter() - t
+    if not decision.decided:
+        raise VbmdError(f"cannot tell which hand this is ({decision.reason}); give it in the manifest's hand column "
+                        "(--manifest) or with --hand left|right for the folder", case.path)
     model, loaded_now = _worker_model(job.model_identity, settings.device)
-    result = segment(
-        image, model=model, device=settings.device, hand=settings.hand, voi_mm=settings.voi_mm,
+    result = segment_mc2(
+        image, model=model, device=settings.device, hand=decision, voi_mm=settings.voi_mm,
         hole_filling=settings.hole_filling, threads=settings.torch_threads,
     )
     for key in ("preprocess", "inference", "postprocess"):
-        timings[key] = result.timings[key]
+        timings[key] += result.timings[key]
     t = time.perf_counter()
     vbmd = measure_vbmd(image, result.mask)
     timings["measure"] = time.perf_counter() - t
@@ -566,6 +580,8 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
         "device": result.device,
         "hand": result.hand,
         "hand_source": result.hand_source,
+        "hand_confidence": result.hand_confidence,
+        "hand_reason": result.hand_reason,
         "voi_slices": list(result.voi) if result.voi else None,
         "figures": figures,
         "profile": dataclasses.asdict(vbmd.profile),
@@ -646,6 +662,7 @@ def csv_row(record: dict) -> dict:
         "status": "ok" if record.get("status") == "ok" else "failed", "this_run": record.get("this_run"),
         "error": record.get("error") or "", "sha256": record.get("sha256") or "", "model": model.get("name"),
         "model_sha256": model.get("sha256"), "device": record.get("device"), "hand": record.get("hand"),
+        "hand_source": record.get("hand_source"), "hand_confidence": record.get("hand_confidence"),
         "mask": record.get("mask") or "", "worker": record.get("worker"), "finished": record.get("finished"),
     }
     for key in FIGURES:
@@ -741,6 +758,7 @@ def run_batch(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
     rehash: bool = False,
+    manifest: str | Path | None = None,
 ) -> BatchSummary:
     """Process every scan under ``input_dir`` into ``output_dir`` (see the module docstring).
 
@@ -748,6 +766,10 @@ def run_batch(
     local cluster of ``workers`` processes is started, unless ``scheduler`` names an existing one.
     A case whose file has the size and modification time its successful record states is skipped
     without reading it; ``rehash=True`` makes the workers compare content hashes instead.
+
+    The hand of each scan is ``settings.hand`` when that is left or right; else a ``manifest``'s
+    hand column (:mod:`napari_vbmd.batch_manifest`), else the scan's header, else its image; a
+    scan that none of them decides fails alone, with the reason.
     """
     started = time.perf_counter()
     settings = (settings or BatchSettings()).validated()
@@ -771,6 +793,14 @@ def run_batch(
     cases, ignored = discover_cases(input_dir, exclude=(output_dir,))
     if not cases:
         raise VbmdError("found no scans (AIM, ISQ, NIfTI files or DICOM folders) in the input folder", input_dir)
+    if manifest is not None:
+        from .batch_manifest import read_manifest
+
+        hands = read_manifest(manifest, input_dir, cases)
+        if settings.hand != "auto" and any(hands.values()):
+            raise VbmdError(f"give the hand either with --hand {settings.hand} or in the manifest's hand column, "
+                            "not both", manifest)
+        cases = [dataclasses.replace(c, hand=hands.get(c.case)) for c in cases]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -824,6 +854,7 @@ def run_batch(
             failed=sum(r.get("status") != "ok" for r in ordered),
             total=total, ignored=ignored, workers=where, elapsed_s=round(time.perf_counter() - started, 3),
             table=[csv_row(r) for r in ordered], cluster_start_s=round(cluster_start_s, 3),
+            manifest=str(manifest) if manifest is not None else None,
         )
         write_text_atomic(output_dir / "batch.json", json.dumps(_jsonable(summary.to_dict()), indent=1) + "\n")
     return summary
@@ -832,7 +863,8 @@ def run_batch(
 def _quick_skip(case: Case, job: Job) -> dict | None:
     """The record of a case that is up to date judged by its file's size and time (no hashing)."""
     record = read_record(record_path(job.output_dir, case))
-    if _is_done(record, None, job, mask_path(job.output_dir, case, job.settings.mask_format), input_stat(case.path)):
+    if _is_done(record, None, job, mask_path(job.output_dir, case, job.settings.mask_format), input_stat(case.path),
+                case=case):
         record["this_run"] = "skipped"
         record.pop("profile", None)
         return record

@@ -26,6 +26,13 @@ REASON_SHAPE = "shape"
 REASON_UNCERTAIN = "uncertain"
 REASON_NEIGHBOUR = "neighbour"
 REASON_NOTCH = "notch"
+REASON_HAND = "hand"
+
+#: when at least this fraction of a mask's slices is flagged, the mask may be of another bone (a
+#: wrong hand side puts MC3, MC5 or the thumb where MC2 should be): every flag then also says
+#: "check the hand side". A right mask flagged most was flagged on about half its slices
+#: (heldout_5020, docs/workflow.md); the mask of another bone in issue 17 on 99 of 112.
+HAND_FLAGGED_FRACTION = 0.6
 
 STATUSES = ("unreviewed", "reviewed", "flagged")
 REVIEW_FORMAT = "napari-vbmd-review"
@@ -44,6 +51,8 @@ class SliceFlag:
             REASON_UNCERTAIN: "model unsure along the contour (band {uncertain_width_mm:.2f} mm wide)",
             REASON_NEIGHBOUR: "touches {neighbour_area_mm2:.2f} mm² of bone outside the mask",
             REASON_NOTCH: "notch {notch_depth_mm:.1f} mm deep (an erosion, or bone missed behind one)",
+            REASON_HAND: "check the hand side: {flagged_fraction:.0%} of the mask's slices are flagged "
+                         "(the mask of another bone?)",
         }
         return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details) for r in self.reasons)
 
@@ -87,7 +96,10 @@ def flag_slices(
     notch: the mask's outline cuts deeper than ``notch_mm`` into its own convex hull. MC2's cross
     section is close to convex and an erosion pit a few mm deep at most; a network that loses the
     marrow behind an erosion leaves a notch far deeper (the defaults were set on 48 held-out
-    phantoms, see docs/workflow.md).
+    phantoms, see docs/workflow.md);
+    hand: at least :data:`HAND_FLAGGED_FRACTION` of the mask's slices (of five or more) are flagged
+    for other reasons: the mask may be of another bone, so every flag also says "check the hand side"
+    (:func:`napari_vbmd.review_hand.hand_side_concern` checks a whole-hand field's row of heads).
     """
     mask = np.asarray(mask) != 0
     if mask.ndim != 3:
@@ -141,6 +153,11 @@ def flag_slices(
         if reasons:
             flags.append(SliceFlag(z, reasons, details))
         previous = z
+    n_slices = int((areas > 0).sum())
+    if n_slices >= 5 and len(flags) >= HAND_FLAGGED_FRACTION * n_slices:
+        for flag in flags:
+            flag.reasons.append(REASON_HAND)
+            flag.details["flagged_fraction"] = len(flags) / n_slices
     return flags
 
 

@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--hand", default="auto", choices=["auto", "left", "right"],
-                   help="hand side; auto = from the file's header, else right")
+                   help="hand side; auto (default): from the file's header, else found in the image (a whole-hand "
+                   "field of view); when neither tells, nothing is written and the command asks for --hand")
     p.add_argument("--slices", help="segment only slices A:B (0-based, B excluded)")
     p.add_argument("--voi-mm", type=float, help="keep a standard VOI of this length (mm) proximal from MC2's joint surface")
     p.add_argument("--threads", type=int, help="CPU threads for inference")
@@ -57,14 +58,14 @@ def _progress_bar():
 def run(args) -> int:
     from ..io import write_mask
     from ..measure import measure_vbmd
-    from ..segmentation.pipeline import segment
+    from ..segmentation.focus import segment_mc2
 
     start = time.perf_counter()
     image = read_image_argument(args, args.image)
     read_s = time.perf_counter() - start
     progress, close = _progress_bar()
     try:
-        result = segment(
+        result = segment_mc2(
             image, model=args.model, device=args.device, hand=args.hand, slice_range=args.slices,
             voi_mm=args.voi_mm, progress=progress, threads=args.threads, hole_filling=args.hole_filling,
             boundary_band_mm=args.boundary_band,
@@ -91,6 +92,8 @@ def run(args) -> int:
         "mask": str(written),
         "hand": result.hand,
         "hand_source": result.hand_source,
+        "hand_confidence": result.hand_confidence,
+        "hand_reason": result.hand_reason,
         "voi_slices": list(result.voi) if result.voi else None,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
@@ -101,7 +104,8 @@ def run(args) -> int:
         ("image", args.image),
         ("mask", str(written)),
         ("model", f"{result.model} on {result.device}"),
-        ("hand", f"{result.hand} ({result.hand_source})"),
+        ("hand", result.hand_decision.describe()),
+        ("hand evidence", result.hand_reason),
         ("D100 (mg HA/cm3)", round(vbmd.d100_mg_ha_cm3, 2)),
         ("SD (mg HA/cm3)", round(vbmd.sd_mg_ha_cm3, 2)),
         ("voxels", vbmd.n_voxels),

@@ -27,6 +27,7 @@ from ..errors import CancelledError, VbmdError
 from ..scan import Scan
 from . import postprocess as post
 from .checkpoint import ModelConfig
+from .hand import HandDecision, require_hand, resolve_hand
 from .preprocess import (
     Box,
     context_indices,
@@ -52,11 +53,17 @@ class SegmentationResult:
     model: str
     device: str
     hand: str  # the hand the scan was treated as ("left" / "right")
-    hand_source: str  # "argument", "header" or "assumed"
+    hand_source: str  # "argument", "manifest", "header" or "image" (detected)
     slice_range: tuple[int, int] | None  # [start, stop) of slices holding MC2
     voi: tuple[int, int] | None = None  # [start, stop) of the standard VOI when one was asked
     threshold: float = 0.5  # the probability threshold the mask was cut at
     extra: dict = field(default_factory=dict)
+    hand_confidence: float | None = 1.0  # 1.0 when given (argument, manifest, header); the detector's otherwise
+    hand_reason: str = ""  # the evidence for the hand, in one line
+
+    @property
+    def hand_decision(self) -> HandDecision:
+        return HandDecision(self.hand, self.hand_source, self.hand_confidence, self.hand_reason)
 
 
 def _check_cancel(cancel):
@@ -64,14 +71,16 @@ def _check_cancel(cancel):
         raise CancelledError("segmentation cancelled")
 
 
-def _resolve_hand(hand: str | None, scan: Scan) -> tuple[str, str]:
-    if hand in (None, "auto"):
-        if scan.hand in ("left", "right"):
-            return scan.hand, "header"
-        return "right", "assumed"
-    if hand not in ("left", "right"):
-        raise VbmdError(f"hand must be auto, left or right, got {hand!r}")
-    return hand, "argument"
+def _resolve_hand(hand, scan: Scan, cancel) -> HandDecision:
+    """The hand to segment ``scan`` as (see :mod:`.hand`); HandUndecidedError when nothing decides it."""
+    if isinstance(hand, HandDecision):
+        decision = hand
+    else:
+        if hand not in (None, "auto", "left", "right"):
+            raise VbmdError(f"hand must be auto, left or right, got {hand!r}")
+        decision = resolve_hand(scan, hand, cancel=cancel)
+    require_hand(decision, scan)
+    return decision
 
 
 @contextlib.contextmanager
@@ -99,7 +108,7 @@ def segment(
     scan: Scan | str | Path,
     model: str | Path | LoadedModel = "default",
     device: str = "auto",
-    hand: str | None = None,
+    hand: str | HandDecision | None = "auto",
     slice_range: tuple[int, int] | str | None = None,
     voi_mm: float | None = None,
     progress: Progress | None = None,
@@ -111,6 +120,11 @@ def segment(
     boundary_band_mm: float | None = None,
 ) -> SegmentationResult:
     """Segment MC2 in ``scan`` (a Scan or a path); see the module docstring for the steps.
+
+    ``hand``: "left" or "right" (the user's word), "auto" (the header's, else the image's: see
+    :func:`~napari_vbmd.segmentation.hand.resolve_hand`) or a :class:`HandDecision` made earlier
+    (e.g. with a batch manifest's hand). When nothing decides it, :class:`HandUndecidedError` is
+    raised before any heavy work.
 
     ``boundary_band_mm``: None uses the checkpoint's setting; 0 keeps the network's boundary; a
     positive value refines it within that band (not used by the classical method, which snaps its
@@ -129,6 +143,10 @@ def segment(
         raise VbmdError("segmentation needs a greyscale image, not a mask", scan.source)
     if boundary_band_mm is not None:
         boundary_band_mm = post.check_boundary_band(boundary_band_mm)
+    t = time.perf_counter()
+    decision = _resolve_hand(hand, scan, cancel)
+    hand_used, hand_source = decision.hand, decision.source
+    timings["preprocess"] += time.perf_counter() - t
 
     with _torch_threads(threads):
         t = time.perf_counter()
@@ -142,7 +160,6 @@ def segment(
         config = loaded.config if loaded is not None else None
         margin = config.crop_margin_mm if config is not None else 4.0
 
-        hand_used, hand_source = _resolve_hand(hand, scan)
         user_range = post.parse_slice_range(slice_range, scan.shape[0]) if slice_range is not None else None
         box = find_bone_box(scan, margin_mm=margin)
         bone_z = (box.z0, box.z1)  # slice context reaches across the whole bone region, whatever the range
@@ -198,9 +215,10 @@ def segment(
             full = full_bool.astype(np.uint8)
         present = np.flatnonzero(post.slice_areas(full))
         used_range = (int(present[0]), int(present[-1]) + 1) if present.size else None
-        mask = scan.with_data(full, kind="mask", unit="unknown", calibration=scan.calibration)
+        mask = scan.with_data(full, kind="mask", unit="unknown", calibration=scan.calibration, hand=hand_used)
         mask.header = dict(scan.header)
-        mask.header["segmentation"] = {"model": model_name, "hand": hand_used, "box": box.to_list(),
+        mask.header["segmentation"] = {"model": model_name, "hand": hand_used, "hand_source": hand_source,
+                                       "hand_confidence": decision.confidence, "box": box.to_list(),
                                        "boundary_band_mm": band}
         timings["postprocess"] += time.perf_counter() - t
         if progress:
@@ -217,6 +235,8 @@ def segment(
         slice_range=used_range,
         voi=voi,
         threshold=float(threshold),
+        hand_confidence=decision.confidence,
+        hand_reason=decision.reason,
     )
 
 
