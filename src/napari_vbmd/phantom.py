@@ -1098,8 +1098,9 @@ def phantom_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
 
 
 def phantom_is_cached(out_dir: str | Path, name: str, spec: PhantomSpec) -> bool:
-    """Whether ``<name>`` in ``out_dir`` was written from ``spec`` by this generator version (so a
-    cache of phantoms from an older generator is made again, not silently reused)."""
+    """Whether ``<name>`` in ``out_dir`` was written from ``spec`` by a generator version that makes
+    the same voxels (so a cache of phantoms from an older generator is made again, not silently
+    reused; cropped fields are the same since :data:`CROPPED_UNCHANGED_SINCE`)."""
     import json
 
     paths = phantom_paths(out_dir, name)
@@ -1109,7 +1110,11 @@ def phantom_is_cached(out_dir: str | Path, name: str, spec: PhantomSpec) -> bool
         info = json.loads(paths["truth"].read_text())
     except (OSError, ValueError):
         return False
-    return info.get("generator_version") == GENERATOR_VERSION and info.get("spec") == spec.validated().to_dict()
+    spec = spec.validated()
+    version = info.get("generator_version")
+    same_voxels = version == GENERATOR_VERSION or (
+        spec.fov == "cropped" and isinstance(version, int) and CROPPED_UNCHANGED_SINCE <= version <= GENERATOR_VERSION)
+    return same_voxels and info.get("spec") == spec.to_dict()
 
 
 def write_phantom(phantom: Phantom, out_dir: str | Path, name: str, overwrite: bool = False) -> dict[str, Path]:

@@ -31,8 +31,11 @@ from ..scan import Scan
 HANDS = ("left", "right")
 SOURCES = ("argument", "manifest", "header", "image")
 #: the image decides only when its confidence reaches this (chosen on the generator's phantoms;
-#: docs/hand.md)
-DECISION_CONFIDENCE = 0.97
+#: docs/hand.md) and each of the three directions is established on its own by cues adding up to
+#: MIN_AXIS_MARGIN (units of the cues' typical margins: two clear cues, or one strong one)
+DECISION_CONFIDENCE = 0.95
+MIN_AXIS_MARGIN = 2.0
+AXIS_WORDS = {"u": "radial-ulnar", "v": "dorsal-palmar", "w": "distal-proximal"}
 
 Progress = Callable[[int, int, str], None]
 
@@ -133,15 +136,32 @@ def detect_hand(scan: Scan, progress: Progress | None = None, cancel: Callable[[
         progress(2, 2, "hand side looked for")
     if evidence.problem:
         return HandDecision(None, None, None, evidence.problem, evidence)
+    hand, confidence, reason = decide(evidence)
+    if hand is None:
+        return HandDecision(None, None, confidence, reason, evidence)
+    return HandDecision(hand, "image", confidence, reason, evidence)
+
+
+def decide(evidence) -> tuple[str | None, float, str]:
+    """(hand or None, confidence, reason) from the image's cues: decided when each of the three
+    directions is established on its own, the joints' cascade does not contradict them, and the
+    confidence reaches :data:`DECISION_CONFIDENCE`."""
     p_right = _probability_right(evidence)
     hand = "right" if p_right >= 0.5 else "left"
-    confidence = max(p_right, 1.0 - p_right)
+    confidence = round(max(p_right, 1.0 - p_right), 4)
     summary = _summary(evidence)
+    weak = [f"{AXIS_WORDS[a]} {evidence.axis_sum(a):+.1f}" for a in AXIS_WORDS
+            if abs(evidence.axis_sum(a)) < MIN_AXIS_MARGIN]
+    if weak:
+        return None, confidence, (f"the image does not establish every direction of the hand (weak: {', '.join(weak)};"
+                                  f" {MIN_AXIS_MARGIN} needed): {summary}")
+    cascade = evidence.axis_sum("uw")
+    if abs(cascade) >= 1.0 and (cascade > 0) != (evidence.axis_sum("u") * evidence.axis_sum("w") > 0):
+        return None, confidence, f"the joints' cascade contradicts the radial-ulnar and distal-proximal cues: {summary}"
     if confidence < DECISION_CONFIDENCE:
-        return HandDecision(None, None, round(confidence, 4),
-                            f"the image leans {hand} but not enough (confidence {confidence:.2f} < "
-                            f"{DECISION_CONFIDENCE}): {summary}", evidence)
-    return HandDecision(hand, "image", round(confidence, 4), f"whole-hand field: {summary}", evidence)
+        return None, confidence, (f"the image leans {hand} but not enough (confidence {confidence:.3f} < "
+                                  f"{DECISION_CONFIDENCE}): {summary}")
+    return hand, confidence, f"whole-hand field: {summary}"
 
 
 def _probability_right(evidence) -> float:

@@ -41,8 +41,11 @@ from ..scan import UNIT_DENSITY, Scan
 WORK_SPACING_MM = 0.4
 #: density (mg HA/cm3) above which an averaged voxel is bone, for the bones' sections
 BONE_MG = 200.0
-#: a lower threshold for the joint space (soft tissue reads below 60 even with noise)
-JOINT_BONE_MG = 90.0
+#: a joint space lies between two bone plates (a head's cortex, a phalanx base's) denser than this,
+#: at most JOINT_GAP_MM apart along z, and holds soft tissue: on average less dense than JOINT_SOFT_MG
+PLATE_MG = 350.0
+JOINT_GAP_MM = (0.6, 4.0)
+JOINT_SOFT_MG = 150.0
 #: density above which a voxel is tissue, not air (air reads at the calibration's intercept, about -360 to -400)
 TISSUE_MG = -150.0
 #: sections smaller than this (mm2) are not bones we use
@@ -293,20 +296,36 @@ class _Joint:
     bend: float  # mm: how far the joint space moves along z from the axis to the rim (+: to higher slices)
 
 
+def _joint_gaps(smooth: np.ndarray, dz: float) -> np.ndarray:
+    """Voxels of soft tissue between two bone plates along z, the plates at most
+    :data:`JOINT_GAP_MM` apart: a joint space (head's cortex on one side, the phalanx's base on the
+    other), not marrow (a head's marrow reaches from its plate far along the bone)."""
+    nz = smooth.shape[0]
+    plate = smooth > PLATE_MG
+    z = np.arange(nz)[:, None, None]
+    before = np.maximum.accumulate(np.where(plate, z, -1), axis=0)
+    after = np.minimum.accumulate(np.where(plate, z, nz)[::-1], axis=0)[::-1]
+    length = after - before - 1
+    inner = ~plate & (before >= 0) & (after < nz) & (length * dz >= JOINT_GAP_MM[0]) & (length * dz <= JOINT_GAP_MM[1])
+    sums = np.concatenate([np.zeros((1,) + smooth.shape[1:], np.float64), np.cumsum(smooth, axis=0, dtype=np.float64)])
+    start = np.clip(before + 1, 0, nz)
+    stop = np.clip(after, 0, nz)
+    total = np.take_along_axis(sums, stop, axis=0) - np.take_along_axis(sums, start, axis=0)
+    mean = total / np.maximum(length, 1)
+    return inner & (mean < JOINT_SOFT_MG)
+
+
 def _joints(density: np.ndarray, labels: np.ndarray, row, spacing) -> list:
-    """Each head's joint space: the largest sheet of soft tissue with bone on both sides of it along
-    z within the bone's footprint (marrow pockets are small), and how it bends."""
+    """Each head's joint space: the largest sheet of :func:`_joint_gaps` within the bone's
+    footprint, and how it bends."""
     dz, dy, dx = spacing
-    smooth = ndimage.gaussian_filter(density, (0.0, 0.3 / dy, 0.3 / dx))  # marrow averages out, the joint stays
-    bone = smooth > JOINT_BONE_MG
+    smooth = ndimage.gaussian_filter(density, (0.0, 0.3 / dy, 0.3 / dx))  # noise and marrow average out
     joints = []
     for b in row:
         region = labels == b.label
         ys, xs = np.nonzero(region)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        sub = bone[:, y0:y1, x0:x1] & region[None, y0:y1, x0:x1]
-        inner = ~sub & region[None, y0:y1, x0:x1]
-        inner &= np.maximum.accumulate(sub, axis=0) & np.maximum.accumulate(sub[::-1], axis=0)[::-1]
+        inner = _joint_gaps(smooth[:, y0:y1, x0:x1], dz) & region[None, y0:y1, x0:x1]
         parts, n = ndimage.label(inner)
         if n == 0:
             joints.append(None)
