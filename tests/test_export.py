@@ -129,3 +129,17 @@ def test_training_pair_is_found_by_the_training_data_reader(tmp_path, case):
     with pytest.raises(ExportExistsError):
         save_training_pair(train, "p7_L", image, final)
     assert json.loads(written["sidecar"].read_text())["mask_provenance"] == {"corrected_by": "ann"}
+
+
+def test_the_report_says_which_hand_and_where_that_came_from(tmp_path, case):
+    image, original, final = case
+    out, written, _, _ = _export(tmp_path, image, original, final, hand="left", hand_source="image")
+    report = json.loads(written["report_json"].read_text())
+    assert (report["hand"], report["hand_source"]) == ("left", "image")
+    row = next(csv.DictReader(open(written["report_csv"])))
+    assert (row["hand"], row["hand_source"]) == ("left", "image")
+    # not given: the scan header's hand, said to come from the header
+    (tmp_path / "b").mkdir()
+    out, written, _, _ = _export(tmp_path / "b", image, original, final)
+    report = json.loads(written["report_json"].read_text())
+    assert (report["hand"], report["hand_source"]) == (image.hand, "header")

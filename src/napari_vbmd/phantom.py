@@ -1031,6 +1031,12 @@ def _processing_log(spec: PhantomSpec, calibration: Calibration) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _thumb_info(anatomy) -> dict | None:
+    from .phantom_hand import thumb_info
+
+    return thumb_info(anatomy)
+
+
 def _truth_info(spec, anatomy, grid, image: Scan, truth, trab_fraction, cortex_mm3, noise_sd, position_xyz,
                 seconds, offset_mg) -> dict:
     calibration = image.calibration
@@ -1083,6 +1089,7 @@ def _truth_info(spec, anatomy, grid, image: Scan, truth, trab_fraction, cortex_m
             "marrow_offset_to_hit_target_mg_ha_cm3": offset_mg,
             "erosions": [{"centre_xyz_mm": [float(v) for v in e.centre], "radii_mm": [float(v) for v in e.radii]}
                          for e in mc2.erosions],
+            "thumb": _thumb_info(anatomy),
         },
         "truth_convention": "MC2 periosteal envelope, solid; erosion cavities (open to the outside) excluded",
         "generation_seconds": seconds,

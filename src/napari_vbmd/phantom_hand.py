@@ -194,3 +194,17 @@ class _LobeExtent:
 
     def max_radius(self) -> float:
         return self.lobe.reach()
+
+
+def thumb_info(anatomy) -> dict | None:
+    """The thumb as drawn (hand coordinates, right-hand convention), for the truth JSON."""
+    lobe = anatomy.thumb_lobe
+    if lobe is None:
+        return None
+    thumb, mc2 = lobe.thumb, anatomy.bones[0]
+    return {
+        "bone": "proximal phalanx of the thumb (in whole-hand fields of view only)",
+        "width_mm": 2 * thumb.a, "depth_mm": 2 * thumb.b,
+        "radial_of_mc2_mm": mc2.cx - thumb.cx, "palmar_of_mc2_mm": thumb.cy - mc2.cy,
+        "straight_from_z_mm": thumb.z_ref, "radial_divergence_per_mm_distal": thumb.tilt_x,
+    }
