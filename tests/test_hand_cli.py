@@ -140,3 +140,14 @@ def test_segment_mc2_works_around_mc2_and_refuses_another_bone(files, monkeypatc
     monkeypatch.setattr(focus, "mc2_box", lambda *args: None)  # no focus: the "network" sees the whole hand
     with pytest.raises(OtherBoneError, match="lies on the thumb, not on MC2.*nothing written"):
         segment_mc2(whole.image, hand=decision)
+
+
+def test_the_box_around_mc2_keeps_the_geometry():
+    from napari_vbmd.scan import Scan
+    from napari_vbmd.segmentation.focus import _crop
+
+    scan = Scan(np.zeros((2, 10, 12), np.int16), (0.5, 0.1, 0.2), origin=(1.0, 2.0, 3.0))
+    sub = _crop(scan, (2, 8, 3, 9))
+    assert sub.shape == (2, 6, 6) and np.allclose(sub.origin, (1.0, 2.2, 3.6))
+    flipped = Scan(scan.data, scan.spacing, origin=scan.origin, direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert np.allclose(_crop(flipped, (2, 8, 3, 9)).origin, (1.0, 2.2, 2.4))  # x runs the other way

@@ -95,11 +95,13 @@ def _thumb_radius(evidence) -> float:
 
 
 def _crop(scan: Scan, box) -> Scan:
+    """A view of ``scan`` cut to ``box`` in the slice plane, with its origin moved along (the
+    direction matrix has physical x, y, z rows and the array's x, y, z columns; origin is z, y, x)."""
     y0, y1, x0, x1 = box
     matrix = np.asarray(scan.direction, dtype=float).reshape(3, 3)
-    shift = matrix @ (np.array([0.0, y0, x0]) * np.asarray(scan.spacing))
+    shift_xyz = matrix @ np.array([x0 * scan.spacing[2], y0 * scan.spacing[1], 0.0])
     return dataclasses.replace(scan, data=scan.data[:, y0:y1, x0:x1],
-                               origin=tuple(float(o) for o in np.asarray(scan.origin) + shift))
+                               origin=tuple(float(o) for o in np.asarray(scan.origin) + shift_xyz[::-1]))
 
 
 def is_whole_hand_field(scan: Scan) -> bool:

@@ -225,7 +225,7 @@ def _size_cue(row, t) -> Cue:
                f"heads at the row's start are {100 * (math.exp(margin) - 1):+.0f}% larger in section than at its end")
 
 
-def _thumb_cue(blobs, row, centre, direction, normal, t) -> tuple[list, tuple | None]:
+def _thumb_cue(blobs, row, centre, direction, normal, t) -> tuple[list, "_Blob | None"]:
     members = {b.label for b in row}
     half = (t.max() - t.min()) / 2
     middle = (t.max() + t.min()) / 2
