@@ -37,6 +37,7 @@ def test_nothing_decides_the_hand_so_every_case_fails_alone(headerless, tmp_path
     assert not (tmp_path / "out" / "masks").exists()
 
 
+@pytest.mark.slow
 def test_the_cohort_csv_as_manifest_gives_each_hand(headerless, tmp_path):
     folder, hands = headerless
     summary = run_batch(folder, tmp_path / "out", BatchSettings(model="classical"), workers=0,
@@ -59,6 +60,7 @@ def test_the_cohort_csv_as_manifest_gives_each_hand(headerless, tmp_path):
     assert (third.processed, third.skipped) == (1, 2) and _rows(third)[first]["hand"] == other
 
 
+@pytest.mark.slow
 def test_hand_for_a_whole_folder_and_a_partial_manifest(headerless, tmp_path, capsys):
     folder, hands = headerless
     code = main(["batch", str(folder), str(tmp_path / "out"), "--model", "classical", "--workers", "0",

@@ -3,6 +3,7 @@ and the refusal (exit 2, one line naming the file, nothing written); and in the 
 segment_mc2 (whole-hand fields are segmented around MC2, a mask of another bone is refused)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -126,15 +127,11 @@ def test_segment_mc2_works_around_mc2_and_refuses_another_bone(files, monkeypatc
     concern = hand_side_concern(mc3, whole.image, evidence)
     assert concern.details["mask_on"] == "MC3" and concern.description.startswith("check the hand side")
     # a pipeline that marks the thumb (as the bundled model did on whole hands without the focus) is refused
-    real = pipeline.segment
-
     def marks_the_thumb(scan, **kwargs):
-        result = real(scan, model="classical", hand=kwargs["hand"])
         ty, tx = (int(round(v)) for v in evidence.thumb_voxel)
         thumb = np.zeros(scan.shape, dtype=np.uint8)
         thumb[:, ty - 3:ty + 3, tx - 3:tx + 3] = 1
-        result.mask = scan.with_data(thumb, kind="mask", unit="unknown")
-        return result
+        return dataclasses.replace(result, mask=scan.with_data(thumb, kind="mask", unit="unknown"))
 
     monkeypatch.setattr(pipeline, "segment", marks_the_thumb)
     monkeypatch.setattr(focus, "mc2_box", lambda *args: None)  # no focus: the "network" sees the whole hand
