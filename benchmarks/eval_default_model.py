@@ -3,10 +3,13 @@
     python benchmarks/eval_default_model.py [--model default] [--n 24] [--first-seed 5000] [--cache DIR] [--csv OUT.csv]
 
 Phantoms (seeds 5000.., never used by scripts/train_default_model.sh, which uses seeds from 1000 up) are
-written once to ``--cache`` and reused. Each goes through the full pipeline ``segment(...)`` (bone
-crop, mirroring of left hands, working grid, inference, probabilities back on the scan grid, hole
-filling, MC2 component) and is compared with its truth: Dice of the mask, and the error of the
-D100 measured in the predicted mask against the D100 of the truth mask (``truth_info``).
+written once to ``--cache`` and reused. Each goes through what ``vbmd segment`` runs,
+``segment(...)``: in a whole-hand field a box around MC2 found from the row of heads (phantoms
+of generator version 3 hold the thumb, which the bundled model marked as MC2 when the pipeline
+gave it the whole hand; docs/hand.md), then the stages (bone crop, mirroring
+of left hands, working grid, inference, probabilities back on the scan grid, hole filling, MC2
+component), and is compared with its truth: Dice of the mask, and the error of the D100 measured in
+the predicted mask against the D100 of the truth mask (``truth_info``).
 Prints a Markdown table (docs/default-model.md holds the recorded one).
 """
 from __future__ import annotations

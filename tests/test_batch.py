@@ -390,13 +390,24 @@ def test_nifti_scan_gives_the_aims_figures_and_a_nifti_mask(cohort_master, check
     scans.mkdir()
     shutil.copy(cohort_master / "site1" / "p1.aim", scans / "left.aim")
     write_image(scans / "left_densities.nii.gz", read_scan(cohort_master / "site1" / "p1.aim"))
+    # NIfTI carries no hand, and a cropped field does not show it: that case fails alone, saying why
     summary = run_batch(scans, tmp_path / "out", _settings(checkpoint), workers=0)
     rows = {r["case"]: r for r in summary.table}
+    assert (rows["left"]["hand"], rows["left"]["hand_source"], rows["left"]["hand_confidence"]) == ("left", "header", 1.0)
+    assert rows["left_densities"]["status"] == "failed" and not rows["left_densities"]["mask"]
+    assert "cannot tell which hand this is" in rows["left_densities"]["error"]
+    assert "--manifest" in rows["left_densities"]["error"] and "\n" not in rows["left_densities"]["error"]
+    # a manifest gives it (a cohort CSV naming files relative to itself)
+    manifest = tmp_path / "hands.csv"
+    manifest.write_text("file,hand\nin/left_densities.nii.gz,left\n")
+    summary = run_batch(scans, tmp_path / "out", _settings(checkpoint), workers=0, manifest=manifest)
+    rows = {r["case"]: r for r in summary.table}
+    assert rows["left"]["this_run"] == "skipped"  # the manifest says nothing of it: still up to date
     assert rows["left_densities"]["format"] == "nifti" and rows["left_densities"]["mask"].endswith("_mask.nii.gz")
+    assert (rows["left_densities"]["hand"], rows["left_densities"]["hand_source"]) == ("left", "manifest")
     assert rows["left"]["mask"].endswith("_mask.aim")
     assert rows["left_densities"]["n_voxels"] == rows["left"]["n_voxels"]
     assert rows["left_densities"]["d100_mg_ha_cm3"] == pytest.approx(rows["left"]["d100_mg_ha_cm3"], abs=0.01)
-    assert rows["left_densities"]["hand"] == "right" and rows["left"]["hand"] == "left"  # NIfTI has no hand
 
 
 @pytest.mark.shared_data

@@ -242,3 +242,19 @@ def test_read_masks_written_by_the_fixture_align(study):
     image = read_scan(study["cases"] / "p3.aim")
     mask = read_mask(study["predicted"] / "p3_pred.nii.gz", like=image)
     assert np.array_equal(mask.data != 0, study["masks"]["p3"])
+
+
+def test_each_case_says_which_hand_its_mask_was_made_for(study, tmp_path):
+    """A mask from `vbmd segment` records the side and its source; otherwise a header's hand is used."""
+    from napari_vbmd.cli import main
+
+    results = {r.row["case"]: r.row for r in evaluate_cases(cases_from_folders(study["cases"], study["cases"],
+                                                                                study["predicted"]))}
+    phantom = study["phantoms"]["p1"]
+    assert (results["p1"]["hand"], results["p1"]["hand_source"]) == (phantom.image.hand, "header")
+    predicted = tmp_path / "predicted"
+    predicted.mkdir()
+    assert main(["segment", str(study["cases"] / "p1.aim"), "-o", str(predicted / "p1_pred.aim"), "--model",
+                 "classical", "--hand", "left"]) == 0
+    row = evaluate_cases(cases_from_folders(study["cases"], study["cases"], predicted))[0].row
+    assert (row["case"], row["hand"], row["hand_source"]) == ("p1", "left", "argument")

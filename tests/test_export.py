@@ -190,3 +190,17 @@ def test_a_file_open_in_the_viewer_is_protected(tmp_path, case):
     with pytest.raises(VbmdError, match="input file"):
         export_case(out, "c1", image, final, result, original_mask=original, overwrite=True, protect=[reference])
     assert [p.name for p in out.iterdir()] == ["c1_model_mask.aim"]
+
+
+def test_the_report_says_which_hand_and_where_that_came_from(tmp_path, case):
+    image, original, final = case
+    out, written, _, _ = _export(tmp_path, image, original, final, hand="left", hand_source="image")
+    report = json.loads(written["report_json"].read_text())
+    assert (report["hand"], report["hand_source"]) == ("left", "image")
+    row = next(csv.DictReader(open(written["report_csv"])))
+    assert (row["hand"], row["hand_source"]) == ("left", "image")
+    # not given: the scan header's hand, said to come from the header
+    (tmp_path / "b").mkdir()
+    out, written, _, _ = _export(tmp_path / "b", image, original, final)
+    report = json.loads(written["report_json"].read_text())
+    assert (report["hand"], report["hand_source"]) == (image.hand, "header")

@@ -193,3 +193,18 @@ def test_review_store_refuses_bad_status_and_bad_files(tmp_path):
     bad.write_text(json.dumps({"format": "other"}))
     with pytest.raises(VbmdError, match="not a napari-vbmd review"):
         ReviewStore.load(bad)
+
+
+def test_when_most_slices_are_flagged_every_flag_says_check_the_hand_side():
+    from napari_vbmd.review import HAND_FLAGGED_FRACTION, REASON_HAND
+
+    wobbly = _tube(n=12)
+    for z in range(0, 12, 2):
+        wobbly[z] = _disc((40, 40), 20, 20, 4)  # every other slice half the size: a mask of bits of two bones
+    flags = flag_slices(wobbly, spacing=(0.1, 0.1))
+    assert len(flags) >= HAND_FLAGGED_FRACTION * 12
+    assert all(REASON_HAND in f.reasons for f in flags)
+    assert "check the hand side: " in flags[0].describe() and "% of the mask's slices are flagged" in flags[0].describe()
+    steady = _tube(n=12)
+    steady[6] = _disc((40, 40), 20, 20, 4)
+    assert not any(REASON_HAND in f.reasons for f in flag_slices(steady, spacing=(0.1, 0.1)))

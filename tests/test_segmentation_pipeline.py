@@ -133,7 +133,9 @@ def test_progress_cancel_and_threads():
 def test_scan_with_no_bone_is_a_clear_error():
     soft = Scan(np.full((6, 40, 40), 30.0, np.float32), (0.1,) * 3, unit=UNIT_DENSITY, source="soft.aim")
     with pytest.raises(VbmdError, match="soft.aim: no bone found"):
-        segment(soft, model="classical")
+        segment(soft, model="classical", hand="right")
+    with pytest.raises(VbmdError, match="soft.aim: cannot tell which hand this is .no bone in the field of view"):
+        segment(soft, model="classical")  # no hand in its header and nothing in the image to tell it
 
 
 def test_unknown_model_and_models_without_weights():

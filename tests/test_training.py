@@ -602,3 +602,21 @@ def test_validation_dice_of_a_checkpoint_is_the_pipelines_dice(phantom_folder, t
             validation = validate(model, [validation_case(image, inside, loaded.config.crop_margin_mm, case)])
             assert validation["dice"] == pipeline
             assert 0 < pipeline < 1  # a barely trained network: a real overlap, far from a trivial one
+
+
+def test_a_training_pair_without_a_hand_is_refused_unless_a_csv_gives_it(tmp_path):
+    """A crop whose header says no hand cannot be mirrored rightly: refused, never taken for a right hand."""
+    phantom = generate_phantom(PhantomSpec(seed=3, hand="left", n_slices=40, spacing_mm=0.2, hand_in_header=False))
+    paths = write_phantom(phantom, tmp_path, "crop")
+    assert read_scan(paths["image"]).hand is None
+    pair = Pair("crop", paths["image"], paths["mask"], "P1")
+    with pytest.raises(VbmdError, match="pair crop: cannot tell which hand.*hand column"):
+        load_pair(pair)
+    listed = tmp_path / "pairs.csv"
+    listed.write_text(f"image,mask,patient,hand\n{paths['image'].name},{paths['mask'].name},P1,Left\n")
+    (from_csv,) = find_pairs(listed)
+    image, inside = load_pair(from_csv)
+    assert image.hand == "left" and inside.any()
+    listed.write_text(f"image,mask,patient,hand\n{paths['image'].name},{paths['mask'].name},P1,up\n")
+    with pytest.raises(VbmdError, match="line 2: hand must be left or right"):
+        find_pairs(listed)

@@ -94,6 +94,7 @@ class Case:
     path: str  # absolute path of the file or DICOM folder
     file: str  # path relative to IN
     format: str  # "aim", "isq", "nifti" or "dicom"
+    hand: str | None = None  # the hand a manifest gives for this scan
 
 
 #: the keyword names BatchSettings takes for its SegmentSettings (batch name -> SegmentSettings field)
@@ -173,6 +174,7 @@ class BatchSummary:
     elapsed_s: float
     table: list[dict] = field(default_factory=list)
     cluster_start_s: float = 0.0  # of elapsed_s: starting or reaching the cluster, workers' imports
+    manifest: str | None = None  # the CSV the hands of some cases came from
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -344,6 +346,7 @@ def run_batch(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
     rehash: bool = False,
+    manifest: str | Path | None = None,
 ) -> BatchSummary:
     """Process every scan under ``input_dir`` into ``output_dir`` (see the module docstring).
 
@@ -351,6 +354,10 @@ def run_batch(
     local cluster of ``workers`` processes is started, unless ``scheduler`` names an existing one.
     A case whose file has the size and modification time its successful record states is skipped
     without reading it; ``rehash=True`` makes the workers compare content hashes instead.
+
+    The hand of each scan is the settings' hand when that is left or right; else a ``manifest``'s
+    hand column (:mod:`napari_vbmd.batch_manifest`), else the scan's header, else its image; a
+    scan that none of them decides fails alone, with the reason.
     """
     started = time.perf_counter()
     settings = (settings or BatchSettings()).validated()
@@ -373,6 +380,14 @@ def run_batch(
     cases, ignored = discover_cases(input_dir, exclude=(output_dir,))
     if not cases:
         raise VbmdError("found no scans (AIM, ISQ, NIfTI files or DICOM folders) in the input folder", input_dir)
+    if manifest is not None:
+        from .batch_manifest import read_manifest
+
+        hands = read_manifest(manifest, input_dir, cases)
+        if settings.segmentation.hand != "auto" and any(hands.values()):
+            raise VbmdError(f"give the hand either with --hand {settings.segmentation.hand} or in the manifest's "
+                            "hand column, not both", manifest)
+        cases = [dataclasses.replace(c, hand=hands.get(c.case)) for c in cases]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -427,6 +442,7 @@ def run_batch(
             failed=sum(r.get("status") != "ok" for r in ordered),
             total=total, ignored=ignored, workers=where, elapsed_s=round(time.perf_counter() - started, 3),
             table=[csv_row(r) for r in ordered], cluster_start_s=round(cluster_start_s, 3),
+            manifest=str(manifest) if manifest is not None else None,
         )
         write_text_atomic(output_dir / "batch.json", json.dumps(_jsonable(summary.to_dict()), indent=1) + "\n")
     return summary
@@ -435,7 +451,8 @@ def run_batch(
 def _quick_skip(case: Case, job: Job) -> dict | None:
     """The record of a case that is up to date judged by its file's size and time (no hashing)."""
     record = read_record(record_path(job.output_dir, case))
-    if _is_done(record, None, job, mask_path(job.output_dir, case, job.settings.mask_format), input_stat(case.path)):
+    if _is_done(record, None, job, mask_path(job.output_dir, case, job.settings.mask_format), input_stat(case.path),
+                case=case):
         record["this_run"] = "skipped"
         record.pop("profile", None)
         return record

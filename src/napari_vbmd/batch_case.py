@@ -21,12 +21,12 @@ if TYPE_CHECKING:
     from .batch import Case, Job
 
 RECORD_FORMAT = "napari-vbmd-batch-case"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the hand is never assumed (records of version 1 may say "assumed"): redone
 
 MASK_FORMATS = {"aim": ".aim", "nii.gz": ".nii.gz", "nii": ".nii", "tif": ".tif"}
 CSV_COLUMNS = [
     "case", "file", "format", "status", "this_run", "error", "sha256", "model", "model_sha256", "device",
-    "hand", "d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
+    "hand", "hand_source", "hand_confidence", "d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
     "first_slice", "last_slice", "mask", "t_hash_s", "t_read_s", "t_preprocess_s", "t_inference_s",
     "t_postprocess_s", "t_write_s", "t_measure_s", "t_total_s", "worker", "finished",
 ]
@@ -122,7 +122,8 @@ def read_record(path: str | Path) -> dict | None:
     return record
 
 
-def _is_done(record: dict | None, sha256: str | None, job: Job, mask: Path, stat: dict | None = None) -> bool:
+def _is_done(record: dict | None, sha256: str | None, job: Job, mask: Path, stat: dict | None = None,
+             case: Case | None = None) -> bool:
     """Whether ``record`` is an up-to-date success: same input (by ``sha256``, or by size and
     modification time when ``stat`` is given instead), model and settings, and its mask is there."""
     if not record:
@@ -137,6 +138,7 @@ def _is_done(record: dict | None, sha256: str | None, job: Job, mask: Path, stat
         and same_input
         and (record.get("model") or {}).get("sha256") == job.model_identity["sha256"]
         and record.get("settings") == job.settings.result_key()
+        and record.get("manifest_hand") == (case.hand if case is not None else None)
         and record.get("mask") == mask.relative_to(job.output_dir).as_posix()
         and mask.is_file()
     )
@@ -178,8 +180,11 @@ def process_case(case: Case, job: Job) -> dict:
         "error": None,
         "mask": None,
         "device": None,
+        "manifest_hand": case.hand,
         "hand": None,
         "hand_source": None,
+        "hand_confidence": None,
+        "hand_reason": None,
         "figures": None,
         "profile": None,
         "timings_s": timings,
@@ -194,7 +199,7 @@ def process_case(case: Case, job: Job) -> dict:
         timings["hash"] = time.perf_counter() - t
         record["sha256"] = sha
         previous = read_record(out_record)
-        if _is_done(previous, sha, job, out_mask):
+        if _is_done(previous, sha, job, out_mask, case=case):
             if previous.get("input_stat") != record["input_stat"]:  # touched, not changed
                 previous["input_stat"] = record["input_stat"]
                 write_text_atomic(out_record, json.dumps(previous, indent=1) + "\n", protect=(case.path,))
@@ -232,6 +237,7 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
     from .io import read_scan, write_mask
     from .measure import measure_vbmd
     from .scan import apply_user_calibration
+    from .segmentation.hand import resolve_hand
     from .segmentation.pipeline import run
 
     settings = job.settings
@@ -243,10 +249,16 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
     image = apply_user_calibration(image, units=settings.units, slope=settings.slope, intercept=settings.intercept,
                                    if_calibrated="keep")
     timings["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    decision = resolve_hand(image, settings.segmentation.hand, case.hand)
+    timings["preprocess"] = time.perf_counter() - t
+    if not decision.decided:
+        raise VbmdError(f"cannot tell which hand this is ({decision.reason}); give it in the manifest's hand column "
+                        "(--manifest) or with --hand left|right for the folder", case.path)
     model, loaded_now = _worker_model(job.model_identity, settings.segmentation.device)
-    result = run(image, settings.segmentation.replace(model=model))
+    result = run(image, settings.segmentation.replace(model=model, hand=decision))
     for key in ("preprocess", "inference", "postprocess"):
-        timings[key] = result.timings[key]
+        timings[key] += result.timings[key]
     t = time.perf_counter()
     vbmd = measure_vbmd(image, result.mask)
     timings["measure"] = time.perf_counter() - t
@@ -260,6 +272,8 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
         "device": result.device,
         "hand": result.hand,
         "hand_source": result.hand_source,
+        "hand_confidence": result.hand_confidence,
+        "hand_reason": result.hand_reason,
         "voi_slices": list(result.voi) if result.voi else None,
         "figures": figures,
         "profile": dataclasses.asdict(vbmd.profile),
@@ -302,6 +316,7 @@ def csv_row(record: dict) -> dict:
         "status": "ok" if record.get("status") == "ok" else "failed", "this_run": record.get("this_run"),
         "error": record.get("error") or "", "sha256": record.get("sha256") or "", "model": model.get("name"),
         "model_sha256": model.get("sha256"), "device": record.get("device"), "hand": record.get("hand"),
+        "hand_source": record.get("hand_source"), "hand_confidence": record.get("hand_confidence"),
         "mask": record.get("mask") or "", "worker": record.get("worker"), "finished": record.get("finished"),
     }
     for key in FIGURES:

@@ -35,7 +35,9 @@ from .errors import CancelledError, VbmdError
 from .scan import UNIT_NATIVE, Calibration, Scan
 
 GENERATOR_NAME = "napari-vbmd phantom"
-GENERATOR_VERSION = 2  # 2: noise correlated like a real XtremeCT scan's, in-plane and along z
+GENERATOR_VERSION = 3  # 2: noise correlated like a real XtremeCT scan's; 3: whole-hand fields gain the thumb
+#: cropped fields are the same voxels since this version (the thumb never reaches them): caches of them stay valid
+CROPPED_UNCHANGED_SINCE = 2
 
 NATIVE_SPACING_MM = 0.082
 FULL_FOV_VOXELS = 1536
@@ -86,6 +88,7 @@ class PhantomSpec:
     erosions: int = 0  # cortical erosions on MC2
     d100_target: float | None = None  # None: drawn like the study's patients
     scanner: str = "xtremect1"  # "xtremect1" or "xtremect2"
+    hand_in_header: bool = True  # False: the image says nothing of its hand (like a scanner's file)
 
     def validated(self) -> "PhantomSpec":
         def bad(message):
@@ -120,6 +123,8 @@ class PhantomSpec:
                 bad(f"D100 target must be between 80 and 500 mg HA/cm3, got {self.d100_target!r}")
         if self.scanner not in SCANNER_CALIBRATIONS:
             bad(f"scanner must be one of {', '.join(SCANNER_CALIBRATIONS)}, got {self.scanner!r}")
+        if not isinstance(self.hand_in_header, (bool, np.bool_)):
+            bad(f"hand_in_header must be true or false, got {self.hand_in_header!r}")
         return dataclasses.replace(
             self,
             seed=int(self.seed),
@@ -128,10 +133,14 @@ class PhantomSpec:
             motion_grade=int(self.motion_grade),
             erosions=int(self.erosions),
             d100_target=None if self.d100_target is None else float(self.d100_target),
+            hand_in_header=bool(self.hand_in_header),
         )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["hand_in_header"]:  # the default is left out, so specs (and caches) from before it match
+            del out["hand_in_header"]
+        return out
 
 
 @dataclass
@@ -335,9 +344,10 @@ class _Anatomy:
     d100_target: float
     noise_mg: float
     psf_sigma_mm: float
+    thumb_lobe: object = None  # phantom_hand.ThumbLobe: the thumb's soft tissue (its bone is in bones)
 
 
-def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_erosion) -> _Anatomy:
+def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_erosion, rng_hand=None) -> _Anatomy:
     centre = FULL_FOV_MM / 2
     size = rng_anat.uniform(0.9, 1.08)  # patient size
     z_tip2 = rng_anat.uniform(1.6, 2.6)
@@ -402,7 +412,7 @@ def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_ero
             _plain_floats(erosion)
 
     lo, hi = SCANNER_NOISE_MG[spec.scanner]
-    return _Anatomy(
+    anatomy = _Anatomy(
         bones=[mc2, mc3, mc4, mc5] + phalanges,
         hand_centre=hand_centre, hand_half=hand_half, hand_power=rng_anat.uniform(2.6, 3.6),
         fat=rng_anat.uniform(1.2, 3.0), rotation=rng_anat.normal(0, 0.08), tendons=tendons,
@@ -410,6 +420,15 @@ def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_ero
         marrow=rng_density.uniform(-10.0, 25.0), d100_target=target,
         noise_mg=rng_scanner.uniform(lo, hi), psf_sigma_mm=rng_scanner.uniform(0.085, 0.12),
     )
+    if rng_hand is not None:  # the thumb and the arch: their own stream, after everything else
+        from .phantom_hand import draw_whole_hand
+
+        cy5 = mc5.cy
+        thumb, anatomy.thumb_lobe = draw_whole_hand(rng_hand, mc2, mc5, size, z_score, anatomy.hand_centre,
+                                                     anatomy.rotation)
+        anatomy.tendons[6:8] = [(x, y + mc5.cy - cy5, rx, ry) for x, y, rx, ry in anatomy.tendons[6:8]]
+        anatomy.bones.append(thumb)
+    return anatomy
 
 
 def _plain_floats(obj) -> None:
@@ -567,6 +586,7 @@ class _Renderer:
             d = (1.0 - np.sqrt(((self.Xh - tx) / rx) ** 2 + ((self.Yh - ty) / ry) ** 2)) * min(rx, ry)
             tissue += (TENDON - MUSCLE) * _soft(d, self.h) * (depth > 1.0)
         air = SCANNER_CALIBRATIONS[self.spec.scanner].density_intercept
+        self.envelope = inside  # how much of each pixel the hand's envelope covers (the thumb's lobe fills the rest)
         return (air + (tissue - air) * inside).astype(np.float32)
 
     def design(self, k0, k1, want_truth=False):
@@ -575,6 +595,10 @@ class _Renderer:
         z = (np.arange(k0, k1, dtype=np.float32) * h)[:, None, None]
         iz = np.arange(k0, k1)
         out = np.broadcast_to(self.soft, (k1 - k0,) + self.soft.shape).copy()
+        if self.anat.thumb_lobe is not None:
+            from .phantom_hand import add_lobe
+
+            add_lobe(self, out, z[:, 0, 0])
         truth = np.zeros(out.shape, dtype=bool) if want_truth else None
         inner = np.zeros(out.shape, dtype=bool) if want_truth else None
         stats = {"cortex_mm3": 0.0}
@@ -808,7 +832,7 @@ class _NoiseField:
 # Public API
 # ---------------------------------------------------------------------------------------------
 def _streams(seed):
-    names = ("anatomy", "density", "scanner", "erosion", "texture", "motion", "layout", "noise")
+    names = ("anatomy", "density", "scanner", "erosion", "texture", "motion", "layout", "noise", "hand")
     return {name: np.random.default_rng(np.random.SeedSequence([0x5BD, seed, i])) for i, name in enumerate(names)}
 
 
@@ -832,16 +856,15 @@ def _layout(spec: PhantomSpec, anatomy: _Anatomy, rng) -> _Grid:
         y0 = int(np.clip(round(y_start / h), 0, full_n - ny))
         box = (y0, y0 + ny, x0, x0 + nx)
         return _Grid(h, spec.n_slices, full_n, box, (y0, x0), (spec.n_slices, ny, nx))
-    (hx, hy), (ax, ay) = anatomy.hand_centre, anatomy.hand_half
-    r = math.hypot(ax, ay) if abs(anatomy.rotation) > 1e-9 else None
-    half_x = (abs(c) * ax + abs(s) * ay) + 6.0
-    half_y = (abs(s) * ax + abs(c) * ay) + 6.0
-    if r is None:
-        half_x, half_y = ax + 6.0, ay + 6.0
-    y0 = max(int(math.floor((hy - half_y) / h)), 0)
-    y1 = min(int(math.ceil((hy + half_y) / h)), full_n)
-    x0 = max(int(math.floor((hx - half_x) / h)), 0)
-    x1 = min(int(math.ceil((hx + half_x) / h)), full_n)
+    from .phantom_hand import hand_bounds
+
+    # the hand's envelope and the thumb's lobe (which moves radially towards slice 0), rotated, + 6 mm
+    bx0, bx1, by0, by1 = hand_bounds(anatomy)
+    corners = [to_scanner(x, y) for x in (bx0, bx1) for y in (by0, by1)]
+    y0 = max(int(math.floor((min(y for _, y in corners) - 6.0) / h)), 0)
+    y1 = min(int(math.ceil((max(y for _, y in corners) + 6.0) / h)), full_n)
+    x0 = max(int(math.floor((min(x for x, _ in corners) - 6.0) / h)), 0)
+    x1 = min(int(math.ceil((max(x for x, _ in corners) + 6.0) / h)), full_n)
     return _Grid(h, spec.n_slices, full_n, (y0, y1, x0, x1), (0, 0), (spec.n_slices, full_n, full_n))
 
 
@@ -851,7 +874,7 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     spec = (spec or PhantomSpec()).validated()
     started = time.perf_counter()
     rngs = _streams(spec.seed)
-    anatomy = _draw_anatomy(spec, rngs["anatomy"], rngs["density"], rngs["scanner"], rngs["erosion"])
+    anatomy = _draw_anatomy(spec, rngs["anatomy"], rngs["density"], rngs["scanner"], rngs["erosion"], rngs["hand"])
     grid = _layout(spec, anatomy, rngs["layout"])
     calibration = SCANNER_CALIBRATIONS[spec.scanner]
     h = spec.spacing_mm
@@ -947,17 +970,18 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
         position_x = ox
     position_xyz = (int(position_x), int(oy), 0)
     origin = (position_xyz[2] * h, position_xyz[1] * h, position_xyz[0] * h)
+    header_hand = spec.hand if spec.hand_in_header else None
     header = {
         "format": "phantom",
         "generator": f"{GENERATOR_NAME} {GENERATOR_VERSION}",
         "position": position_xyz,
         "processing_log": _processing_log(spec, calibration),
-        "phantom_spec": spec.to_dict(),
+        "phantom_spec": {**spec.to_dict(), "hand": header_hand},
     }
     image_scan = Scan(data=image, spacing=(h, h, h), origin=origin, calibration=calibration, unit=UNIT_NATIVE,
-                      kind="image", hand=spec.hand, header=header)
+                      kind="image", hand=header_hand, header=header)
     truth_scan = Scan(data=truth, spacing=(h, h, h), origin=origin, calibration=None, unit="unknown", kind="mask",
-                      hand=spec.hand, header=dict(header))
+                      hand=header_hand, header=dict(header))
     info = _truth_info(spec, anatomy, grid, image_scan, truth, trab_fraction, mc2_cortex, noise_sd, position_xyz,
                        time.perf_counter() - started, offset_native * per_native)
     return Phantom(image=image_scan, truth=truth_scan, truth_info=info, spec=spec)
@@ -1005,6 +1029,12 @@ def _processing_log(spec: PhantomSpec, calibration: Calibration) -> str:
         "!-------------------------------------------------------------------------------",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _thumb_info(anatomy) -> dict | None:
+    from .phantom_hand import thumb_info
+
+    return thumb_info(anatomy)
 
 
 def _truth_info(spec, anatomy, grid, image: Scan, truth, trab_fraction, cortex_mm3, noise_sd, position_xyz,
@@ -1059,6 +1089,7 @@ def _truth_info(spec, anatomy, grid, image: Scan, truth, trab_fraction, cortex_m
             "marrow_offset_to_hit_target_mg_ha_cm3": offset_mg,
             "erosions": [{"centre_xyz_mm": [float(v) for v in e.centre], "radii_mm": [float(v) for v in e.radii]}
                          for e in mc2.erosions],
+            "thumb": _thumb_info(anatomy),
         },
         "truth_convention": "MC2 periosteal envelope, solid; erosion cavities (open to the outside) excluded",
         "generation_seconds": seconds,
@@ -1074,8 +1105,9 @@ def phantom_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
 
 
 def phantom_is_cached(out_dir: str | Path, name: str, spec: PhantomSpec) -> bool:
-    """Whether ``<name>`` in ``out_dir`` was written from ``spec`` by this generator version (so a
-    cache of phantoms from an older generator is made again, not silently reused)."""
+    """Whether ``<name>`` in ``out_dir`` was written from ``spec`` by a generator version that makes
+    the same voxels (so a cache of phantoms from an older generator is made again, not silently
+    reused; cropped fields are the same since :data:`CROPPED_UNCHANGED_SINCE`)."""
     import json
 
     paths = phantom_paths(out_dir, name)
@@ -1085,7 +1117,11 @@ def phantom_is_cached(out_dir: str | Path, name: str, spec: PhantomSpec) -> bool
         info = json.loads(paths["truth"].read_text())
     except (OSError, ValueError):
         return False
-    return info.get("generator_version") == GENERATOR_VERSION and info.get("spec") == spec.validated().to_dict()
+    spec = spec.validated()
+    version = info.get("generator_version")
+    same_voxels = version == GENERATOR_VERSION or (
+        spec.fov == "cropped" and isinstance(version, int) and CROPPED_UNCHANGED_SINCE <= version <= GENERATOR_VERSION)
+    return same_voxels and info.get("spec") == spec.to_dict()
 
 
 def write_phantom(phantom: Phantom, out_dir: str | Path, name: str, overwrite: bool = False) -> dict[str, Path]:
@@ -1136,7 +1172,7 @@ def cohort_specs(n: int, seed: int = 0, **overrides) -> list[PhantomSpec]:
 
 
 COHORT_COLUMNS = ["name", "image", "mask", "truth", "d100_mg_ha_cm3", "mean_slice_area_mm2", "seed", "hand", "fov",
-                  "n_slices", "spacing_mm", "motion_grade", "erosions", "d100_target", "scanner"]
+                  "n_slices", "spacing_mm", "motion_grade", "erosions", "d100_target", "scanner", "hand_in_header"]
 
 
 def cohort_cases(n: int, seed: int = 0, **spec_overrides) -> list[tuple[str, PhantomSpec]]:
@@ -1194,6 +1230,7 @@ def generate_cohort(out_dir: str | Path, n: int, seed: int = 0, overwrite: bool 
             "d100_mg_ha_cm3": info["d100_mg_ha_cm3"],
             "mean_slice_area_mm2": info["mean_slice_area_mm2"],
             **{key: value for key, value in spec.to_dict().items()},
+            "hand_in_header": spec.hand_in_header,
         })
         if progress is not None:
             progress(k + 1, total, f"wrote {name}")

@@ -28,6 +28,13 @@ REASON_UNCERTAIN = "uncertain"
 REASON_NEIGHBOUR = "neighbour"
 REASON_NOTCH = "notch"
 REASON_HOLE = "hole"
+REASON_HAND = "hand"
+
+#: when at least this fraction of a mask's slices is flagged, the mask may be of another bone (a
+#: wrong hand side puts MC3, MC5 or the thumb where MC2 should be): every flag then also says
+#: "check the hand side". A right mask flagged most was flagged on about half its slices
+#: (heldout_5020, docs/workflow.md); the mask of another bone in issue 17 on 99 of 112.
+HAND_FLAGGED_FRACTION = 0.6
 
 STATUSES = ("unreviewed", "reviewed", "flagged")
 REVIEW_FORMAT = "napari-vbmd-review"
@@ -47,6 +54,8 @@ class SliceFlag:
             REASON_NEIGHBOUR: "touches {neighbour_area_mm2:.2f} mm² of bone outside the mask",
             REASON_NOTCH: "outline notched {notch_depth_mm:.1f} mm deep (bone missed behind an erosion?)",
             REASON_HOLE: "hole of {hole_area_mm2:.2f} mm² inside the mask (marrow left out?)",
+            REASON_HAND: "check the hand side: {flagged_fraction:.0%} of the mask's slices are flagged "
+                         "(the mask of another bone?)",
         }
         return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details) for r in self.reasons)
 
@@ -92,7 +101,10 @@ def flag_slices(
     section is close to convex and an erosion pit a few mm deep at most; a network that loses the
     marrow behind an erosion leaves a notch far deeper (the defaults were set on 48 held-out
     phantoms, see docs/workflow.md). Holes inside the mask are not notches;
-    hole: the mask leaves out at least ``hole_mm2`` enclosed by it (the MC2 mask holds the marrow).
+    hole: the mask leaves out at least ``hole_mm2`` enclosed by it (the MC2 mask holds the marrow);
+    hand: at least :data:`HAND_FLAGGED_FRACTION` of the mask's slices (of five or more) are flagged
+    for other reasons: the mask may be of another bone, so every flag also says "check the hand side"
+    (:func:`napari_vbmd.review_hand.hand_side_concern` checks a whole-hand field's row of heads).
     """
     mask = np.asarray(mask) != 0
     if mask.ndim != 3:
@@ -151,6 +163,11 @@ def flag_slices(
         if reasons:
             flags.append(SliceFlag(z, reasons, details))
         previous = z
+    n_slices = int((areas > 0).sum())
+    if n_slices >= 5 and len(flags) >= HAND_FLAGGED_FRACTION * n_slices:
+        for flag in flags:
+            flag.reasons.append(REASON_HAND)
+            flag.details["flagged_fraction"] = len(flags) / n_slices
     return flags
 
 

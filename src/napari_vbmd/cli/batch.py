@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("--mask-format", default="auto", choices=["auto", "aim", "nii.gz", "nii", "tif"],
                    help="auto: .aim for AIM/ISQ scans, .nii.gz for NIfTI and DICOM")
     p.add_argument("--hand", default="auto", choices=["auto", "left", "right"],
-                   help="hand side; auto = from each file's header, else right")
+                   help="hand side of every scan in IN; auto (default): the manifest's hand column, else each "
+                   "file's header, else found in its image (whole-hand fields); a scan none of these decides fails alone")
+    p.add_argument("--manifest", metavar="CSV",
+                   help="a CSV naming scans (column file or image, relative to the CSV or to IN; or case) and their "
+                   "hand (column hand: left, right or empty), e.g. a phantom cohort's cohort.csv")
     p.add_argument("--voi-mm", type=float, help="keep a standard VOI of this length (mm) proximal from MC2's joint surface")
     p.add_argument("--hole-filling", default="fill", choices=["fill", "active_contour", "none"])
     p.add_argument("--units", choices=["native", "hu", "mg_ha_cm3"],
@@ -93,7 +97,7 @@ def run(args) -> int:
         summary = run_batch(
             args.input, args.output, settings, workers=args.workers, threads_per_worker=args.threads_per_worker,
             scheduler=args.scheduler, memory_limit=args.memory_limit, progress=progress,
-            rehash=args.rehash,
+            rehash=args.rehash, manifest=args.manifest,
         )
     finally:
         progress.close()
@@ -107,14 +111,15 @@ def run(args) -> int:
 def _print_summary(summary) -> None:
     rows = summary.table
     width = max([len(str(r["case"])) for r in rows] + [4])
-    print(f"{'case'.ljust(width)}  {'status':7} {'D100':>8} {'SD':>7} {'slices':>6}  note")
+    print(f"{'case'.ljust(width)}  {'status':7} {'D100':>8} {'SD':>7} {'slices':>6}  {'hand':<16}  note")
     for r in rows:
         d100 = f"{r['d100_mg_ha_cm3']:.1f}" if r["d100_mg_ha_cm3"] is not None else "-"
         sd = f"{r['sd_mg_ha_cm3']:.1f}" if r["sd_mg_ha_cm3"] is not None else "-"
         slices = str(r["n_slices"]) if r["n_slices"] is not None else "-"
         note = r["error"] if r["status"] != "ok" else ("skipped (up to date)" if r["this_run"] == "skipped" else "")
         status = r["status"]
-        print(f"{str(r['case']).ljust(width)}  {status:7} {d100:>8} {sd:>7} {slices:>6}  {note}")
+        hand = f"{r['hand']} ({r['hand_source']})" if r.get("hand") else "-"
+        print(f"{str(r['case']).ljust(width)}  {status:7} {d100:>8} {sd:>7} {slices:>6}  {hand:<16}  {note}")
     print(f"\n{summary.processed} processed, {summary.skipped} skipped, {summary.failed} failed "
           f"of {summary.total} in {summary.elapsed_s:.1f} s ({summary.workers}); "
           f"{len(summary.ignored)} files left out (see batch.json)")

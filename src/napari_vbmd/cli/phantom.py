@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                    help="D100 to aim for, mg HA/cm3 (default: drawn like the study's patients)")
     p.add_argument("--scanner", choices=["xtremect1", "xtremect2"], default="xtremect1",
                    help="scanner generation: calibration and noise (default xtremect1)")
+    p.add_argument("--no-hand-in-header", dest="hand_in_header", action="store_false",
+                   help="leave the hand out of the image's header (as a scanner's files do); it stays in the truth "
+                        "JSON and cohort.csv")
     p.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--json", action="store_true", help="print the cases as JSON")
@@ -89,6 +92,7 @@ def run(args) -> int:
         args.out_dir, args.n, seed=args.seed, overwrite=args.overwrite, progress=progress,
         hand=args.hand, fov=args.fov, n_slices=args.slices, spacing_mm=args.spacing,
         motion_grade=args.motion, erosions=args.erosions, d100_target=args.d100, scanner=args.scanner,
+        hand_in_header=args.hand_in_header,
     )
     if args.json:
         print_json({"out_dir": args.out_dir, "index": str(_index_path(args.out_dir)), "cases": rows})

@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--hand", default="auto", choices=["auto", "left", "right"],
-                   help="hand side; auto = from the file's header, else right")
+                   help="hand side; auto (default): from the file's header, else found in the image (a whole-hand "
+                   "field of view); when neither tells, nothing is written and the command asks for --hand")
     p.add_argument("--slices", help="segment only slices A:B (0-based, B excluded)")
     p.add_argument("--voi-mm", type=float, help="keep a standard VOI of this length (mm) proximal from MC2's joint surface")
     p.add_argument("--threads", type=positive_int, help="CPU threads for inference (at least 1)")
@@ -95,6 +96,8 @@ def run(args) -> int:
         "mask": str(written),
         "hand": result.hand,
         "hand_source": result.hand_source,
+        "hand_confidence": result.hand_confidence,
+        "hand_reason": result.hand_reason,
         "voi_slices": list(result.voi) if result.voi else None,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
@@ -105,7 +108,8 @@ def run(args) -> int:
         ("image", args.image),
         ("mask", str(written)),
         ("model", f"{result.model} on {result.device}"),
-        ("hand", f"{result.hand} ({result.hand_source})"),
+        ("hand", result.hand_decision.describe()),
+        ("hand evidence", result.hand_reason),
         ("D100 (mg HA/cm3)", round(vbmd.d100_mg_ha_cm3, 2)),
         ("SD (mg HA/cm3)", round(vbmd.sd_mg_ha_cm3, 2)),
         ("voxels", vbmd.n_voxels),

@@ -53,7 +53,7 @@ METRIC_LABELS = {
 }
 
 CASE_COLUMNS = [
-    "case", "status", "error", "note", "image", "reference", "predicted", "probability",
+    "case", "status", "error", "note", "image", "reference", "predicted", "probability", "hand", "hand_source",
     "dice", "iou", "accuracy", "auc", "sensitivity", "precision", "hausdorff_mm", "hd95_mm", "assd_mm",
     "volume_reference_mm3", "volume_prediction_mm3", "volume_difference_mm3", "volume_difference_percent",
     "d100_reference", "d100_predicted", "d100_difference", "sd_reference", "sd_predicted",
@@ -313,7 +313,8 @@ def evaluate_case(case: EvaluationCase, load_image: Callable | None = None) -> C
     except VbmdError as exc:
         raise VbmdError(f"reference mask: {exc}") from None
     try:
-        predicted = align_mask(read_mask(case.predicted), image)
+        predicted_scan = read_mask(case.predicted)
+        predicted = align_mask(predicted_scan, image)
     except VbmdError as exc:
         raise VbmdError(f"predicted mask: {exc}") from None
     if not reference.any():
@@ -321,6 +322,7 @@ def evaluate_case(case: EvaluationCase, load_image: Callable | None = None) -> C
     probability = _probability_on_grid(case.probability, image) if case.probability else None
 
     row = _empty_row(case)
+    row["hand"], row["hand_source"] = _predicted_hand(predicted_scan, image)
     metrics = segmentation_metrics(reference, predicted, image.spacing, probability=probability)
     for key in CASE_COLUMNS:
         if key in metrics:
@@ -354,6 +356,18 @@ def evaluate_case(case: EvaluationCase, load_image: Callable | None = None) -> C
         preview = _preview(density_slice, reference[z], predicted[z], z, image.spacing)
     row["status"] = "ok"
     return CaseResult(case=case, row=row, slices=slices, preview=preview)
+
+
+def _predicted_hand(predicted, image) -> tuple[str | None, str | None]:
+    """The side the predicted mask was made for and where that came from, as its file records it
+    (``vbmd segment`` writes both), else the hand its or the scan's header states."""
+    from ..io.aim import segmented_hand_from_log
+
+    found = segmented_hand_from_log(predicted.header.get("processing_log", ""))
+    if found:
+        return found
+    hand = predicted.hand or image.hand
+    return (hand, "header") if hand else (None, None)
 
 
 def failed_result(case: EvaluationCase, message: str) -> CaseResult:

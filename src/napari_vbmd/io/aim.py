@@ -191,6 +191,12 @@ def hand_from_log(log: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
+def segmented_hand_from_log(log: str) -> tuple[str, str] | None:
+    """(hand, source) of the "Segmented as" line our writer adds to a segmentation's mask."""
+    m = re.search(r"^Segmented as\s+(left|right) hand \(from (\w+)\)\s*$", log or "", flags=re.MULTILINE)
+    return (m.group(1), m.group(2)) if m else None
+
+
 def _log_line(name: str, value) -> str:
     """A processing-log line in the scanner's layout: a 30-character name, then the value."""
     text = f"{value}"
@@ -370,6 +376,9 @@ def write_aim(
     hand = scan.hand or (parent.hand if parent is not None else None)
     if hand and hand_from_log(base_log) is None:
         extra["Hand"] = hand
+    segmented = scan.header.get("segmentation") or {}
+    if scan.kind == "mask" and segmented.get("hand_source"):  # where the side the mask was made for came from
+        extra["Segmented as"] = f"{segmented.get('hand')} hand (from {segmented['hand_source']})"
     if scan.kind == "mask":
         data = (np.asarray(scan.data) != 0).view(np.int8)  # a new array: safe to scale in place
         data *= MASK_VALUE  # (np.where with Python ints went through int64: 5 s for a 1536² × 110 mask)

@@ -26,6 +26,7 @@ class Pair:
     image: Path
     mask: Path
     patient: str
+    hand: str | None = None  # a CSV's hand column; else the image's header, else the image decides
 
 
 def _suffix(path: Path) -> str:
@@ -53,7 +54,8 @@ def _patient_of(case: str, image: Path) -> str:
 
 def find_pairs(data: str | Path) -> list[Pair]:
     """Pairs from a folder (``<case>.aim`` + ``<case>_mask.aim`` or ``<case>.gobj`` ...) or a CSV
-    with columns ``image,mask[,patient]`` (paths relative to the CSV's folder)."""
+    with columns ``image,mask[,patient][,hand]`` (paths relative to the CSV's folder; ``hand`` left
+    or right, for scans whose header does not say)."""
     data = Path(data)
     if not data.exists():
         raise VbmdError("training data not found", data)
@@ -73,7 +75,10 @@ def find_pairs(data: str | Path) -> list[Pair]:
                         raise VbmdError(f"line {row_number}: file not found: {p}", data)
                 case = image.name[: -len(_suffix(image))] if _suffix(image) else image.stem
                 patient = (row.get("patient") or "").strip() or _patient_of(case, image)
-                pairs.append(Pair(case, image, mask, patient))
+                hand = (row.get("hand") or "").strip().lower() or None
+                if hand not in (None, "left", "right"):
+                    raise VbmdError(f"line {row_number}: hand must be left or right, got {row['hand']!r}", data)
+                pairs.append(Pair(case, image, mask, patient, hand))
     else:
         for image in sorted(data.iterdir()):
             suffix = _suffix(image)
@@ -138,13 +143,25 @@ def load_pair(pair: Pair) -> tuple[Scan, np.ndarray]:
                         pair.mask)
     if not inside.any():
         raise VbmdError(f"pair {pair.case}: mask {pair.mask.name} is empty on image {pair.image.name}", pair.mask)
-    return image, inside
+    return with_known_hand(image, pair), inside
+
+
+def with_known_hand(image: Scan, pair: Pair) -> Scan:
+    """``image`` with its hand set: the pair's (a CSV's hand column), else the header's, else the
+    image's (a whole-hand field); a pair nothing decides is refused, never taken for a right hand."""
+    from .hand import resolve_hand
+
+    decision = resolve_hand(image, None, pair.hand)
+    if not decision.decided:
+        raise VbmdError(f"pair {pair.case}: cannot tell which hand it is ({decision.reason}); give it in a hand "
+                        "column (left/right) of a pairs CSV", pair.image)
+    return dataclasses.replace(image, hand=decision.hand)
 
 
 def prepare_case(image: Scan, inside: np.ndarray, spacing_mm, dims: int, margin_mm: float, case: str = "") -> PreparedCase:
     """A training case on the working grid, by the pipeline's own stage (:func:`.stages.to_working`):
-    the bone box (grown to hold the whole truth), the hand the header gives (right when unknown, as
-    ``segment()`` assumes), densities and mask fractions resampled alike."""
+    the bone box (grown to hold the whole truth), the image's hand (:func:`load_pair` sets it;
+    refused when unknown), densities and mask fractions resampled alike."""
     from .stages import WorkingGrid, resample_to_working, to_working
 
     box = find_bone_box(image, margin_mm=margin_mm)
@@ -154,7 +171,9 @@ def prepare_case(image: Scan, inside: np.ndarray, spacing_mm, dims: int, margin_
         box, z0=min(box.z0, int(zs[0])), z1=max(box.z1, int(zs[-1]) + 1), y0=min(box.y0, int(ys[0])),
         y1=max(box.y1, int(ys[-1]) + 1), x0=min(box.x0, int(xs[0])), x1=max(box.x1, int(xs[-1]) + 1),
     )
-    work = to_working(image, box, "left" if image.hand == "left" else "right", WorkingGrid(spacing_mm, dims))
+    if image.hand not in ("left", "right"):
+        raise VbmdError(f"case {case}: the hand is unknown (the pipeline mirrors left hands; give it)", image.source)
+    work = to_working(image, box, image.hand, WorkingGrid(spacing_mm, dims))
     mask = resample_to_working(inside[box.slices].astype(np.float32), work.hw, work.mirrored)
     spacing_z = float(image.spacing[0])
     if dims == 3:

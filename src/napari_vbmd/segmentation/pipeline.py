@@ -1,5 +1,8 @@
 """Scan in, MC2 mask out: the segmentation pipeline over the stages of :mod:`.stages`.
 
+0. the hand: the user's, a manifest's, the header's or the image's (:mod:`.hand`), never assumed;
+   in a whole-hand field of view the row of metacarpal heads gives a box around MC2 and MC3 that
+   leaves the thumb out (:mod:`.focus`), and a mask that does not lie on MC2 is refused;
 1. find the bone region (one cheap pass) and crop to it, so a 1536 x 1536 field of view costs no
    more than a cropped AIM; restrict to the user's slice range;
 2. ``to_working``: densities (mg HA/cm³) of the crop, left hands mirrored to right along x, resampled
@@ -24,6 +27,7 @@ from ..errors import VbmdError
 from ..scan import Scan
 from . import postprocess as post
 from . import stages
+from .hand import HandConflictError, HandDecision, detect_hand, require_hand, resolve_hand
 from .models import ClassicalModel, LoadedModel, model_for
 from .preprocess import Box, find_bone_box
 from .settings import SegmentSettings
@@ -41,29 +45,23 @@ class SegmentationResult:
     model: str
     device: str
     hand: str  # the hand the scan was treated as ("left" / "right")
-    hand_source: str  # "argument", "header" or "assumed"
+    hand_source: str  # "argument", "manifest", "header" or "image" (detected)
     slice_range: tuple[int, int] | None  # [start, stop) of slices holding MC2
     voi: tuple[int, int] | None = None  # [start, stop) of the standard VOI when one was asked
     threshold: float = 0.5  # the probability threshold the mask was cut at
     extra: dict = field(default_factory=dict)
+    hand_confidence: float | None = 1.0  # 1.0 when given (argument, manifest, header); the detector's otherwise
+    hand_reason: str = ""  # the evidence for the hand, in one line
 
-
-def resolve_hand(hand: str | None, scan: Scan) -> tuple[str, str]:
-    """(hand the scan is treated as, where that came from)."""
-    if hand in (None, "auto"):
-        if scan.hand in ("left", "right"):
-            return scan.hand, "header"
-        return "right", "assumed"
-    if hand not in ("left", "right"):
-        raise VbmdError(f"hand must be auto, left or right, got {hand!r}")
-    return hand, "argument"
-
+    @property
+    def hand_decision(self) -> HandDecision:
+        return HandDecision(self.hand, self.hand_source, self.hand_confidence, self.hand_reason)
 
 def segment(
     scan: Scan | str | Path,
     model="default",
     device: str = "auto",
-    hand: str | None = None,
+    hand: str | HandDecision | None = "auto",
     slice_range: tuple[int, int] | str | None = None,
     voi_mm: float | None = None,
     progress: Progress | None = None,
@@ -75,6 +73,11 @@ def segment(
     boundary_band_mm: float | None = None,
 ) -> SegmentationResult:
     """Segment MC2 in ``scan`` (a Scan or a path): the keyword form of :func:`run`.
+
+    ``hand``: "left" or "right" (the user's word), "auto" (the header's, else the image's: see
+    :func:`~napari_vbmd.segmentation.hand.resolve_hand`) or a :class:`HandDecision` made earlier
+    (e.g. with a batch manifest's hand). When nothing decides it, :class:`HandUndecidedError` is
+    raised before any heavy work.
 
     ``boundary_band_mm``: None uses the checkpoint's setting; 0 keeps the network's boundary; a
     positive value refines it within that band (not used by the classical method, which snaps its
@@ -89,8 +92,13 @@ def segment(
 
 
 def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress | None = None,
-        cancel: Callable[[], bool] | None = None) -> SegmentationResult:
-    """Segment MC2 in ``scan`` as ``settings`` say; see the module docstring for the steps."""
+        cancel: Callable[[], bool] | None = None, refuse_other_bone: bool = True) -> SegmentationResult:
+    """Segment MC2 in ``scan`` as ``settings`` say; see the module docstring for the steps.
+
+    Raises HandUndecidedError when nothing decides the hand, and OtherBoneError (unless
+    ``refuse_other_bone`` is False) when, in a whole-hand field, the mask does not lie on MC2."""
+    from .focus import OtherBoneError, crop_to, is_whole_hand_field, mc2_box, on_full_grid
+
     timings = {"read": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     if not isinstance(scan, Scan):
         from ..io import read_scan
@@ -102,11 +110,46 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         raise VbmdError("segmentation needs a greyscale image, not a mask", scan.source)
 
     t = time.perf_counter()
+    decision = settings.hand if isinstance(settings.hand, HandDecision) else resolve_hand(scan, settings.hand,
+                                                                                          cancel=cancel)
+    require_hand(decision, scan)
+    evidence = decision.evidence
+    if evidence is None and is_whole_hand_field(scan):
+        seen = detect_hand(scan, cancel=cancel)  # the row of heads, to find MC2 in the field
+        evidence = seen.evidence
+        if seen.decided and seen.hand != decision.hand:
+            raise HandConflictError(
+                f"the hand given ({decision.describe()}) is not the one the image shows ({seen.describe()}); "
+                "nothing written: check the hand (docs/hand.md)", scan.source)
+    focus = mc2_box(scan, evidence)
+    timings["preprocess"] += time.perf_counter() - t
+
+    result = _segment_field(crop_to(scan, focus) if focus else scan, settings, decision, progress, cancel, timings)
+    if focus:
+        result = on_full_grid(result, scan, focus)
+    if refuse_other_bone and evidence is not None:
+        from ..review_hand import hand_side_concern
+
+        concern = hand_side_concern(result.mask.data, scan, evidence)
+        if concern is not None:
+            raise OtherBoneError(
+                f"the mask the model made lies on {concern.details['mask_on']}, not on MC2 (the head at the radial "
+                f"end of the row of metacarpal heads); nothing written: check the hand side ({decision.describe()}) "
+                "or segment a crop around MC2", scan.source)
+    if progress:
+        progress(1, 1, "done")
+    return result
+
+
+def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision, progress, cancel,
+                   timings: dict) -> SegmentationResult:
+    """The stages on ``scan`` (the whole field, or the box around MC2 in a whole-hand field)."""
+    hand = decision.hand
+    t = time.perf_counter()
     model = model_for(settings.model, settings.device)
     timings["load"] = time.perf_counter() - t
     with _threads(settings.threads, model):
         t = time.perf_counter()
-        hand, hand_source = resolve_hand(settings.hand, scan)
         box, bone_z = crop_box(scan, model.crop_margin_mm, settings.slice_range)
         timings["preprocess"] += time.perf_counter() - t
         work = stages.to_working(scan, box, hand, model, context=bone_z, cancel=cancel)
@@ -123,12 +166,12 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
         full, voi, used_range = stages.place(crop_mask, scan, box, settings.voi_mm)
-        mask = scan.with_data(full, kind="mask", unit="unknown", calibration=scan.calibration)
+        mask = scan.with_data(full, kind="mask", unit="unknown", calibration=scan.calibration, hand=hand)
         mask.header = dict(scan.header)
-        mask.header["segmentation"] = {"model": model.name, "hand": hand, "box": box.to_list(), "boundary_band_mm": band}
+        mask.header["segmentation"] = {"model": model.name, "hand": hand, "hand_source": decision.source,
+                                       "hand_confidence": decision.confidence, "box": box.to_list(),
+                                       "boundary_band_mm": band}
         timings["postprocess"] += time.perf_counter() - t
-        if progress:
-            progress(1, 1, "done")
     return SegmentationResult(
         mask=mask,
         probability=probability if settings.keep_probability else None,
@@ -137,12 +180,13 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         model=model.name,
         device=str(model.device),
         hand=hand,
-        hand_source=hand_source,
+        hand_source=decision.source,
         slice_range=used_range,
         voi=voi,
         threshold=float(model.threshold),
+        hand_confidence=decision.confidence,
+        hand_reason=decision.reason,
     )
-
 
 def crop_box(scan: Scan, margin_mm: float, slice_range=None) -> tuple[Box, tuple[int, int]]:
     """(the bone box cut to the user's slice range, the bone region's slices [start, stop)); slice

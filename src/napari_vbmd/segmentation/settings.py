@@ -19,14 +19,16 @@ class SegmentSettings:
     """Everything about one segmentation except the scan. Invalid values raise on construction.
 
     ``model``: a spec (``default``, ``classical``, a checkpoint path) or an already loaded model.
-    ``hand``: ``auto`` (from the file's header) or ``left``/``right``. ``slice_range``: ``"A:B"`` or
+    ``hand``: ``auto`` (the file's header, else the image), ``left``/``right``, or a decided
+    :class:`~napari_vbmd.segmentation.hand.HandDecision` (e.g. from a batch manifest).
+    ``slice_range``: ``"A:B"`` or
     ``(A, B)`` (checked against the scan when it is known). ``boundary_band_mm``: None = the model's own
     setting, 0 keeps the network's boundary. ``threads``: CPU threads for inference (None: torch's).
     """
 
     model: Any = "default"
     device: str = "auto"
-    hand: str = "auto"
+    hand: Any = "auto"  # "auto" | "left" | "right" | a decided HandDecision
     slice_range: Any = None
     voi_mm: float | None = None
     threads: int | None = None
@@ -39,8 +41,13 @@ class SegmentSettings:
         from .models import check_device
 
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        from .hand import HandDecision
+
         set_("hand", "auto" if self.hand is None else self.hand)
-        if self.hand not in HANDS:
+        if isinstance(self.hand, HandDecision):
+            if not self.hand.decided:
+                raise VbmdError(f"an undecided hand cannot be segmented ({self.hand.reason})")
+        elif self.hand not in HANDS:
             raise VbmdError(f"hand must be auto, left or right, got {self.hand!r}")
         if self.hole_filling not in HOLE_FILLING:
             raise VbmdError(f"hole filling must be one of {', '.join(HOLE_FILLING)}, got {self.hole_filling!r}")

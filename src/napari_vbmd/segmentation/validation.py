@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import VbmdError
 from ..scan import Scan
 from . import stages
 from .preprocess import Box
@@ -35,10 +36,12 @@ class ValidationCase:
 
 def validation_case(image: Scan, inside: np.ndarray, margin_mm: float, case: str = "") -> ValidationCase:
     """Keep what validating ``image`` needs: the crop the pipeline would take and the truth in it."""
-    from .pipeline import crop_box, resolve_hand
+    from .pipeline import crop_box
 
+    if image.hand not in ("left", "right"):
+        raise VbmdError(f"case {case}: the hand is unknown (the pipeline mirrors left hands; give it)", image.source)
+    hand = image.hand
     box, _ = crop_box(image, margin_mm)  # no slice range: the bone region is the box
-    hand, _ = resolve_hand(None, image)
     offset = tuple(o + i * s for o, i, s in zip(image.origin, (box.z0, box.y0, box.x0), image.spacing))
     crop = dataclasses.replace(image, data=np.ascontiguousarray(image.data[box.slices]), origin=offset, header={})
     truth = np.asarray(inside, dtype=bool)

@@ -305,7 +305,8 @@ class CaseSession:
             folder, case, self.scan, final, result, original_mask=self.history.original,
             model=self.segmentation.model, device=self.segmentation.device, review=self.review, reviewer=reviewer,
             stats=self.correction_stats(), provenance=self.history.provenance(), seconds=self.seconds,
-            formats=formats, overwrite=overwrite, protect=protect)
+            formats=formats, overwrite=overwrite, protect=protect, hand=self.segmentation.hand,
+            hand_source=self.segmentation.hand_source)
 
     def save_training_pair(self, folder: str | Path, case: str, mask, reviewer: str = "", protect=(),
                            overwrite: bool = False) -> dict[str, Path]:

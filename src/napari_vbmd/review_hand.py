@@ -1,0 +1,71 @@
+"""Does the mask sit on MC2? A whole-hand field's row of metacarpal heads says where MC2 is.
+
+A wrong hand side makes the pipeline mirror a hand it should not (or not mirror one it should),
+and the network then marks the bone that sits where MC2 would in the other hand: MC3, MC5, the
+thumb, or parts of two. In a whole-hand field of view the row of heads MC2-MC5 and the side it
+starts on (the larger heads and the thumb are radial) can be found in the image without knowing
+the hand (:mod:`napari_vbmd.segmentation.hand_image`), so the mask can be checked against it:
+:func:`hand_side_concern` says "check the hand side" when the mask does not lie on the head at
+the radial end. (Every slice flag also says so when most of a mask's slices are flagged; see
+:func:`napari_vbmd.review.flag_slices`.) Engine code: no napari, no Qt.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .review import REASON_HAND
+
+#: the row's radial end is trusted when its cues add up to at least this margin (units of
+#: hand_image's cues; head sizes and the thumb give up to 3 + 2)
+MIN_RADIAL_EVIDENCE = 2.0
+HEAD_NAMES = ("MC2", "MC3", "MC4", "MC5")
+
+
+@dataclass
+class CaseFlag:
+    """A concern about the whole case (not one slice)."""
+
+    reasons: list
+    description: str
+    details: dict = field(default_factory=dict)
+
+
+def hand_side_concern(mask, scan, evidence=None) -> CaseFlag | None:
+    """A :data:`~napari_vbmd.review.REASON_HAND` flag when ``mask`` (z, y, x on ``scan``'s grid)
+    does not lie on MC2, the head at the radial end of the row of heads in a whole-hand field;
+    None when it does, or when the field shows no such row (a cropped field) or no clear radial end.
+    ``evidence``: a :class:`~napari_vbmd.segmentation.hand.HandDecision`'s evidence, when the
+    image was already looked at; otherwise it is looked at here (one averaged pass)."""
+    if evidence is None:
+        from .segmentation.hand import detect_hand
+
+        evidence = detect_hand(scan).evidence
+    if evidence is None or evidence.problem or len(evidence.row_voxels) != len(HEAD_NAMES):
+        return None
+    radial = evidence.axis_sum("u")
+    if abs(radial) < MIN_RADIAL_EVIDENCE:
+        return None
+    heads = list(evidence.row_voxels) if radial > 0 else list(evidence.row_voxels)[::-1]  # MC2 first
+    projection = np.asarray(mask).any(axis=0)
+    if not projection.any():
+        return None
+    ys, xs = np.nonzero(projection)
+    dy, dx = scan.spacing[1], scan.spacing[2]
+    centre = (float(ys.mean()), float(xs.mean()))
+    places = [(name, head) for name, head in zip(HEAD_NAMES, heads)]
+    if evidence.thumb_voxel is not None:
+        places.append(("the thumb", evidence.thumb_voxel))
+    distances = [math.hypot((centre[0] - y) * dy, (centre[1] - x) * dx) for _, (y, x) in places]
+    nearest = int(np.argmin(distances))
+    if nearest == 0:
+        return None
+    name = places[nearest][0]
+    return CaseFlag(
+        reasons=[REASON_HAND],
+        description=(f"check the hand side: the mask lies on {name}, not on MC2 (the head at the radial end of the "
+                     "row of metacarpal heads, where the larger heads and the thumb are)"),
+        details={"mask_on": name, "distance_to_mc2_mm": distances[0], "distance_to_it_mm": distances[nearest]},
+    )
