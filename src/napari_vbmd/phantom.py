@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage, sparse
 
+from . import phantom_pose
 from .errors import CancelledError, VbmdError
 from .scan import UNIT_NATIVE, Calibration, Scan
 
@@ -89,6 +90,9 @@ class PhantomSpec:
     d100_target: float | None = None  # None: drawn like the study's patients
     scanner: str = "xtremect1"  # "xtremect1" or "xtremect2"
     hand_in_header: bool = True  # False: the image says nothing of its hand (like a scanner's file)
+    # A repeat scan of the same anatomy (off: None): the hand repositioned in-plane (rotation +-8 deg,
+    # shift +-2 mm, drawn from this seed), fresh noise and motion. See phantom_pose.py.
+    pose_seed: int | None = None
 
     def validated(self) -> "PhantomSpec":
         def bad(message):
@@ -125,6 +129,9 @@ class PhantomSpec:
             bad(f"scanner must be one of {', '.join(SCANNER_CALIBRATIONS)}, got {self.scanner!r}")
         if not isinstance(self.hand_in_header, (bool, np.bool_)):
             bad(f"hand_in_header must be true or false, got {self.hand_in_header!r}")
+        if self.pose_seed is not None and (isinstance(self.pose_seed, bool) or not isinstance(self.pose_seed, (int, np.integer))
+                                           or self.pose_seed < 0):
+            bad(f"pose seed must be a non-negative integer, got {self.pose_seed!r}")
         return dataclasses.replace(
             self,
             seed=int(self.seed),
@@ -134,12 +141,15 @@ class PhantomSpec:
             erosions=int(self.erosions),
             d100_target=None if self.d100_target is None else float(self.d100_target),
             hand_in_header=bool(self.hand_in_header),
+            pose_seed=None if self.pose_seed is None else int(self.pose_seed),
         )
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         if out["hand_in_header"]:  # the default is left out, so specs (and caches) from before it match
             del out["hand_in_header"]
+        if out["pose_seed"] is None:  # unposed phantoms keep the spec they always had
+            del out["pose_seed"]
         return out
 
 
@@ -515,6 +525,12 @@ class _Textures:
         n = self.shape[0]
         return tile[np.ix_((iz + oz) % n, (iy + oy) % n, (ix + ox) % n)]
 
+    def sample_at(self, tile, key, iz, fy, fx):
+        """Like ``sample``, at fractional in-plane indices fy, fx (ny, nx) (nearest voxel)."""
+        if key not in self.offsets:
+            self.offsets[key] = tuple(int(v) for v in self.rng.integers(0, 128, size=3))
+        return phantom_pose.sample_tile_at(tile, self.offsets[key], iz, fy, fx)
+
 
 # ---------------------------------------------------------------------------------------------
 # Rendering
@@ -527,6 +543,8 @@ class _Grid:
     box: tuple  # (y0, y1, x0, x1): rendered region in full-field voxel indices
     out_origin_yx: tuple  # full-field voxel index of the output's (0, 0)
     out_shape: tuple  # (nz, ny, nx)
+    pose_rotation: float = 0.0  # a repeat scan's extra in-plane rotation (radians; the anatomy carries it)
+    pose_shift_mm: tuple = (0.0, 0.0)  # (y, x): the hand moved within the fixed field of view
 
 
 class _Renderer:
@@ -538,8 +556,8 @@ class _Renderer:
         self.h = grid.spacing
         self.trab_fraction = trab_fraction
         y0, y1, x0, x1 = grid.box
-        ys = (np.arange(y0, y1, dtype=np.float32)) * self.h
-        xs = (np.arange(x0, x1, dtype=np.float32)) * self.h
+        ys = (np.arange(y0, y1, dtype=np.float32)) * self.h - np.float32(grid.pose_shift_mm[0])
+        xs = (np.arange(x0, x1, dtype=np.float32)) * self.h - np.float32(grid.pose_shift_mm[1])
         self.Ys, self.Xs = np.meshgrid(ys, xs, indexing="ij")
         # scanner -> hand coordinates (hand rotated in-plane about its centre)
         cxh, cyh = anatomy.hand_centre
@@ -559,8 +577,8 @@ class _Renderer:
         cxh, cyh = self.anat.hand_centre
         c, s = math.cos(self.anat.rotation), math.sin(self.anat.rotation)
         # hand -> scanner: inverse rotation
-        xs = cxh + c * (np.asarray(xc) - cxh) - s * (np.asarray(yc) - cyh)
-        ys = cyh + s * (np.asarray(xc) - cxh) + c * (np.asarray(yc) - cyh)
+        xs = cxh + c * (np.asarray(xc) - cxh) - s * (np.asarray(yc) - cyh) + self.grid.pose_shift_mm[1]
+        ys = cyh + s * (np.asarray(xc) - cxh) + c * (np.asarray(yc) - cyh) + self.grid.pose_shift_mm[0]
         y0, y1, x0, x1 = self.grid.box
         iy0 = max(int(math.floor((ys.min() - r) / self.h)) - y0, 0)
         iy1 = min(int(math.ceil((ys.max() + r) / self.h)) + 1 - y0, y1 - y0)
@@ -614,8 +632,7 @@ class _Renderer:
                 continue
             is_mc = isinstance(bone, _Metacarpal)
             t_cort = bone.cortex(s) if is_mc else np.float32(bone.cortex)
-            low = self.tex.sample(self.tex.low, (index, "low"), iz, np.arange(sy.start, sy.stop) + y0,
-                                  np.arange(sx.start, sx.stop) + x0)
+            low = self._texture(self.tex.low, (index, "low"), iz, sy, sx)
             # endosteal surface is irregular (trabecularised inner cortex)
             t_local = t_cort * (1.0 + 0.25 * low)
             solid = _soft(depth, h)
@@ -626,8 +643,7 @@ class _Renderer:
                 for erosion in bone.erosions:
                     cavity = np.maximum(cavity, _soft(erosion.depth(z, X, Y), h))
             keep = 1.0 - cavity
-            trab = self.tex.sample(self.tex.trab, (index, "trab"), iz, np.arange(sy.start, sy.stop) + y0,
-                                   np.arange(sx.start, sx.stop) + x0)
+            trab = self._texture(self.tex.trab, (index, "trab"), iz, sy, sx)
             fraction = self.trab_fraction * (1.0 + 0.25 * low)
             tau = self.tex.threshold(float(np.clip(self.trab_fraction, 0.01, 0.9)))
             # subchondral and endosteal trabeculae are denser: thicker near the cortex
@@ -648,6 +664,16 @@ class _Renderer:
                     truth[:, sy, sx] = inside
                     inner[:, sy, sx] = inside & (depth > t_local + 2 * self.anat.psf_sigma_mm + h)
         return out, truth, inner, stats
+
+    def _texture(self, tile, key, iz, sy, sx):
+        """A texture tile over the window (sy, sx): fixed to the hand, so a repeat scan in another pose
+        sees the same trabeculae (sampled where each voxel's hand position lay in the unposed scan)."""
+        y0, _, x0, _ = self.grid.box
+        if self.grid.pose_rotation == 0.0 and self.grid.pose_shift_mm == (0.0, 0.0):
+            return self.tex.sample(tile, key, iz, np.arange(sy.start, sy.stop) + y0, np.arange(sx.start, sx.stop) + x0)
+        fy, fx = phantom_pose.unposed_indices(self.Xh[sy, sx], self.Yh[sy, sx], self.anat.hand_centre,
+                                              self.anat.rotation - self.grid.pose_rotation, self.h, y0, x0)
+        return self.tex.sample_at(tile, key, iz, fy, fx)
 
     @staticmethod
     def _in_cavity(bone, z, X, Y):
@@ -876,6 +902,11 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     rngs = _streams(spec.seed)
     anatomy = _draw_anatomy(spec, rngs["anatomy"], rngs["density"], rngs["scanner"], rngs["erosion"], rngs["hand"])
     grid = _layout(spec, anatomy, rngs["layout"])
+    pose = phantom_pose.pose_of(spec.seed, spec.pose_seed)
+    if pose is not None:  # the field stays where the unposed scan had it; the hand moves within it
+        delta = math.radians(pose["rotation_deg"])
+        anatomy = dataclasses.replace(anatomy, rotation=anatomy.rotation + delta)
+        grid = dataclasses.replace(grid, pose_rotation=delta, pose_shift_mm=pose["shift_mm_yx"])
     calibration = SCANNER_CALIBRATIONS[spec.scanner]
     h = spec.spacing_mm
 
@@ -890,7 +921,8 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
 
     textures = _Textures(rngs["texture"], h, anatomy.trabecular_wavelength)
     renderer = _Renderer(spec, anatomy, textures, grid, trab_fraction)
-    motion = _Motion(spec.motion_grade, rngs["motion"], grid)
+    motion = _Motion(spec.motion_grade, rngs["motion"] if pose is None else phantom_pose.motion_rng(spec.seed, spec.pose_seed),
+                     grid)
 
     nz, ny_out, nx_out = grid.out_shape
     image = np.empty(grid.out_shape, dtype=np.int16)
@@ -906,7 +938,7 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     inner_slabs = []
     n_slabs = (nz + _SLAB - 1) // _SLAB
     rendered = None
-    noise = _NoiseField(spec.seed, (ny_out, nx_out), noise_sd)
+    noise = _NoiseField(spec.seed if pose is None else pose["noise_seed"], (ny_out, nx_out), noise_sd)
     for slab_index in range(n_slabs):
         if cancel is not None and cancel():
             raise CancelledError()
@@ -984,6 +1016,8 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
                       hand=header_hand, header=dict(header))
     info = _truth_info(spec, anatomy, grid, image_scan, truth, trab_fraction, mc2_cortex, noise_sd, position_xyz,
                        time.perf_counter() - started, offset_native * per_native)
+    if pose is not None:
+        info["design"]["pose"] = pose
     return Phantom(image=image_scan, truth=truth_scan, truth_info=info, spec=spec)
 
 
