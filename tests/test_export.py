@@ -194,13 +194,17 @@ def test_a_file_open_in_the_viewer_is_protected(tmp_path, case):
 
 def test_the_report_says_which_hand_and_where_that_came_from(tmp_path, case):
     image, original, final = case
-    out, written, _, _ = _export(tmp_path, image, original, final, hand="left", hand_source="image")
+    why = "whole-hand field: radial-ulnar: head sizes, thumb; dorsal-palmar: soft tissue"
+    out, written, _, _ = _export(tmp_path, image, original, final, hand="left", hand_source="image",
+                                 hand_confidence=0.997, hand_reason=why)
     report = json.loads(written["report_json"].read_text())
-    assert (report["hand"], report["hand_source"]) == ("left", "image")
+    assert (report["hand"], report["hand_source"], report["hand_confidence"]) == ("left", "image", 0.997)
+    assert report["hand_reason"] == why
     row = next(csv.DictReader(open(written["report_csv"])))
-    assert (row["hand"], row["hand_source"]) == ("left", "image")
+    assert (row["hand"], row["hand_source"], row["hand_confidence"], row["hand_reason"]) == ("left", "image", "0.997", why)
     # not given: the scan header's hand, said to come from the header
     (tmp_path / "b").mkdir()
     out, written, _, _ = _export(tmp_path / "b", image, original, final)
     report = json.loads(written["report_json"].read_text())
-    assert (report["hand"], report["hand_source"]) == (image.hand, "header")
+    assert (report["hand"], report["hand_source"], report["hand_confidence"]) == (image.hand, "header", 1.0)
+    assert report["hand_reason"] == f"the file's header says {image.hand}"

@@ -169,14 +169,20 @@ def build_report(
     files: dict[str, str] | None = None,
     hand: str | None = None,
     hand_source: str | None = None,
+    hand_confidence: float | None = None,
+    hand_reason: str | None = None,
 ) -> dict:
     """The report's content (the JSON file; the CSV holds its flat part).
 
     ``hand``/``hand_source``: the side the mask was made for and where that came from (a
     :class:`~napari_vbmd.segmentation.pipeline.SegmentationResult`'s); when not given, the scan's
-    header's hand (source "header"), else none ("unknown")."""
+    header's hand (source "header"), else none ("unknown"). ``hand_confidence`` and ``hand_reason``:
+    how sure and why (the detector's confidence and evidence when the image decided; 1.0 otherwise)."""
     if hand is None and image.hand is not None:
         hand, hand_source = image.hand, "header"
+        hand_confidence, hand_reason = 1.0, f"the file's header says {image.hand}"
+    if hand and hand_confidence is None:
+        hand_confidence = 1.0 if hand_source in ("argument", "manifest", "header") else None
     return {
         "format": REPORT_FORMAT,
         "case": case,
@@ -186,6 +192,8 @@ def build_report(
         "device": device,
         "hand": hand,
         "hand_source": hand_source if hand else None,
+        "hand_confidence": hand_confidence if hand else None,
+        "hand_reason": (hand_reason or "") if hand else "",
         "segmentation_seconds": seconds,
         "review_status": review.status if review else "unreviewed",
         "slices_reviewed": review.counts()["reviewed"] if review else 0,
@@ -201,7 +209,8 @@ def build_report(
 
 
 CSV_COLUMNS = (
-    "case", "scan_file", "scan_sha256", "model", "device", "hand", "hand_source", "review_status", "reviewer", "exported_at",
+    "case", "scan_file", "scan_sha256", "model", "device", "hand", "hand_source", "hand_confidence", "hand_reason",
+    "review_status", "reviewer", "exported_at",
     "d100_mg_ha_cm3", "sd_mg_ha_cm3", "volume_mm3", "n_voxels", "n_slices", "mean_slice_area_mm2",
     "voxels_added", "voxels_removed", "d100_before_mg_ha_cm3", "d100_after_mg_ha_cm3",
     "corrected_by", "corrected_at", "mask_file",
@@ -251,6 +260,8 @@ def export_case(
     protect=(),
     hand: str | None = None,
     hand_source: str | None = None,
+    hand_confidence: float | None = None,
+    hand_reason: str | None = None,
 ) -> dict[str, Path]:
     """Write the case's export (see the module docstring); returns the files written by role.
 
@@ -289,7 +300,8 @@ def export_case(
     written["review"] = review.save(paths["review"], protect=protect)
     files = {k: p.name for k, p in written.items()}
     report = build_report(case, image, result, model, device, review, reviewer, stats, provenance, seconds,
-                          {**files, "report_csv": paths["report_csv"].name}, hand=hand, hand_source=hand_source)
+                          {**files, "report_csv": paths["report_csv"].name}, hand=hand, hand_source=hand_source,
+                          hand_confidence=hand_confidence, hand_reason=hand_reason)
     written["report_csv"] = write_text_atomic(paths["report_csv"], _csv_text([report_row(report)]), protect)
     report["file_sha256"] = {p.name: sha256_file(p) for p in written.values()}
     report["complete"] = True

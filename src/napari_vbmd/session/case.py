@@ -19,9 +19,10 @@ from .. import correction
 from ..correction import CorrectionStats
 from ..errors import CancelledError, VbmdError
 from ..measure import VbmdResult, measure_vbmd
-from ..review import ReviewStore, SliceFlag
+from ..review import REASON_HAND, ReviewStore, SliceFlag
 from ..scan import Scan
 from .flags import FlagContext
+from .hand_words import decision_words, hand_evidence, source_words
 from .history import MaskHistory
 from .progress import Report, StagedProgress
 
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
 RUN_STAGES = (("reading the scan", 3), ("loading the model", 7), ("segmenting", 70), ("measuring", 8),
               ("finding slices to review", 7), ("showing the result", 5))
 SHOWING = RUN_STAGES[-1][0]
-
-#: where the hand a scan was treated as came from, in words
-HAND_SOURCES = {"argument": "you chose", "header": "from the file's header",
-                "assumed": "assumed: the file does not say"}
 
 #: correction tools by name: (mask, slice shown, other slice) -> new mask
 TOOLS: dict[str, Callable[[np.ndarray, int, int | None], np.ndarray]] = {
@@ -59,7 +56,9 @@ class RunSettings:
 
     model: str = "default"  # a name or a checkpoint path
     device: str = "auto"
-    hand: str | None = None  # None: the file's header says
+    #: None or "auto": the file's header, else the image (a run refuses when neither decides); "left" or
+    #: "right": the user's; or a decided HandDecision made earlier for this scan (e.g. when it was chosen)
+    hand: object = None
     slice_range: tuple[int, int] | None = None  # [first, stop)
     voi_mm: float | None = None
     boundary_band_mm: float | None = None  # None: the model's own
@@ -259,14 +258,32 @@ class CaseSession:
             ("Volume (mm³)", f"{r.volume_mm3:.1f}"),
             ("Slices", f"{r.n_slices} ({r.first_slice}–{r.last_slice})"),
             ("Mean slice area (mm²)", f"{r.mean_slice_area_mm2:.2f}"),
+            ("Hand", decision_words(seg.hand_decision) if seg else ""),
             ("Model", seg.model if seg else ""),
             ("Device", seg.device if seg else ""),
             ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
         ]
 
     def hand_words(self) -> str:
+        """'hand: left (found in the image, confidence 0.997)', 'hand: right (you chose)'."""
         seg = self.segmentation
-        return f"hand: {seg.hand} ({HAND_SOURCES.get(seg.hand_source, seg.hand_source)})" if seg else ""
+        return f"hand: {decision_words(seg.hand_decision)}" if seg else ""
+
+    def hand_evidence(self) -> str:
+        """The image's evidence for the hand (or the header the user overruled); '' when there is none."""
+        return hand_evidence(self.segmentation.hand_decision) if self.segmentation else ""
+
+    def hand_concern(self) -> str:
+        """When the review flags say "check the hand side" (most slices flagged), that, in one line."""
+        flagged = [f for f in self.flags if REASON_HAND in f.reasons]
+        if not flagged or self.segmentation is None:
+            return ""
+        share = flagged[0].details.get("flagged_fraction")
+        how_many = f"{share:.0%} of the mask's slices are" if share is not None else "most of the mask's slices are"
+        return (f"Check the hand side: {how_many} flagged, as for a mask of another bone. "
+                f"The mask was made for a {self.segmentation.hand} hand "
+                f"({source_words(self.segmentation.hand_source, self.segmentation.hand_confidence)}); if that is "
+                "wrong, choose the other hand and run again.")
 
     def flags_words(self) -> str:
         return plural(len(self.flags), "slice") + " flagged for review"
@@ -306,7 +323,8 @@ class CaseSession:
             model=self.segmentation.model, device=self.segmentation.device, review=self.review, reviewer=reviewer,
             stats=self.correction_stats(), provenance=self.history.provenance(), seconds=self.seconds,
             formats=formats, overwrite=overwrite, protect=protect, hand=self.segmentation.hand,
-            hand_source=self.segmentation.hand_source)
+            hand_source=self.segmentation.hand_source, hand_confidence=self.segmentation.hand_confidence,
+            hand_reason=self.segmentation.hand_reason)
 
     def save_training_pair(self, folder: str | Path, case: str, mask, reviewer: str = "", protect=(),
                            overwrite: bool = False) -> dict[str, Path]:

@@ -1,37 +1,124 @@
-"""The Hand control of the Run form, kept apart so it can follow the engine's hand decision.
+"""The Hand control of the Run form: a choice (auto / left / right) and a line saying which hand
+Run will use and where it comes from, or, when nothing decides it, a marked line asking for it.
 
-A choice (auto / left / right) and a line saying where the hand of the last run came from. Today
-"auto" means the file's header (or, when it is silent, the pipeline's assumption, which the line
-then says); the widget reads ``requested()`` and shows ``show_decision(...)`` after a run.
+The widget looks for the hand of the scan chosen (``looking``, then ``show_auto`` with the engine's
+:class:`~napari_vbmd.segmentation.hand.HandDecision`: the file's header, else the image); the line
+then reads "auto: left (found in the image, confidence 0.997)" or, undecided, "⚠ choose the hand:
+the image cannot tell (a crop of MC2 and MC3)" with the control marked, and ``needs_choice()``
+stops Run until left or right is chosen. Never a silent default.
 """
 from __future__ import annotations
 
 from magicgui import widgets as mw
 
-AUTO = "auto (from the file)"
+from ..session.hand_words import ask_words, decision_words
+
+AUTO = "auto"
 CHOICES = (AUTO, "left", "right")
+#: the marked control's colour: Okabe & Ito's orange, readable on napari's dark and light themes
+MARK_COLOUR = "#E69F00"
+_TIP = ("left hands are mirrored for the network; auto takes the file's header, else finds the side in the "
+        "image of a whole hand, and asks when neither can tell (docs/hand.md)")
 
 
 class HandControl(mw.Container):
     def __init__(self):
-        self.choice = mw.ComboBox(choices=CHOICES, value=AUTO,
-                                  tooltip="left hands are mirrored for the network; auto reads the file's header")
+        self.choice = mw.ComboBox(choices=CHOICES, value=AUTO, tooltip=_TIP)
         self.source = mw.Label(value="")
-        self.source.visible = False
+        self.source.native.setWordWrap(True)
+        self.source.native.setMinimumWidth(10)
         super().__init__(widgets=[self.choice, self.source], layout="vertical", labels=False, label="Hand")
         self.margins = (0, 0, 0, 0)
+        self.auto = None  # the HandDecision of "auto" for the scan chosen, once looked for
+        self._state = "none"  # none | looking | auto | failed | run | refused
+        self._note = ""  # the words of a failed look, a run, or a refusal
+        self.marked = False
+        self.choice.changed.connect(lambda *_: self._on_choice())
 
+    # -- what the widget reads ---------------------------------------------------------------------
     def requested(self) -> str | None:
-        """'left', 'right', or None for the file's own."""
+        """'left', 'right', or None for auto (the file's header, else the image)."""
         value = self.choice.value
         return None if value == AUTO else value
 
+    def needs_choice(self) -> bool:
+        """Auto is chosen and the scan's header and image were looked at and do not decide the hand."""
+        return self.requested() is None and self.auto is not None and not self.auto.decided
+
+    def ask(self) -> str:
+        """The one line asking for the hand (for a notification), when it must be chosen."""
+        return ask_words(self.auto) if self.auto is not None else "choose the hand: left or right"
+
+    # -- what the widget shows ---------------------------------------------------------------------
+    def looking(self) -> None:
+        self.auto, self._state = None, "looking"
+        self._refresh()
+
+    def show_auto(self, decision) -> None:
+        """The hand auto gives for the scan chosen (decided, or not)."""
+        self.auto, self._state = decision, "auto"
+        self._refresh()
+
+    def show_failed(self, message: str) -> None:
+        self.auto, self._state, self._note = None, "failed", message
+        self._refresh()
+
     def show_decision(self, words: str) -> None:
         """After a run: e.g. 'right (from the file's header)'."""
-        self.source.value = f"last run: {words}"
-        self.source.tooltip = words
-        self.source.visible = bool(words)
+        self._state, self._note = "run", words
+        self._refresh()
+
+    def show_refused(self, message: str) -> None:
+        """A run refused for the hand (conflict, another bone): marked until the choice changes."""
+        self._state, self._note = "refused", message
+        self._refresh()
 
     def clear(self) -> None:
-        self.source.value = ""
-        self.source.visible = False
+        self.auto, self._state, self._note = None, "none", ""
+        self._refresh()
+
+    def forget_run(self) -> None:
+        """Back to what Run would do now (the words of the last run or refusal go)."""
+        if self._state in ("run", "refused"):
+            self._state = "auto" if self.auto is not None else "none"
+        self._refresh()
+
+    def _on_choice(self) -> None:
+        self.forget_run()  # the last run's words were about the last run's choice
+
+    def _refresh(self) -> None:
+        text, tip, marked = self._words()
+        self.source.value = text
+        self.source.tooltip = tip or text
+        self.source.visible = bool(text)
+        self._mark(marked)
+
+    def _words(self) -> tuple[str, str, bool]:
+        """(the line, its tooltip, whether the control is marked)."""
+        chosen, auto, state = self.requested(), self.auto, self._state
+        if state == "run":
+            return f"last run: {self._note}", "", False
+        if state == "refused":
+            return f"⚠ {self._note}", self._note, True
+        if chosen is not None:
+            text = f"{chosen} (you chose)"
+            if auto is not None and auto.decided and auto.hand != chosen:
+                where = "the file's header" if auto.source == "header" else "the image"
+                return (f"⚠ {text}, but {where} says {auto.hand}" + (": Run will refuse" if auto.source == "image" else ""),
+                        auto.reason, True)
+            return text, "", False
+        if state == "looking":
+            return "auto: looking for the hand…", "", False
+        if state == "failed":
+            return f"auto: could not look ({self._note})", self._note, False
+        if auto is None:
+            return "", "", False
+        if auto.decided:
+            return f"auto: {decision_words(auto)}", auto.reason, False
+        return f"⚠ {ask_words(auto)}", auto.reason, True
+
+    def _mark(self, marked: bool) -> None:
+        self.marked = marked
+        style = f"color: {MARK_COLOUR}; font-weight: bold;" if marked else ""
+        self.source.native.setStyleSheet(style)
+        self.choice.native.setStyleSheet(f"QComboBox {{ border: 2px solid {MARK_COLOUR}; }}" if marked else "")

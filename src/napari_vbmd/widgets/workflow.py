@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QScrollArea, QTab
 
 from ..correction import changed_voxels
 from ..errors import VbmdError
-from ..layers import METADATA_KEY, MODEL_MASK_COLOUR, layer_to_scan, mask_colours, native_if_lossless
+from ..layers import METADATA_KEY, MODEL_MASK_COLOUR, mask_colours
 from ..review import next_slice
 from ..session import CaseSession, ModelCache, case_name, plural, run_case
 from . import _keys
@@ -27,7 +27,7 @@ from ._worker import WorkRunner, confirm, reports_errors
 from .workflow_correct import CorrectSection
 from .workflow_export import ExportSection
 from .workflow_review import ReviewSection
-from .workflow_run import RunSection
+from .workflow_run import RunSection, scan_maker
 
 TABS = ("1 Run", "2 Review", "3 Correct", "4 Export")
 SECTION_TABS = {"segment": 0, "run": 0, "results": 1, "review": 1, "correct": 2, "export": 3}
@@ -73,7 +73,7 @@ class SegmentMeasureWidget(QWidget):
         self.summary_label.setMinimumWidth(10)
         for w in (self.status_label, self.progress_bar, self.summary_label):
             layout.addWidget(w)
-        self.run_tab = RunSection(self._image_layers, self.current_slice)
+        self.run_tab = RunSection(self._image_layers, self.current_slice, on_hand=self._on_hand_known)
         self.review_tab = ReviewSection(self)
         self.correct_tab = CorrectSection(self)
         self.export_tab = ExportSection(self)
@@ -151,7 +151,7 @@ class SegmentMeasureWidget(QWidget):
         self.session.reset()
         self.review_tab.clear()
         self.correct_tab.clear()
-        self.run_tab.hand.clear()
+        self.run_tab.hand.forget_run()
         self.summary_label.setText("No case yet.")
         self._enable_case_tools(False)
         self.status_label.setText(message)
@@ -224,7 +224,9 @@ class SegmentMeasureWidget(QWidget):
         layer = self.run_tab.scan_layer()
         if layer is None:
             raise VbmdError("open a scan first (File › Open, or File › Open Sample › napari-vbmd)")
-        settings = self.run_tab.settings(self.threads)
+        if self.run_tab.hand.needs_choice():
+            self.status_label.setText(f"Choose the hand of {layer.name} (left or right), then press Run.")
+        settings = self.run_tab.settings(self.threads)  # refuses an undecided hand
         if self.session.active and layer == self.scan_layer and self.labels_layer is not None:
             self.mask.sync()
             stats = self.session.pending_corrections()
@@ -236,24 +238,35 @@ class SegmentMeasureWidget(QWidget):
                     "the case's record (exported reports list it with its operations).\n\nRun again?"):
                 show_info("not run: the corrected mask stays as it is")
                 return
-        data, metadata = np.asarray(layer.data), dict(layer.metadata)
-        scale, translate = tuple(layer.scale), tuple(layer.translate)
-
-        def make_scan():
-            # back to the scanner's integers where the layer's densities came from them, so the
-            # figures are exactly those `vbmd measure` gives for the file
-            return native_if_lossless(layer_to_scan(data, metadata, scale=scale, translate=translate, kind="image"))
-
+        make_scan = scan_maker(layer)
         models = self.models
         self._run_layer = layer
         self.run_button.setEnabled(False)
         self.runner.start(lambda progress, cancel: run_case(make_scan, settings, models, progress, cancel),
                           description=f"Segmenting {layer.name} with {settings.model} on {settings.device}",
-                          on_result=self._on_segmented, on_finished=self._on_run_done,
+                          on_result=self._on_segmented, on_finished=self._on_run_done, on_error=self._on_run_error,
                           on_cancelled=lambda: show_info("segmentation cancelled; nothing was added"))
 
     def cancel(self) -> None:
         self.runner.cancel()
+
+    def _on_hand_known(self, layer) -> None:
+        """The chosen scan's hand was looked for: when nothing decides it, the status line asks too."""
+        if not self.busy and self.run_tab.hand.needs_choice():
+            self.status_label.setText(f"{layer.name}: {self.run_tab.hand.ask()}. Choose left or right, then Run.")
+
+    def _on_run_error(self, exc) -> None:
+        """A run refused for the hand shows why in the Hand control too (the notification has the line)."""
+        from ..segmentation.focus import OtherBoneError
+        from ..segmentation.hand import HandConflictError, HandUndecidedError
+
+        hand = self.run_tab.hand
+        if isinstance(exc, HandUndecidedError):
+            hand.show_auto(exc.decision)
+        elif isinstance(exc, HandConflictError):
+            hand.show_refused("Run refused: the image shows the other hand; choose auto, or check the hand")
+        elif isinstance(exc, OtherBoneError):
+            hand.show_refused("Run refused: the mask lay on another bone than MC2; check the hand")
 
     def _on_run_done(self) -> None:
         self._run_layer = None
@@ -327,7 +340,9 @@ class SegmentMeasureWidget(QWidget):
         session = self.session
         if not session.active or self.result is None:
             return
-        self.review_tab.show_results(self.results_table()[:5])  # model, device, time: in the status line
+        in_status_line = ("Model", "Device", "Time (s)")
+        self.review_tab.show_results([row for row in self.results_table() if row[0] not in in_status_line])
+        self.review_tab.show_hand(session.hand_evidence(), session.hand_concern())
         profile = self.result.profile
         self.plot.show_profile(profile.slice_index, profile.area_mm2, profile.density_mg_ha_cm3,
                                flagged=[f.slice_index for f in self.flags], current=self.current_slice())
@@ -337,7 +352,7 @@ class SegmentMeasureWidget(QWidget):
             f"corrected: +{stats.voxels_added} / −{stats.voxels_removed} voxels")
         self.summary_label.setText(
             f"<b>{session.case}</b>: D100 <b>{self.result.d100_mg_ha_cm3:.1f}</b> mg HA/cm³ · "
-            f"{session.flags_words()} · {changed}")
+            f"{session.flags_words()} · {changed}" + (" · <b>⚠ check the hand side</b>" if session.hand_concern() else ""))
         self._show_slice()
 
     def _show_slice(self) -> None:
@@ -362,6 +377,8 @@ class SegmentMeasureWidget(QWidget):
 
     def copy_results(self) -> None:
         text = "\n".join(f"{k}\t{v}" for k, v in self.results_table())
+        if self.session.segmentation is not None and self.session.segmentation.hand_reason:
+            text += f"\nHand evidence\t{self.session.segmentation.hand_reason}"
         stats = self.correction_stats()
         if stats is not None:
             text += f"\nVoxels added\t{stats.voxels_added}\nVoxels removed\t{stats.voxels_removed}"

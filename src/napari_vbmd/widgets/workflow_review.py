@@ -41,6 +41,10 @@ class ReviewSection(QWidget):
         self.copy_button.clicked.connect(lambda: desk.copy_results())
         row.addWidget(self.copy_button, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(row)
+        self.hand_label = _wrapping()  # the hand's evidence, and "check the hand side" when the flags say so
+        self.hand_label.setTextFormat(Qt.TextFormat.RichText)
+        self.hand_label.setVisible(False)
+        layout.addWidget(self.hand_label)
         self.plot = SlicePlot(on_click=desk.go_to_slice)
         self.plot.setToolTip("area and mean density per slice; red dots: flagged slices; click to go to a slice")
         layout.addWidget(self.plot)
@@ -105,8 +109,23 @@ class ReviewSection(QWidget):
         self.results_label.setText(
             "<table>" + "".join(f"<tr><td>{k}&nbsp;&nbsp;</td><td><b>{v}</b></td></tr>" for k, v in rows) + "</table>")
 
+    def show_hand(self, evidence: str, concern: str) -> None:
+        """The image's evidence for the hand (small, grey) and a concern about it (marked), when any."""
+        from html import escape
+
+        from ._hand import MARK_COLOUR
+
+        parts = []
+        if concern:
+            parts.append(f'<span style="color: {MARK_COLOUR}; font-weight: bold">⚠ {escape(concern, quote=False)}</span>')
+        if evidence:
+            parts.append(f'<span style="color: gray">Hand: {escape(evidence, quote=False)}</span>')
+        self.hand_label.setText("<br>".join(parts))
+        self.hand_label.setVisible(bool(parts))
+
     def clear(self) -> None:
         self.show_results([])
+        self.show_hand("", "")
         self.plot.clear()
         self.slice_label.setText("")
         self.review_label.setText("")

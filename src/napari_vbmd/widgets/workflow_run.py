@@ -1,18 +1,40 @@
-"""Step 1 of the workflow, Run: the scan and the settings of a run (a magicgui form), Run and Cancel."""
+"""Step 1 of the workflow, Run: the scan and the settings of a run (a magicgui form), Run and Cancel.
+
+When a scan is chosen its hand is looked for in a worker (the file's header, else the image:
+about 2 s on a 1536 x 1536 x 110 field) and shown in the Hand control; when neither decides it,
+the control is marked, a notification asks for the hand, and Run waits for left or right.
+"""
 from __future__ import annotations
 
+import numpy as np
 from magicgui import widgets as mw
+from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
 
 from ..errors import VbmdError
+from ..layers import layer_to_scan, native_if_lossless
 from ..segmentation.postprocess import MAX_BOUNDARY_BAND_MM
 from ..session import RunSettings
 from ._hand import HandControl
+from ._worker import WorkRunner
 
 MODEL_CHOICES = ("default", "unet2d", "unet3d", "classical", "checkpoint file")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 RANGE_CHOICES = ("whole scan", "slice range", "standard VOI")
 MODELS_BAND = -0.05  # the band control's minimum: "the model's own"
+
+
+def scan_maker(layer, native: bool = True):
+    """A function that rebuilds ``layer``'s scan (in a worker thread): the scanner's integers where the
+    layer's densities came from them (``native``), so the figures are exactly those `vbmd measure` gives."""
+    data, metadata = np.asarray(layer.data), dict(layer.metadata)
+    scale, translate = tuple(layer.scale), tuple(layer.translate)
+
+    def make():
+        scan = layer_to_scan(data, metadata, scale=scale, translate=translate, kind="image")
+        return native_if_lossless(scan) if native else scan
+
+    return make
 
 
 def compact(widget) -> None:
@@ -27,10 +49,15 @@ def compact(widget) -> None:
 class RunSection(QWidget):
     """The form; the workflow widget reads ``settings()`` and ``scan_layer()`` when Run is pressed."""
 
-    def __init__(self, image_layers, current_slice, parent=None):
+    def __init__(self, image_layers, current_slice, on_hand=None, parent=None):
         super().__init__(parent)
         self._image_layers = image_layers
         self._current_slice = current_slice
+        self._on_hand = on_hand  # called with the layer once its hand is known (decided or not)
+        self.hand_runner = WorkRunner(self)
+        self._hand_layer = None  # the layer whose hand the control shows (or is looking for)
+        self._hand_data = None  # that layer's data then: a decision is reused only for the same data
+        self._looking_at = None  # (layer, data) of the look in progress
         self.scan = mw.ComboBox(label="Scan", choices=self._scan_choices, nullable=True,
                                 tooltip="the image layer to segment (in mg HA/cm³ when the file is calibrated)")
         self.model = mw.ComboBox(label="Model", choices=MODEL_CHOICES, value="default",
@@ -69,6 +96,7 @@ class RunSection(QWidget):
         layout.addStretch(1)
 
         self.model.changed.connect(self._on_model)
+        self.scan.changed.connect(lambda *_: self.look_for_hand())
         self.region.changed.connect(self._on_region)
         self.from_view.changed.connect(self._range_from_view)
         self._on_model(self.model.value)
@@ -123,6 +151,68 @@ class RunSection(QWidget):
             return path
         return self.model.value
 
+    # -- the hand ------------------------------------------------------------------------------------
+    def look_for_hand(self) -> None:
+        """Resolve the chosen scan's hand (header, else image) in a worker and show it in the control."""
+        layer = self.scan.value
+        if layer is None:
+            self._hand_layer = self._hand_data = None
+            self.hand.clear()
+            return
+        if layer is self._hand_layer and layer.data is self._hand_data:
+            return
+        self._hand_layer, self._hand_data = layer, layer.data
+        self.hand.looking()
+        if self.hand_runner.busy:  # the look in progress stops; its end starts this one
+            self.hand_runner.cancel()
+            return
+        self._start_look(layer)
+
+    def _start_look(self, layer) -> None:
+        from ..segmentation.hand import resolve_hand
+
+        make = scan_maker(layer, native=False)  # densities average as the integers do: no copy needed
+        self._looking_at = (layer, layer.data)
+        self.hand_runner.start(lambda progress, cancel: resolve_hand(make(), "auto", progress=progress, cancel=cancel),
+                               description=f"Looking for the hand of {layer.name}",
+                               on_result=lambda decision: self._hand_found(layer, decision),
+                               on_error=lambda exc: self._hand_failed(layer, exc),
+                               on_cancelled=lambda: None, on_finished=self._look_done)
+
+    def _look_done(self) -> None:
+        done, self._looking_at = self._looking_at, None
+        layer = self._hand_layer
+        looked = done is not None and done[0] is layer and done[1] is layer.data
+        if layer is not None and not looked and not self.hand_runner.busy:
+            self._start_look(layer)  # the scan changed while the last look ran
+
+    def _hand_found(self, layer, decision) -> None:
+        if layer is not self._hand_layer or layer.data is not self._hand_data:
+            return
+        self.hand.show_auto(decision)
+        if not decision.decided:
+            show_warning(f"{layer.name}: {self.hand.ask()}; choose left or right before Run")
+        if self._on_hand is not None:
+            self._on_hand(layer)
+
+    def _hand_failed(self, layer, exc) -> None:
+        if layer is self._hand_layer:
+            self.hand.show_failed(getattr(exc, "problem", None) or str(exc))
+
+    def hand_setting(self, layer):
+        """What Run passes as the hand: 'left'/'right' as chosen; with auto, the decision already made
+        for this layer (the image is not looked at twice), else None (the run resolves it and refuses
+        when nothing decides it). Raises VbmdError when the look found that nothing decides it."""
+        chosen = self.hand.requested()
+        if chosen is not None:
+            return chosen
+        if self.hand.needs_choice():
+            raise VbmdError(f"{layer.name}: {self.hand.ask()}; choose left or right in Hand, then Run")
+        auto = self.hand.auto
+        if auto is not None and layer is self._hand_layer and layer.data is self._hand_data:
+            return auto
+        return None
+
     def settings(self, threads: int | None) -> RunSettings:
         slice_range = voi_mm = None
         if self.region.value == "slice range":
@@ -132,6 +222,6 @@ class RunSection(QWidget):
             slice_range = (first, last + 1)
         elif self.region.value == "standard VOI":
             voi_mm = float(self.voi.value)
-        return RunSettings(model=self.model_spec(), device=self.device.value, hand=self.hand.requested(),
+        return RunSettings(model=self.model_spec(), device=self.device.value, hand=self.hand_setting(self.scan.value),
                            slice_range=slice_range, voi_mm=voi_mm, boundary_band_mm=self.boundary_band_mm(),
                            threads=threads)
