@@ -61,13 +61,13 @@ def test_a_headerless_crop_asks_for_the_hand_and_the_chosen_hand_reaches_the_rep
     assert not hand.auto.decided and hand.needs_choice() and hand.marked
     assert hand.source.value == "⚠ choose the hand: the image cannot tell (a crop of MC2 and MC3)"
     assert "MC2 and MC3 are alike" in hand.source.tooltip  # the whole reason on hover
-    assert len(shown["warnings"]) == 1 and shown["warnings"][0].startswith("crop_L.aim")
-    assert "choose the hand" in shown["warnings"][0] and "before Run" in shown["warnings"][0]
+    assert shown["warnings"] == ["Choose the hand (left or right) of crop_L.aim before Run: the image cannot tell "
+                                 "(a crop of MC2 and MC3)"]
     assert "Choose left or right" in widget.status_label.text()
 
     n_layers = len(viewer.layers)
     _run(qtbot, widget)  # refused at once: nothing runs, nothing is added
-    assert shown["errors"] and "choose the hand: the image cannot tell" in shown["errors"][-1]
+    assert shown["errors"][-1] == "Run needs the hand (left or right) of crop_L.aim: the image cannot tell (a crop of MC2 and MC3)"
     assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
     assert "Choose the hand of" in widget.status_label.text()
 

@@ -10,8 +10,9 @@ stops Run until left or right is chosen. Never a silent default.
 from __future__ import annotations
 
 from magicgui import widgets as mw
+from qtpy.QtWidgets import QSizePolicy
 
-from ..session.hand_words import ask_words, decision_words
+from ..session.hand_words import ask_words, decision_words, why_undecided
 
 AUTO = "auto"
 CHOICES = (AUTO, "left", "right")
@@ -27,6 +28,7 @@ class HandControl(mw.Container):
         self.source = mw.Label(value="")
         self.source.native.setWordWrap(True)
         self.source.native.setMinimumWidth(10)
+        self.source.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         super().__init__(widgets=[self.choice, self.source], layout="vertical", labels=False, label="Hand")
         self.margins = (0, 0, 0, 0)
         self.auto = None  # the HandDecision of "auto" for the scan chosen, once looked for
@@ -46,8 +48,12 @@ class HandControl(mw.Container):
         return self.requested() is None and self.auto is not None and not self.auto.decided
 
     def ask(self) -> str:
-        """The one line asking for the hand (for a notification), when it must be chosen."""
+        """'choose the hand: the image cannot tell (…)', when it must be chosen."""
         return ask_words(self.auto) if self.auto is not None else "choose the hand: left or right"
+
+    def why(self) -> str:
+        """Why auto does not decide: 'the image cannot tell (a crop of MC2 and MC3)'."""
+        return why_undecided(self.auto) if self.auto is not None else "it has not been looked for"
 
     # -- what the widget shows ---------------------------------------------------------------------
     def looking(self) -> None:

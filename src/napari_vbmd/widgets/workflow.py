@@ -27,7 +27,7 @@ from ._worker import WorkRunner, confirm, reports_errors
 from .workflow_correct import CorrectSection
 from .workflow_export import ExportSection
 from .workflow_review import ReviewSection
-from .workflow_run import RunSection, scan_maker
+from .workflow_run import RunSection, scan_maker, scan_name
 
 TABS = ("1 Run", "2 Review", "3 Correct", "4 Export")
 SECTION_TABS = {"segment": 0, "run": 0, "results": 1, "review": 1, "correct": 2, "export": 3}
@@ -225,7 +225,7 @@ class SegmentMeasureWidget(QWidget):
         if layer is None:
             raise VbmdError("open a scan first (File › Open, or File › Open Sample › napari-vbmd)")
         if self.run_tab.hand.needs_choice():
-            self.status_label.setText(f"Choose the hand of {layer.name} (left or right), then press Run.")
+            self.status_label.setText(f"Choose the hand of {scan_name(layer)}, left or right, then press Run.")
         settings = self.run_tab.settings(self.threads)  # refuses an undecided hand
         if self.session.active and layer == self.scan_layer and self.labels_layer is not None:
             self.mask.sync()
@@ -253,7 +253,7 @@ class SegmentMeasureWidget(QWidget):
     def _on_hand_known(self, layer) -> None:
         """The chosen scan's hand was looked for: when nothing decides it, the status line asks too."""
         if not self.busy and self.run_tab.hand.needs_choice():
-            self.status_label.setText(f"{layer.name}: {self.run_tab.hand.ask()}. Choose left or right, then Run.")
+            self.status_label.setText(f"{scan_name(layer)}: {self.run_tab.hand.ask()}. Choose left or right, then Run.")
 
     def _on_run_error(self, exc) -> None:
         """A run refused for the hand shows why in the Hand control too (the notification has the line)."""

@@ -34,6 +34,7 @@ class ReviewSection(QWidget):
         self.results_label = QLabel("—")
         self.results_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.results_label.setMinimumWidth(10)
+        self.results_label.setWordWrap(True)  # a long value (the hand and its source) wraps in its cell
         row.addWidget(self.results_label, 1)
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("copy the figures, model, device, time and corrections to the clipboard "
@@ -107,7 +108,8 @@ class ReviewSection(QWidget):
             self.results_label.setText("—")
             return
         self.results_label.setText(
-            "<table>" + "".join(f"<tr><td>{k}&nbsp;&nbsp;</td><td><b>{v}</b></td></tr>" for k, v in rows) + "</table>")
+            "<table>" + "".join(f'<tr><td style="white-space: nowrap">{k}&nbsp;&nbsp;</td><td><b>{v}</b></td></tr>'
+                               for k, v in rows) + "</table>")
 
     def show_hand(self, evidence: str, concern: str) -> None:
         """The image's evidence for the hand (small, grey) and a concern about it (marked), when any."""

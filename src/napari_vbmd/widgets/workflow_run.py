@@ -37,6 +37,11 @@ def scan_maker(layer, native: bool = True):
     return make
 
 
+def scan_name(layer) -> str:
+    """The layer's name without the unit napari-vbmd's reader adds ("scan.aim (mg HA/cm3)" -> "scan.aim")."""
+    return layer.name.replace(" (mg HA/cm3)", "")
+
+
 def compact(widget) -> None:
     """Let a combo box shrink with the dock instead of growing with its longest item."""
     native = getattr(widget, "native", widget)
@@ -190,8 +195,8 @@ class RunSection(QWidget):
         if layer is not self._hand_layer or layer.data is not self._hand_data:
             return
         self.hand.show_auto(decision)
-        if not decision.decided:
-            show_warning(f"{layer.name}: {self.hand.ask()}; choose left or right before Run")
+        if self.hand.needs_choice():
+            show_warning(f"Choose the hand (left or right) of {scan_name(layer)} before Run: {self.hand.why()}")
         if self._on_hand is not None:
             self._on_hand(layer)
 
@@ -207,7 +212,7 @@ class RunSection(QWidget):
         if chosen is not None:
             return chosen
         if self.hand.needs_choice():
-            raise VbmdError(f"{layer.name}: {self.hand.ask()}; choose left or right in Hand, then Run")
+            raise VbmdError(f"Run needs the hand (left or right) of {scan_name(layer)}: {self.hand.why()}")
         auto = self.hand.auto
         if auto is not None and layer is self._hand_layer and layer.data is self._hand_data:
             return auto
