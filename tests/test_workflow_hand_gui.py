@@ -6,6 +6,7 @@ found in the image, and a hand it contradicts is refused with nothing added."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -21,8 +22,10 @@ pytestmark = pytest.mark.gui
 @pytest.fixture(scope="module")
 def hand_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hand_gui")
+    whole = whole_hand(seed=9, hand="left").image
     return {"crop": write_image(folder / "crop_L.aim", crop(seed=9, hand="left").image),
-            "whole": write_image(folder / "whole_L.aim", whole_hand(seed=9, hand="left").image)}
+            "whole": write_image(folder / "whole_L.aim", whole),
+            "wrong_header": write_image(folder / "whole_L_header_R.aim", dataclasses.replace(whole, hand="right"))}
 
 
 def _open(make_napari_viewer, path, monkeypatch):
@@ -71,6 +74,28 @@ def test_a_headerless_crop_asks_for_the_hand_and_the_chosen_hand_reaches_the_rep
     assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
     assert "Choose the hand of" in widget.status_label.text()
 
+    # Run pressed before the look has answered: the run resolves the hand itself and refuses the same way
+    hand.looking()
+    _run(qtbot, widget)
+    assert "cannot tell which hand this is" in shown["errors"][-1] and "crop_L.aim" in shown["errors"][-1]
+    assert hand.needs_choice() and hand.marked and len(viewer.layers) == n_layers and widget.run_button.isEnabled()
+
+    # a run that ends on another bone: the engine's line as a notification, the Hand line says why, nothing added
+    import napari_vbmd.segmentation.pipeline as pipeline
+    from napari_vbmd.segmentation.focus import OtherBoneError
+
+    def other_bone(scan, settings, **kwargs):
+        raise OtherBoneError("the mask the model made lies on MC3, not on MC2; nothing written", scan.source)
+
+    hand.choice.value = "left"
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "run", other_bone)
+        _run(qtbot, widget)
+    assert "lies on MC3, not on MC2" in shown["errors"][-1] and shown["errors"][-1].count("\n") == 0
+    assert hand.marked and "Run refused: the mask lay on another bone" in hand.source.value
+    assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
+
+    hand.choice.value = "auto"
     hand.choice.value = "left"
     assert not hand.marked and hand.source.value == "left (you chose)" and not hand.needs_choice()
     _run(qtbot, widget)
@@ -104,7 +129,7 @@ def test_a_whole_hand_field_shows_the_hand_found_in_the_image_and_a_contradictin
 
     # the user says right; the image shows a left hand: marked before Run, refused by Run, nothing added
     hand.choice.value = "right"
-    assert hand.marked and "the image says left: Run will refuse" in hand.source.value
+    assert hand.marked and "the image shows left: Run will refuse" in hand.source.value
     n_layers = len(viewer.layers)
     _run(qtbot, widget)
     assert shown["errors"] and "is not the one the image shows" in shown["errors"][-1]
@@ -140,6 +165,22 @@ def test_a_whole_hand_field_shows_the_hand_found_in_the_image_and_a_contradictin
     assert "made for a left hand (found in the image" in widget.review_tab.hand_label.text()
     widget.go_to_slice(z)
     assert "check the hand side: 80% of the mask's slices are flagged" in widget.review_tab.slice_label.text()
+
+
+def test_a_header_the_whole_hand_field_contradicts_is_marked_before_run_and_refused(
+        make_napari_viewer, hand_files, qtbot, monkeypatch):
+    viewer, layer, widget, shown = _open(make_napari_viewer, hand_files["wrong_header"], monkeypatch)
+    hand = _looked(qtbot, widget)
+    assert (hand.auto.hand, hand.auto.source, hand.image.hand) == ("right", "header", "left")
+    assert hand.marked and hand.source.value.startswith("⚠ auto: right (from the file's header), but the image "
+                                                        "shows left: Run will refuse")
+    n_layers = len(viewer.layers)
+    _run(qtbot, widget)
+    assert "the hand given (right (header)) is not the one the image shows (left (image" in shown["errors"][-1]
+    assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
+    assert "Run refused: the image shows the other hand" in hand.source.value
+    hand.choice.value = "left"  # what the image shows: no longer marked
+    assert not hand.marked and hand.source.value.startswith("left (you chose)")
 
 
 def test_the_hand_is_looked_for_again_when_another_scan_is_chosen(make_napari_viewer, hand_files, qtbot, monkeypatch):

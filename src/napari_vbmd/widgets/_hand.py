@@ -32,6 +32,7 @@ class HandControl(mw.Container):
         super().__init__(widgets=[self.choice, self.source], layout="vertical", labels=False, label="Hand")
         self.margins = (0, 0, 0, 0)
         self.auto = None  # the HandDecision of "auto" for the scan chosen, once looked for
+        self.image = None  # what the image showed (a decided HandDecision), when it was looked at
         self._state = "none"  # none | looking | auto | failed | run | refused
         self._note = ""  # the words of a failed look, a run, or a refusal
         self.marked = False
@@ -57,16 +58,17 @@ class HandControl(mw.Container):
 
     # -- what the widget shows ---------------------------------------------------------------------
     def looking(self) -> None:
-        self.auto, self._state = None, "looking"
+        self.auto, self.image, self._state = None, None, "looking"
         self._refresh()
 
-    def show_auto(self, decision) -> None:
-        """The hand auto gives for the scan chosen (decided, or not)."""
+    def show_auto(self, decision, seen=None) -> None:
+        """The hand auto gives for the scan chosen (decided, or not), and what the image showed."""
         self.auto, self._state = decision, "auto"
+        self.image = seen if seen is not None and seen.decided else None
         self._refresh()
 
     def show_failed(self, message: str) -> None:
-        self.auto, self._state, self._note = None, "failed", message
+        self.auto, self.image, self._state, self._note = None, None, "failed", message
         self._refresh()
 
     def show_decision(self, words: str) -> None:
@@ -80,7 +82,7 @@ class HandControl(mw.Container):
         self._refresh()
 
     def clear(self) -> None:
-        self.auto, self._state, self._note = None, "none", ""
+        self.auto, self.image, self._state, self._note = None, None, "none", ""
         self._refresh()
 
     def forget_run(self) -> None:
@@ -101,17 +103,19 @@ class HandControl(mw.Container):
 
     def _words(self) -> tuple[str, str, bool]:
         """(the line, its tooltip, whether the control is marked)."""
-        chosen, auto, state = self.requested(), self.auto, self._state
+        chosen, auto, image, state = self.requested(), self.auto, self.image, self._state
         if state == "run":
             return f"last run: {self._note}", "", False
         if state == "refused":
             return f"⚠ {self._note}", self._note, True
         if chosen is not None:
             text = f"{chosen} (you chose)"
+            if image is not None and image.hand != chosen:
+                return f"⚠ {text}, but the image shows {image.hand}: Run will refuse", image.reason, True
+            if image is not None and auto is not None and auto.source == "header" and auto.hand != chosen:
+                return f"{text}, as the image shows; the file's header says {auto.hand}", image.reason, False
             if auto is not None and auto.decided and auto.hand != chosen:
-                where = "the file's header" if auto.source == "header" else "the image"
-                return (f"⚠ {text}, but {where} says {auto.hand}" + (": Run will refuse" if auto.source == "image" else ""),
-                        auto.reason, True)
+                return f"⚠ {text}, but the file's header says {auto.hand}", auto.reason, True
             return text, "", False
         if state == "looking":
             return "auto: looking for the hand…", "", False
@@ -119,6 +123,9 @@ class HandControl(mw.Container):
             return f"auto: could not look ({self._note})", self._note, False
         if auto is None:
             return "", "", False
+        if auto.decided and image is not None and image.hand != auto.hand:
+            return (f"⚠ auto: {decision_words(auto)}, but the image shows {image.hand}: Run will refuse",
+                    image.reason, True)
         if auto.decided:
             return f"auto: {decision_words(auto)}", auto.reason, False
         return f"⚠ {ask_words(auto)}", auto.reason, True

@@ -264,7 +264,7 @@ class SegmentMeasureWidget(QWidget):
         if isinstance(exc, HandUndecidedError):
             hand.show_auto(exc.decision)
         elif isinstance(exc, HandConflictError):
-            hand.show_refused("Run refused: the image shows the other hand; choose auto, or check the hand")
+            hand.show_refused("Run refused: the image shows the other hand than the one given; check the hand")
         elif isinstance(exc, OtherBoneError):
             hand.show_refused("Run refused: the mask lay on another bone than MC2; check the hand")
 

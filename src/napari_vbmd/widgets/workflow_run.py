@@ -37,6 +37,19 @@ def scan_maker(layer, native: bool = True):
     return make
 
 
+def look_for_hand(scan, progress=None, cancel=None):
+    """(what auto gives: the header's hand, else the image's; what the image shows when it was looked
+    at). A whole-hand field whose header names the hand is looked at too, as the run will (it refuses
+    a hand the image contradicts), so the control can say so before Run."""
+    from ..segmentation.focus import is_whole_hand_field
+    from ..segmentation.hand import detect_hand, resolve_hand
+
+    decision = resolve_hand(scan, "auto", progress=progress, cancel=cancel)
+    if decision.source == "header" and is_whole_hand_field(scan):
+        return decision, detect_hand(scan, progress=progress, cancel=cancel)
+    return decision, (decision if decision.source == "image" or not decision.decided else None)
+
+
 def scan_name(layer) -> str:
     """The layer's name without the unit napari-vbmd's reader adds ("scan.aim (mg HA/cm3)" -> "scan.aim")."""
     return layer.name.replace(" (mg HA/cm3)", "")
@@ -174,13 +187,11 @@ class RunSection(QWidget):
         self._start_look(layer)
 
     def _start_look(self, layer) -> None:
-        from ..segmentation.hand import resolve_hand
-
         make = scan_maker(layer, native=False)  # densities average as the integers do: no copy needed
         self._looking_at = (layer, layer.data)
-        self.hand_runner.start(lambda progress, cancel: resolve_hand(make(), "auto", progress=progress, cancel=cancel),
+        self.hand_runner.start(lambda progress, cancel: look_for_hand(make(), progress, cancel),
                                description=f"Looking for the hand of {layer.name}",
-                               on_result=lambda decision: self._hand_found(layer, decision),
+                               on_result=lambda found: self._hand_found(layer, *found),
                                on_error=lambda exc: self._hand_failed(layer, exc),
                                on_cancelled=lambda: None, on_finished=self._look_done)
 
@@ -191,10 +202,10 @@ class RunSection(QWidget):
         if layer is not None and not looked and not self.hand_runner.busy:
             self._start_look(layer)  # the scan changed while the last look ran
 
-    def _hand_found(self, layer, decision) -> None:
+    def _hand_found(self, layer, decision, seen) -> None:
         if layer is not self._hand_layer or layer.data is not self._hand_data:
             return
-        self.hand.show_auto(decision)
+        self.hand.show_auto(decision, seen)
         if self.hand.needs_choice():
             show_warning(f"Choose the hand (left or right) of {scan_name(layer)} before Run: {self.hand.why()}")
         if self._on_hand is not None:
