@@ -1,8 +1,9 @@
 """Step 1 of the workflow, Run: the scan and the settings of a run (a magicgui form), Run and Cancel.
 
 When a scan is chosen its hand is looked for in a worker (the file's header, else the image:
-about 2 s on a 1536 x 1536 x 110 field) and shown in the Hand control; when neither decides it,
-the control is marked, a notification asks for the hand, and Run waits for left or right.
+1.3 s of CPU on a 1536 x 1536 x 110 field, benchmarks/bench_hand_look.py) and shown in the Hand
+control; when neither decides it, the control is marked, a notification asks for the hand, and Run
+refuses until left or right is chosen.
 """
 from __future__ import annotations
 
