@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import VbmdError
+from .segmentation.postprocess import fill_holes_per_slice, keep_largest_component
 
 
 def _as_mask(mask) -> np.ndarray:
@@ -36,31 +37,22 @@ def _slices(mask: np.ndarray, z: int | None) -> range:
 
 
 def fill_holes(mask, z: int | None = None) -> np.ndarray:
-    """Fill holes in slice ``z`` (or in every slice when None): enclosed background becomes mask."""
+    """Fill holes in slice ``z`` (or in every slice when None): enclosed background becomes mask
+    (the pipeline's own per-slice filling, :func:`~napari_vbmd.segmentation.postprocess.fill_holes_per_slice`)."""
     inside = _as_mask(mask)
     out = inside.copy()
-    for k in _slices(inside, z):
-        out[k] = ndimage.binary_fill_holes(inside[k])
+    part = _slices(inside, z)
+    out[part.start:part.stop] = fill_holes_per_slice(inside[part.start:part.stop])
     return out.astype(np.uint8)
 
 
 def remove_islands(mask, z: int | None = None) -> np.ndarray:
-    """Keep only the largest connected piece: of slice ``z`` (2-D), or of the volume (3-D) when None."""
+    """Keep only the largest connected piece (face-connected): of slice ``z`` (2-D), or of the volume
+    (3-D) when None (the pipeline's MC2 component, :func:`~napari_vbmd.segmentation.postprocess.keep_largest_component`)."""
     inside = _as_mask(mask)
     out = inside.copy()
-    if z is None:
-        labels, n = ndimage.label(inside, structure=ndimage.generate_binary_structure(3, 1))
-        if n > 1:
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            out = labels == int(np.argmax(sizes))
-        return out.astype(np.uint8)
-    k = _check_slice(inside, z)
-    labels, n = ndimage.label(inside[k])
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        out[k] = labels == int(np.argmax(sizes))
+    part = _slices(inside, z)
+    out[part.start:part.stop] = keep_largest_component(inside[part.start:part.stop])
     return out.astype(np.uint8)
 
 

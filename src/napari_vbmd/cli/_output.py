@@ -2,28 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 
-import numpy as np
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from ..util import jsonable
 
 
 def print_json(payload, file=None) -> None:
-    json.dump(_jsonable(payload), file or sys.stdout, indent=2)
+    json.dump(jsonable(payload), file or sys.stdout, indent=2)
     (file or sys.stdout).write("\n")
 
 

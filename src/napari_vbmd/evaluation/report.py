@@ -7,7 +7,6 @@ the cases, and one slice of each worst case with both contours.
 from __future__ import annotations
 
 import base64
-import datetime
 import html
 import io
 import math
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path, write_text_atomic
+from ..util import timestamp
 from .study import METRIC_LABELS, CaseResult, SlicePreview, summarize, worst_cases
 
 REFERENCE_COLOUR = "#00c853"  # green
@@ -239,7 +239,7 @@ def render_html(results, summary, figures_png: dict[str, bytes], title: str) -> 
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='note'>{summary['n_cases']} cases: {summary['n_evaluated']} evaluated, {summary['n_failed']} failed. "
-        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by napari-vbmd. Metrics compare the "
+        f"Generated {timestamp()} by napari-vbmd. Metrics compare the "
         "predicted mask against the reference mask; surface distances are in millimetres; D100 is the mean "
         "density (mg HA/cm³) of the scan under each mask.</p>",
         "<h2>Segmentation metrics (mean (SD) over cases)</h2>",

@@ -16,7 +16,6 @@ an earlier version before the new model mask takes over.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 from dataclasses import dataclass
 
@@ -24,13 +23,10 @@ import numpy as np
 
 from ..correction import CorrectionStats, correction_stats
 from ..errors import VbmdError
+from ..util import timestamp
 
 EDIT, UNDO, REDO = "edit", "undo", "redo"
 OUTSIDE_THE_TOOLS = "change outside the tools"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def _as_bool(mask) -> np.ndarray:
@@ -85,7 +81,7 @@ class MaskHistory:
     def _start(self, model_mask, model: str) -> None:
         self.original = _as_bool(model_mask).astype(np.uint8)
         self.model = model
-        self.created_at = _now()
+        self.created_at = timestamp()
         self.operations: list[dict] = []
         self._current = self.original != 0
         self._signatures: list[tuple[str, str] | None] = []  # per operation, for matching undo/redo
@@ -155,7 +151,7 @@ class MaskHistory:
     def _append(self, name, kind, change: _Change, by, after, target=None) -> dict:
         entry = {
             "operation": name, "kind": kind, "slices": list(change.slices), "added": int(change.added.size),
-            "removed": int(change.removed.size), "by": by, "at": _now(), "undone": False,
+            "removed": int(change.removed.size), "by": by, "at": timestamp(), "undone": False,
         }
         if target is not None:
             entry["refers_to"] = target
@@ -171,7 +167,7 @@ class MaskHistory:
         if self.corrected:
             stats = correction_stats(self.original, self._current)
             kept = {
-                "model": self.model, "created_at": self.created_at, "replaced_at": _now(), "reason": reason,
+                "model": self.model, "created_at": self.created_at, "replaced_at": timestamp(), "reason": reason,
                 "corrected_by": self.corrected_by, "corrected_at": self.corrected_at,
                 "voxels_added": stats.voxels_added, "voxels_removed": stats.voxels_removed,
                 "n_voxels": int(self._current.sum()), "mask_sha256": mask_sha256(self._current),
