@@ -343,9 +343,3 @@ def write_report(out_dir, results: list[CaseResult], title: str = "Segmentation 
     write_text_atomic(paths["html"], render_html(results, summary, pngs, title), protect=protect)
     write_pdf(paths["pdf"], results, summary, figures, title, protect=protect)
     return paths
-
-
-def figure_pngs(results, summary=None) -> dict[str, bytes]:
-    """The report's figures as PNG bytes (for saving copies beside the report or in docs)."""
-    summary = summary if summary is not None else summarize(results)
-    return {key: _png(fig) for key, fig in build_figures(results, summary).items()}
