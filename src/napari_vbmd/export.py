@@ -130,10 +130,6 @@ def export_paths(out_dir: str | Path, case: str, formats=("aim",), with_original
     return paths
 
 
-def existing_exports(out_dir: str | Path, case: str, formats=("aim",), with_original: bool = True) -> list[Path]:
-    return [p for p in export_paths(out_dir, case, formats, with_original).values() if p.exists()]
-
-
 def _mask_scan(mask, image: Scan) -> Scan:
     if isinstance(mask, Scan):
         data = mask.data

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path, non_regular_reason
+from .._atomic import atomic_path
 from ..errors import VbmdError, one_line, quiet_logs
 from ..scan import UNIT_DENSITY, UNIT_UNKNOWN, UNITS, Scan
+from .aim import read_head
 
 #: the most voxel bytes a NIfTI header may declare (a gzip bomb must not take the machine's memory)
 MAX_BYTES = 16 * 2**30
@@ -79,13 +80,7 @@ def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
     import nibabel as nib
 
     path = Path(path)
-    if path.is_dir():
-        raise VbmdError("is a folder, not a NIfTI file", path)
-    reason = non_regular_reason(path)
-    if reason:
-        raise VbmdError(reason, path)
-    if path.stat().st_size == 0:
-        raise VbmdError("file is empty", path)
+    read_head(path, 0, "a NIfTI")  # a folder, a FIFO, an unreadable or empty file: one line
     try:
         with quiet_logs("nibabel", "nibabel.global"):  # its header "fixes" (a zero voxel size set to 1) are judged below instead
             img = nib.load(str(path))

@@ -94,9 +94,6 @@ class MaskHistory:
         """The last mask this history saw (bool; do not modify)."""
         return self._current
 
-    def differs_from_current(self, mask) -> bool:
-        return not np.array_equal(_as_bool(mask), self._current)
-
     @property
     def edits(self) -> list[dict]:
         """The edits in force: undone ones and the undo/redo entries themselves are not edits."""
