@@ -49,7 +49,6 @@ from .batch_case import (  # noqa: E402,F401  (the jobs of a batch live in their
     TIMINGS,
     _failed_row,
     _is_done,
-    _one_line,
     _version,
     _worker_model,
     csv_row,

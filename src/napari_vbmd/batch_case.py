@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._atomic import write_text_atomic
-from .errors import CancelledError, VbmdError
+from .errors import CancelledError, VbmdError, one_line
 from .util import input_sha256, jsonable, timestamp
 
 if TYPE_CHECKING:
@@ -129,10 +129,6 @@ def _version() -> str:
     return __version__
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def process_case(case: Case, job: Job) -> dict:
     """Segment and measure one case; write its mask and record; return the record without profile.
 
@@ -190,11 +186,11 @@ def process_case(case: Case, job: Job) -> dict:
     except CancelledError:
         raise
     except VbmdError as exc:
-        record["error"] = _one_line(exc)
+        record["error"] = one_line(exc, named=False)
     except MemoryError:
         record["error"] = f"{case.file}: out of memory (give workers more memory or fewer threads)"
     except Exception as exc:  # a bug or a library's surprise: still only this case fails
-        record["error"] = f"{case.file}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+        record["error"] = f"{case.file}: internal error: {one_line(exc)}"
     if record["status"] != "ok":
         with contextlib.suppress(OSError):
             out_mask.unlink()  # an earlier run's mask no longer belongs to this input
@@ -207,7 +203,7 @@ def process_case(case: Case, job: Job) -> dict:
         with contextlib.suppress(OSError):
             out_mask.unlink()
         record.update(status="failed", this_run="failed", mask=None, figures=None,
-                      error=f"{out_record}: cannot write the case's record ({_one_line(exc)})")
+                      error=f"{out_record}: cannot write the case's record ({one_line(exc, named=False)})")
     record.pop("profile", None)
     return record
 

@@ -31,6 +31,11 @@ def jsonable(value):
     return value
 
 
+def is_finite_number(value) -> bool:
+    """Whether ``value`` is an int or float that is neither NaN nor infinite (None is not)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def timestamp(timespec: str = "seconds", utc: bool = False) -> str:
     """Now, in ISO 8601 with its offset: local time (what a reviewer reads), or UTC with ``utc``."""
     now = _dt.datetime.now(_dt.timezone.utc)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .._atomic import atomic_path, write_text_atomic
-from ..util import timestamp
+from ..util import is_finite_number, timestamp
 from .study import METRIC_LABELS, CaseResult, SlicePreview, summarize, worst_cases
 
 REFERENCE_COLOUR = "#00c853"  # green
@@ -34,15 +33,11 @@ def _figure(width=5.0, height=4.2):
 def _d100_pairs(results):
     ref, pred, names = [], [], []
     for r in results:
-        if r.ok and _finite(r.row["d100_reference"]) and _finite(r.row["d100_predicted"]):
+        if r.ok and is_finite_number(r.row["d100_reference"]) and is_finite_number(r.row["d100_predicted"]):
             ref.append(r.row["d100_reference"])
             pred.append(r.row["d100_predicted"])
             names.append(r.row["case"])
     return np.array(ref), np.array(pred), names
-
-
-def _finite(value) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def scatter_figure(results, summary):
@@ -105,7 +100,7 @@ def distribution_figure(results):
     fig = _figure(7.0, 3.0)
     for i, (key, label) in enumerate((("dice", "Dice"), ("iou", "IoU"), ("hd95_mm", "HD95 (mm)"), ("assd_mm", "ASSD (mm)"))):
         ax = fig.add_subplot(1, 4, i + 1)
-        values = np.array([r.row[key] for r in ok if _finite(r.row[key])])
+        values = np.array([r.row[key] for r in ok if is_finite_number(r.row[key])])
         if values.size:
             ax.boxplot(values, widths=0.5, showfliers=False)
             jitter = np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
@@ -162,7 +157,7 @@ def build_figures(results, summary) -> dict[str, object]:
 
 # -- text ---------------------------------------------------------------------------------------
 def _num(value, digits=3) -> str:
-    if not _finite(value):
+    if not is_finite_number(value):
         return "–"
     if abs(value) >= 1000:
         return f"{value:.0f}"
@@ -170,7 +165,7 @@ def _num(value, digits=3) -> str:
 
 
 def _p(value) -> str:
-    if not _finite(value):
+    if not is_finite_number(value):
         return "–"
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 

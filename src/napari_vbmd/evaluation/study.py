@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import CancelledError, VbmdError
 from ..naming import case_id_of
+from ..util import is_finite_number
 from .agreement import agreement
 from .metrics import per_slice_metrics, segmentation_metrics
 
@@ -262,10 +263,6 @@ def _preview(density_slice: np.ndarray, ref: np.ndarray, pred: np.ndarray, z: in
     )
 
 
-def _finite(value) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def evaluate_case(case: EvaluationCase, load_image: Callable | None = None) -> CaseResult:
     """Every metric and both vBMDs of one case. Raises VbmdError for unreadable or mismatched input."""
     from ..io import read_mask, read_scan
@@ -370,7 +367,7 @@ def evaluate_cases(cases: list[EvaluationCase], load_image: Callable | None = No
 
 # -- summary ------------------------------------------------------------------------------------
 def describe_values(values) -> dict:
-    arr = np.asarray([v for v in values if _finite(v)], dtype=np.float64)
+    arr = np.asarray([v for v in values if is_finite_number(v)], dtype=np.float64)
     if arr.size == 0:
         return {"n": 0, "mean": None, "sd": None, "median": None, "min": None, "max": None}
     return {
@@ -400,7 +397,7 @@ def summarize(results: list[CaseResult]) -> dict:
         "d100_agreement_error": None,
     }
     pairs = [(r.row["d100_predicted"], r.row["d100_reference"]) for r in ok
-             if _finite(r.row["d100_predicted"]) and _finite(r.row["d100_reference"])]
+             if is_finite_number(r.row["d100_predicted"]) and is_finite_number(r.row["d100_reference"])]
     if len(pairs) >= 3:
         try:
             result = agreement(np.array(pairs), ["predicted", "reference"])
@@ -416,7 +413,7 @@ def summarize(results: list[CaseResult]) -> dict:
 def worst_cases(results: list[CaseResult], count: int = 5) -> list[CaseResult]:
     """The evaluated cases with the lowest Dice (then the largest HD95)."""
     ok = [r for r in results if r.ok]
-    hd = lambda r: r.row["hd95_mm"] if _finite(r.row["hd95_mm"]) else float("inf")  # noqa: E731
+    hd = lambda r: r.row["hd95_mm"] if is_finite_number(r.row["hd95_mm"]) else float("inf")  # noqa: E731
     return sorted(ok, key=lambda r: (r.row["dice"], -hd(r)))[:count]
 
 
