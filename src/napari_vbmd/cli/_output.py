@@ -24,6 +24,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def vbmd_rows(result) -> list[tuple[str, object]]:
+    """The figures of a :class:`~napari_vbmd.measure.VbmdResult` as table rows."""
+    return [
+        ("D100 (mg HA/cm3)", round(result.d100_mg_ha_cm3, 2)),
+        ("SD (mg HA/cm3)", round(result.sd_mg_ha_cm3, 2)),
+        ("voxels", result.n_voxels),
+        ("volume (mm3)", round(result.volume_mm3, 2)),
+        ("slices", f"{result.n_slices} ({result.first_slice} to {result.last_slice})"),
+        ("mean slice area (mm2)", round(result.mean_slice_area_mm2, 2)),
+    ]
+
+
 def print_table(rows: list[tuple[str, object]], file=None) -> None:
     """Two-column key/value table."""
     out = file or sys.stdout
