@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..correction import CorrectionStats, correction_stats
+from ..correction import CorrectionStats, as_inside, correction_stats
 from ..errors import VbmdError
 from ..util import timestamp
 
@@ -29,16 +29,9 @@ EDIT, UNDO, REDO = "edit", "undo", "redo"
 OUTSIDE_THE_TOOLS = "change outside the tools"
 
 
-def _as_bool(mask) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 3:
-        raise VbmdError(f"the mask must be 3-D (z, y, x), got {mask.ndim}-D")
-    return mask != 0
-
-
 def mask_sha256(mask) -> str:
     """SHA-256 of a mask's 0/1 voxels (uint8, C order) and its shape: names a version in a record."""
-    inside = np.ascontiguousarray(_as_bool(mask), dtype=np.uint8)
+    inside = np.ascontiguousarray(as_inside(mask), dtype=np.uint8)
     digest = hashlib.sha256(repr(inside.shape).encode())
     digest.update(inside.tobytes())
     return digest.hexdigest()
@@ -79,7 +72,7 @@ class MaskHistory:
         self._start(model_mask, model)
 
     def _start(self, model_mask, model: str) -> None:
-        self.original = _as_bool(model_mask).astype(np.uint8)
+        self.original = as_inside(model_mask).astype(np.uint8)
         self.model = model
         self.created_at = timestamp()
         self.operations: list[dict] = []
@@ -117,7 +110,7 @@ class MaskHistory:
     # -- changes ---------------------------------------------------------------------------------
     def record(self, name: str, mask, by: str = "") -> dict | None:
         """An edit the front end made or saw made (a tool, a paint stroke); None when nothing changed."""
-        after = _as_bool(mask)
+        after = as_inside(mask)
         change = _Change.between(self._current, after)
         if change.empty:
             return None
@@ -128,7 +121,7 @@ class MaskHistory:
 
     def observe(self, mask, by: str = "") -> dict | None:
         """A change the front end did not make (undo, redo, or another tool); None when there is none."""
-        after = _as_bool(mask)
+        after = as_inside(mask)
         change = _Change.between(self._current, after)
         if change.empty:
             return None
@@ -154,7 +147,7 @@ class MaskHistory:
             entry["refers_to"] = target
         self.operations.append(entry)
         self._signatures.append(change.signature())
-        self._current = after  # a fresh array of ours (_as_bool), never the layer's own
+        self._current = after  # a fresh array of ours (as_inside), never the layer's own
         return entry
 
     # -- a new segmentation ----------------------------------------------------------------------
