@@ -40,21 +40,13 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int, str], None]
 
-from .batch_case import (  # noqa: E402,F401  (the jobs of a batch live in their own modules; names kept here)
+from .batch_case import (  # noqa: E402,F401  (the jobs of a batch live in their own modules; names their callers use kept here)
     CSV_COLUMNS,
-    FIGURES,
     MASK_FORMATS,
-    RECORD_FORMAT,
-    RECORD_VERSION,
-    TIMINGS,
-    _failed_row,
     _is_done,
-    _version,
-    _worker_model,
     csv_row,
     input_stat,
     mask_path,
-    mask_suffix,
     model_identity,
     process_case,
     read_record,
@@ -62,8 +54,6 @@ from .batch_case import (  # noqa: E402,F401  (the jobs of a batch live in their
     write_cohort_csv,
 )
 from .batch_cluster import (  # noqa: E402,F401
-    WAIT_FOR_WORKERS_S,
-    WORKER_ENVIRONMENT,
     _client,
     _output_lock,
     _prepare_worker,
