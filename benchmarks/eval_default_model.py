@@ -28,7 +28,7 @@ from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, phantom_is_cached, phantom_paths, write_phantom
 from napari_vbmd.segmentation.pipeline import segment
-from napari_vbmd.segmentation.registry import load_model
+from napari_vbmd.segmentation.models import load_model
 
 
 def held_out_specs(n: int, first_seed: int = 5000) -> list[PhantomSpec]:

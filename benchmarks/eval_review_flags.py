@@ -25,7 +25,7 @@ from eval_default_model import ensure_phantoms, held_out_specs
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.segmentation.pipeline import segment
 from napari_vbmd.session import FlagContext
-from napari_vbmd.segmentation.registry import load_model
+from napari_vbmd.segmentation.models import load_model
 
 CACHES = {5000: "/tmp/vbmd-eval-phantoms", 6000: "/tmp/vbmd-fresh-phantoms"}
 

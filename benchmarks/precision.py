@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     if args.model == "classical":
         model = "classical"
     else:
-        from napari_vbmd.segmentation.registry import load_model
+        from napari_vbmd.segmentation.models import load_model
 
         model = load_model(args.model, device="cpu")
     label = args.label or Path(str(args.model)).stem

@@ -19,7 +19,6 @@ from napari_vbmd.batch import (
     CSV_COLUMNS,
     BatchSettings,
     discover_cases,
-    input_sha256,
     model_identity,
     run_batch,
 )
@@ -30,6 +29,7 @@ from napari_vbmd.measure import measure_vbmd
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, write_phantom
 from napari_vbmd.segmentation.checkpoint import ModelConfig, save_checkpoint
 from napari_vbmd.segmentation.networks import build_network
+from napari_vbmd.util import input_sha256
 
 GOOD = ["site0/p0", "site0/p2", "site1/p1", "site1/p3"]
 BAD = ["corrupt", "foreign"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from napari_vbmd.segmentation.checkpoint import ModelConfig
 from napari_vbmd.segmentation.preprocess import Box
-from napari_vbmd.segmentation.registry import LoadedModel
+from napari_vbmd.segmentation.models import LoadedModel
 
 from _segmentation_synthetic import dice, synthetic_mcp
 

@@ -15,7 +15,7 @@ from napari_vbmd.segmentation.checkpoint import ModelConfig, read_config, save_c
 from napari_vbmd.segmentation.networks import build_network
 from napari_vbmd.segmentation.pipeline import segment
 from napari_vbmd.segmentation.postprocess import check_boundary_band, refine_boundary
-from napari_vbmd.segmentation.registry import LoadedModel
+from napari_vbmd.segmentation.models import LoadedModel
 
 from _segmentation_synthetic import dice, synthetic_mcp
 

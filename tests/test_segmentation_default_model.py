@@ -14,7 +14,7 @@ from napari_vbmd.phantom import PhantomSpec, generate_phantom, write_phantom
 from napari_vbmd.segmentation.checkpoint import load_checkpoint
 from napari_vbmd.segmentation.networks import count_parameters
 from napari_vbmd.segmentation.pipeline import segment
-from napari_vbmd.segmentation.registry import DEFAULT_CHECKPOINT, load_model
+from napari_vbmd.segmentation.models import DEFAULT_CHECKPOINT, load_model
 
 
 @pytest.fixture(scope="module")

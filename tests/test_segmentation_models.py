@@ -8,12 +8,13 @@ from napari_vbmd.batch import BatchSettings, model_identity
 from napari_vbmd.errors import VbmdError
 from napari_vbmd.segmentation import models
 from napari_vbmd.segmentation.settings import SegmentSettings
+from napari_vbmd.util import sha256_files
 
 
 def test_resolve_names_files_and_sha256_without_loading():
     ref = models.resolve("default")
     assert ref.name == "default" and [p.suffix for p in ref.files] == [".json", ".safetensors"]
-    assert ref.sha256 == models.files_sha256(ref.files) and len(ref.sha256) == 64
+    assert ref.sha256 == sha256_files(ref.files) and len(ref.sha256) == 64
     assert model_identity("default")["sha256"] == ref.sha256  # the batch compares the same hash
     assert models.resolve(ref) is ref
     classical = models.resolve("classical")

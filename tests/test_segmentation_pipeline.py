@@ -13,7 +13,7 @@ from napari_vbmd.errors import CancelledError, VbmdError
 from napari_vbmd.scan import UNIT_DENSITY, Scan
 from napari_vbmd.segmentation.checkpoint import ModelConfig
 from napari_vbmd.segmentation.pipeline import segment
-from napari_vbmd.segmentation.registry import LoadedModel
+from napari_vbmd.segmentation.models import LoadedModel
 
 from _segmentation_synthetic import dice, synthetic_mcp
 

@@ -588,7 +588,7 @@ def test_validation_dice_of_a_checkpoint_is_the_pipelines_dice(phantom_folder, t
     is the pipeline's Dice of that checkpoint, to the last bit."""
     from napari_vbmd.evaluation.metrics import dice
     from napari_vbmd.segmentation.pipeline import segment
-    from napari_vbmd.segmentation.registry import load_model
+    from napari_vbmd.segmentation.models import load_model
     from napari_vbmd.segmentation.validation import validate, validation_case
 
     out, _ = trained

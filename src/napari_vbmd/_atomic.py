@@ -6,7 +6,6 @@ overwritten: callers pass the paths they read from as ``protect``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 import tempfile
@@ -158,12 +157,6 @@ def write_text_atomic(target: str | Path, text: str, protect=()) -> Path:
     return Path(target)
 
 
-def write_bytes_atomic(target: str | Path, data: bytes, protect=()) -> Path:
-    with atomic_path(target, protect) as tmp:
-        tmp.write_bytes(data)
-    return Path(target)
-
-
 def fsync_dir(path: str | Path) -> None:
     """Make a rename or a new file in ``path`` durable (best effort: not every filesystem allows it)."""
     try:
@@ -177,14 +170,3 @@ def fsync_dir(path: str | Path) -> None:
     finally:
         os.close(fd)
 
-
-def update_digest(digest, path: str | Path, block_size: int = 1 << 20):
-    """Feed a file's bytes into a hashlib digest without reading it whole; returns the digest."""
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(block_size), b""):
-            digest.update(block)
-    return digest
-
-
-def sha256_file(path: str | Path) -> str:
-    return update_digest(hashlib.sha256(), path).hexdigest()

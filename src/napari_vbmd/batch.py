@@ -32,30 +32,21 @@ from typing import TYPE_CHECKING, Callable
 
 from ._atomic import non_regular_reason, write_text_atomic
 from .errors import CancelledError, VbmdError
+from .naming import BATCH_SCAN_SUFFIXES, is_side_file, relative_case_id, scan_suffix
+from .util import jsonable
 
 if TYPE_CHECKING:
     from .segmentation.settings import SegmentSettings
 
 Progress = Callable[[int, int, str], None]
 
-from .batch_case import (  # noqa: E402,F401  (the jobs of a batch live in their own modules; names kept here)
+from .batch_case import (  # noqa: E402,F401  (the jobs of a batch live in their own modules; names their callers use kept here)
     CSV_COLUMNS,
-    FIGURES,
     MASK_FORMATS,
-    RECORD_FORMAT,
-    RECORD_VERSION,
-    TIMINGS,
-    _failed_row,
-    _jsonable,
     _is_done,
-    _one_line,
-    _version,
-    _worker_model,
     csv_row,
-    input_sha256,
     input_stat,
     mask_path,
-    mask_suffix,
     model_identity,
     process_case,
     read_record,
@@ -63,8 +54,6 @@ from .batch_case import (  # noqa: E402,F401  (the jobs of a batch live in their
     write_cohort_csv,
 )
 from .batch_cluster import (  # noqa: E402,F401
-    WAIT_FOR_WORKERS_S,
-    WORKER_ENVIRONMENT,
     _client,
     _output_lock,
     _prepare_worker,
@@ -72,16 +61,6 @@ from .batch_cluster import (  # noqa: E402,F401
     default_workers,
     remove_stale_temporaries,
 )
-
-#: suffixes of files that are scans (a VMS version suffix such as ";1" is ignored)
-SCAN_SUFFIXES = (".aim", ".isq", ".nii", ".nii.gz")
-#: suffixes of files that are never scans, not even looked into
-SIDE_FILE_SUFFIXES = frozenset(
-    ".json .csv .tsv .txt .md .rst .log .pdf .png .jpg .jpeg .gif .svg .html .xml .yaml .yml .py .sh "
-    ".safetensors .pt .pth .zip .tar .gz .7z .xlsx .xls .doc .docx .gobj .tif .tiff".split()
-)
-#: AIM data types of greyscale scans; char and binary AIMs hold masks
-GREYSCALE_AIM_TYPES = ("int16", "float32")
 
 
 
@@ -183,34 +162,16 @@ class BatchSummary:
 # ---------------------------------------------------------------------------------------------
 # Discovery
 # ---------------------------------------------------------------------------------------------
-def _strip_version(name: str) -> str:
-    base, sep, ver = name.rpartition(";")
-    return base if sep and ver.isdigit() else name
-
-
-def _scan_suffix(name: str) -> str | None:
-    lower = _strip_version(name).lower()
-    for suffix in sorted(SCAN_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return suffix
-    return None
-
-
-def _side_file(name: str) -> bool:
-    lower = _strip_version(name).lower()
-    return any(lower.endswith(s) for s in SIDE_FILE_SUFFIXES)
-
-
 def _classify_file(path: Path) -> tuple[str | None, str | None]:
     """(format, None) for a scan to process, (None, reason) for a file to leave out.
 
     Files named like scans are always processed (a corrupt one then fails its own case); files
     with other names are processed only if their content is an AIM, ISQ or NIfTI.
     """
-    from .io import detect_format
+    from .io import detect_format, mask_reason
 
-    suffix = _scan_suffix(path.name)
-    if suffix is None and _side_file(path.name):
+    suffix = scan_suffix(path.name, BATCH_SCAN_SUFFIXES)
+    if suffix is None and is_side_file(path.name):
         return None, "not a scan (file type)"
     try:
         fmt = detect_format(path)
@@ -225,57 +186,17 @@ def _classify_file(path: Path) -> tuple[str | None, str | None]:
         return None, "TIFF (carries no calibration; convert it to NIfTI or AIM)"
     if fmt == "dicom":
         return None, "DICOM file (DICOM series are processed per folder)"
-    reason = _mask_reason(path, fmt)
+    reason = mask_reason(path, fmt)
     if reason:
         return None, reason
     return fmt, None
-
-
-def _mask_reason(path: Path, fmt: str) -> str | None:
-    """Why a file is a mask rather than a greyscale scan, from its header only (or None)."""
-    if fmt == "aim":
-        from .io.aim import validate_aim_header
-
-        try:
-            header = validate_aim_header(path)
-        except VbmdError:
-            return None  # corrupt: its case will say so
-        type_name = str(header.get("type_name", ""))
-        if type_name not in GREYSCALE_AIM_TYPES:
-            return f"mask (AIM of type {type_name})"
-        return None
-    if fmt == "nifti":
-        try:
-            import nibabel as nib
-
-            header = nib.load(str(path)).header
-            descrip = header["descrip"].tobytes().split(b"\0", 1)[0].decode("ascii", "ignore")
-            dtype = header.get_data_dtype()
-        except Exception:
-            return None
-        if descrip.startswith("napari-vbmd units=mask"):
-            return "mask (NIfTI written as a mask)"
-        if dtype.kind in "bu" and dtype.itemsize == 1:
-            return f"mask (NIfTI of type {dtype})"
-    return None
 
 
 def _is_dicom_folder(folder: Path, files: list[Path]) -> bool:
     from .io.dicom import is_dicom_file
 
     candidates = sorted(files, key=lambda p: (p.suffix.lower() != ".dcm", p.name))
-    return any(is_dicom_file(p) for p in candidates[:20] if not _side_file(p.name))
-
-
-def _case_id(rel: Path, keep_suffix: bool = False) -> str:
-    name = _strip_version(rel.name)
-    if keep_suffix:
-        stem = name.replace(".", "_")
-    else:
-        suffix = _scan_suffix(name)
-        stem = name[: -len(suffix)] if suffix and len(name) > len(suffix) else name
-    parts = [*rel.parent.parts, stem] if str(rel.parent) != "." else [stem]
-    return "/".join(parts)
+    return any(is_dicom_file(p) for p in candidates[:20] if not is_side_file(p.name))
 
 
 def check_outputs_outside_inputs(input_dir: str | Path, output_dir: str | Path) -> None:
@@ -322,12 +243,12 @@ def discover_cases(input_dir: str | Path, exclude: tuple = ()) -> tuple[list[Cas
             else:
                 ignored.append({"file": path.relative_to(root).as_posix(), "reason": reason})
     rels = [p.relative_to(root) if p != root else Path(root.name) for p, _ in found]
-    ids = [_case_id(r) for r in rels]
+    ids = [relative_case_id(r) for r in rels]
     clashes = {i for i in ids if ids.count(i) > 1}
     cases = []
     for (path, fmt), rel, cid in zip(found, rels, ids):
         if cid in clashes:
-            cid = _case_id(rel, keep_suffix=True)
+            cid = relative_case_id(rel, keep_suffix=True)
         cases.append(Case(case=cid, path=str(path), file=rel.as_posix(), format=fmt))
     return sorted(cases, key=lambda c: c.case), ignored
 
@@ -444,7 +365,7 @@ def run_batch(
             table=[csv_row(r) for r in ordered], cluster_start_s=round(cluster_start_s, 3),
             manifest=str(manifest) if manifest is not None else None,
         )
-        write_text_atomic(output_dir / "batch.json", json.dumps(_jsonable(summary.to_dict()), indent=1) + "\n")
+        write_text_atomic(output_dir / "batch.json", json.dumps(jsonable(summary.to_dict()), indent=1) + "\n")
     return summary
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import io as _io
 import json
 import os
@@ -14,8 +13,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._atomic import update_digest, write_text_atomic
-from .errors import CancelledError, VbmdError
+from ._atomic import write_text_atomic
+from .errors import CancelledError, VbmdError, one_line
+from .util import input_sha256, jsonable, timestamp
 
 if TYPE_CHECKING:
     from .batch import Case, Job
@@ -39,27 +39,6 @@ TIMINGS = ("hash", "read", "preprocess", "inference", "postprocess", "write", "m
 # ---------------------------------------------------------------------------------------------
 # Hashes and model identity
 # ---------------------------------------------------------------------------------------------
-def _hash_files(paths: list[Path], names: list[str] | None = None) -> str:
-    digest = hashlib.sha256()
-    for i, path in enumerate(paths):
-        if names is not None:
-            digest.update(names[i].encode("utf-8") + b"\0")
-        update_digest(digest, path, block_size=1 << 22)
-    return digest.hexdigest()
-
-
-def input_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of a DICOM folder's files (names and contents, in name order)."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            return _hash_files(files, [p.name for p in files])
-        return _hash_files([path])
-    except OSError as exc:
-        raise VbmdError(f"cannot read ({exc.strerror})", path) from None
-
-
 def input_stat(path: str | Path) -> dict:
     """Size and modification time of a file, or of a DICOM folder's files (count, total, latest)."""
     path = Path(path)
@@ -150,10 +129,6 @@ def _version() -> str:
     return __version__
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def process_case(case: Case, job: Job) -> dict:
     """Segment and measure one case; write its mask and record; return the record without profile.
 
@@ -211,24 +186,24 @@ def process_case(case: Case, job: Job) -> dict:
     except CancelledError:
         raise
     except VbmdError as exc:
-        record["error"] = _one_line(exc)
+        record["error"] = one_line(exc, named=False)
     except MemoryError:
         record["error"] = f"{case.file}: out of memory (give workers more memory or fewer threads)"
     except Exception as exc:  # a bug or a library's surprise: still only this case fails
-        record["error"] = f"{case.file}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+        record["error"] = f"{case.file}: internal error: {one_line(exc)}"
     if record["status"] != "ok":
         with contextlib.suppress(OSError):
             out_mask.unlink()  # an earlier run's mask no longer belongs to this input
     timings["total"] = time.perf_counter() - started
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["finished"] = timestamp()
     try:
         out_record.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_record, json.dumps(_jsonable(record), indent=1) + "\n", protect=(case.path,))
+        write_text_atomic(out_record, json.dumps(jsonable(record), indent=1) + "\n", protect=(case.path,))
     except (OSError, VbmdError) as exc:  # e.g. a full disk: the case is not done, the batch goes on
         with contextlib.suppress(OSError):
             out_mask.unlink()
         record.update(status="failed", this_run="failed", mask=None, figures=None,
-                      error=f"{out_record}: cannot write the case's record ({_one_line(exc)})")
+                      error=f"{out_record}: cannot write the case's record ({one_line(exc, named=False)})")
     record.pop("profile", None)
     return record
 
@@ -279,23 +254,6 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
         "profile": dataclasses.asdict(vbmd.profile),
         "model_loaded_now": loaded_now,
     }
-
-
-def _jsonable(value):
-    """numpy scalars to Python numbers, NaN and infinities to null."""
-    import math
-
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _failed_row(case: Case, job: Job, error: str) -> dict:

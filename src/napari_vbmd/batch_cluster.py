@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .batch_case import _failed_row, _one_line, process_case
-from .errors import CancelledError, VbmdError
+from .batch_case import _failed_row, process_case
+from .errors import CancelledError, VbmdError, one_line
 
 if TYPE_CHECKING:
     from .batch import Case, Job
@@ -83,7 +83,7 @@ def _client(workers: int, threads_per_worker: int, scheduler: str | None, memory
             else:
                 client = Client(scheduler, timeout="30s")
         except (OSError, TimeoutError, ValueError) as exc:
-            raise VbmdError(f"cannot reach the Dask scheduler at {scheduler} ({_one_line(exc)})") from None
+            raise VbmdError(f"cannot reach the Dask scheduler at {scheduler} ({one_line(exc, named=False)})") from None
         try:
             if not client.scheduler_info().get("workers"):
                 try:
@@ -149,7 +149,7 @@ def _run_on_cluster(client, cases: list[Case], job: Job, finished, cancel) -> No
                     error = (f"{case.file}: the worker processes running this case died (each time it was "
                              "tried): memory limit too low?")
                 else:  # e.g. the worker cannot import napari_vbmd, or a version mismatch
-                    error = f"{case.file}: the task failed on its worker: {type(exc).__name__}: {_one_line(exc)}"
+                    error = f"{case.file}: the task failed on its worker: {one_line(exc)}"
                 record = _failed_row(case, job, error)
             finished(case, record)
     except BaseException:

@@ -12,9 +12,11 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import VbmdError
+from .segmentation.postprocess import fill_holes_per_slice, keep_largest_component
 
 
-def _as_mask(mask) -> np.ndarray:
+def as_inside(mask) -> np.ndarray:
+    """A 3-D mask (z, y, x) as a new bool array (any non-zero voxel is inside); else a one-line VbmdError."""
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise VbmdError(f"the mask must be 3-D (z, y, x), got {mask.ndim}-D")
@@ -36,31 +38,22 @@ def _slices(mask: np.ndarray, z: int | None) -> range:
 
 
 def fill_holes(mask, z: int | None = None) -> np.ndarray:
-    """Fill holes in slice ``z`` (or in every slice when None): enclosed background becomes mask."""
-    inside = _as_mask(mask)
+    """Fill holes in slice ``z`` (or in every slice when None): enclosed background becomes mask
+    (the pipeline's own per-slice filling, :func:`~napari_vbmd.segmentation.postprocess.fill_holes_per_slice`)."""
+    inside = as_inside(mask)
     out = inside.copy()
-    for k in _slices(inside, z):
-        out[k] = ndimage.binary_fill_holes(inside[k])
+    part = _slices(inside, z)
+    out[part.start:part.stop] = fill_holes_per_slice(inside[part.start:part.stop])
     return out.astype(np.uint8)
 
 
 def remove_islands(mask, z: int | None = None) -> np.ndarray:
-    """Keep only the largest connected piece: of slice ``z`` (2-D), or of the volume (3-D) when None."""
-    inside = _as_mask(mask)
+    """Keep only the largest connected piece (face-connected): of slice ``z`` (2-D), or of the volume
+    (3-D) when None (the pipeline's MC2 component, :func:`~napari_vbmd.segmentation.postprocess.keep_largest_component`)."""
+    inside = as_inside(mask)
     out = inside.copy()
-    if z is None:
-        labels, n = ndimage.label(inside, structure=ndimage.generate_binary_structure(3, 1))
-        if n > 1:
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            out = labels == int(np.argmax(sizes))
-        return out.astype(np.uint8)
-    k = _check_slice(inside, z)
-    labels, n = ndimage.label(inside[k])
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        out[k] = labels == int(np.argmax(sizes))
+    part = _slices(inside, z)
+    out[part.start:part.stop] = keep_largest_component(inside[part.start:part.stop])
     return out.astype(np.uint8)
 
 
@@ -71,7 +64,7 @@ def smooth_contour(mask, z: int | None = None, sigma_px: float = 1.5) -> np.ndar
     """
     if not (np.isfinite(sigma_px) and sigma_px > 0):
         raise VbmdError(f"smoothing width must be a positive number of pixels, got {sigma_px!r}")
-    inside = _as_mask(mask)
+    inside = as_inside(mask)
     out = inside.copy()
     for k in _slices(inside, z):
         if inside[k].any():
@@ -81,7 +74,7 @@ def smooth_contour(mask, z: int | None = None, sigma_px: float = 1.5) -> np.ndar
 
 def copy_slice(mask, source: int, target: int | None = None) -> np.ndarray:
     """Copy slice ``source``'s mask onto ``target`` (default: the next slice), replacing it."""
-    inside = _as_mask(mask)
+    inside = as_inside(mask)
     source = _check_slice(inside, source)
     target = _check_slice(inside, source + 1 if target is None else target)
     out = inside.copy()
@@ -99,7 +92,7 @@ def _signed_distance(slice_mask: np.ndarray) -> np.ndarray:
 def interpolate_slices(mask, first: int, last: int) -> np.ndarray:
     """Fill the slices strictly between ``first`` and ``last`` from those two (shape-based:
     linear interpolation of their signed distance maps), replacing what was there."""
-    inside = _as_mask(mask)
+    inside = as_inside(mask)
     a, b = sorted((_check_slice(inside, first), _check_slice(inside, last)))
     if b - a < 2:
         raise VbmdError(f"slices {a} and {b} have no slices between them to interpolate")
@@ -149,7 +142,7 @@ class CorrectionStats:
 
 def correction_stats(original, final, d100_before: float | None = None, d100_after: float | None = None) -> CorrectionStats:
     """How much ``final`` differs from ``original`` (voxel counts, the slices touched)."""
-    a, b = _as_mask(original), _as_mask(final)
+    a, b = as_inside(original), as_inside(final)
     if a.shape != b.shape:
         raise VbmdError(f"mask shapes differ: {a.shape} and {b.shape}")
     added = b & ~a

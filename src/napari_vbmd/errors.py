@@ -19,10 +19,13 @@ class VbmdError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
-def one_line(exc: BaseException) -> str:
-    """A library's exception as one line of text (``Name: message``, line breaks folded)."""
+def one_line(exc: BaseException, named: bool = True) -> str:
+    """An exception as one line of text, line breaks folded: ``Name: message`` (a library's), or with
+    ``named=False`` the message alone (ours, which names the file); the type's name when it says nothing."""
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if named else text
 
 
 @contextlib.contextmanager

@@ -12,21 +12,20 @@ export (the case's report lists it with its SHA-256) and the caller says so.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
-import hashlib
 import io as _io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ._atomic import check_not_input, sha256_file, update_digest, write_text_atomic
+from ._atomic import check_not_input, write_text_atomic
 from .correction import CorrectionStats
 from .errors import VbmdError
 from .layers import native_if_lossless
 from .measure import VbmdResult
 from .review import ReviewStore, review_path
 from .scan import Scan
+from .util import input_sha256, sha256_file, timestamp
 
 MASK_FORMATS = {"aim": ".aim", "nifti": ".nii.gz", "tiff": ".tif"}
 REPORT_FORMAT = "napari-vbmd-report"
@@ -64,17 +63,11 @@ def default_export_folder(scan_source: str | Path | None) -> Path | None:
 
 
 def file_sha256(path: str | Path | None) -> str | None:
-    """SHA-256 of a scan file, or of a DICOM folder's files in name order; None when there is no file."""
-    if not path:
+    """:func:`~napari_vbmd.util.input_sha256` of a scan file or DICOM folder (the digest a batch record
+    gives the same scan); None when there is no file."""
+    if not path or not Path(path).exists():
         return None
-    path = Path(path)
-    if not path.exists():
-        return None
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        update_digest(digest, file)
-    return digest.hexdigest()
+    return input_sha256(path)
 
 
 def _refuse_inputs(targets, protect) -> None:
@@ -137,10 +130,6 @@ def export_paths(out_dir: str | Path, case: str, formats=("aim",), with_original
     return paths
 
 
-def existing_exports(out_dir: str | Path, case: str, formats=("aim",), with_original: bool = True) -> list[Path]:
-    return [p for p in export_paths(out_dir, case, formats, with_original).values() if p.exists()]
-
-
 def _mask_scan(mask, image: Scan) -> Scan:
     if isinstance(mask, Scan):
         data = mask.data
@@ -149,10 +138,6 @@ def _mask_scan(mask, image: Scan) -> Scan:
     if data.shape != image.shape:
         raise VbmdError(f"mask shape {data.shape} differs from the scan's {image.shape}")
     return image.with_data((data != 0).astype(np.uint8), kind="mask", unit="unknown")
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def build_report(
@@ -199,7 +184,7 @@ def build_report(
         "slices_reviewed": review.counts()["reviewed"] if review else 0,
         "slices_flagged": review.counts()["flagged"] if review else 0,
         "reviewer": reviewer or (review.reviewer if review else ""),
-        "exported_at": _now(),
+        "exported_at": timestamp(),
         "vbmd": result.to_dict(profile=False),
         "profile": result.to_dict()["profile"],
         "correction": stats.to_dict() if stats else None,
@@ -346,7 +331,7 @@ def save_training_pair(
     _check_in_the_way(paths, "sidecar", PAIR_FORMAT, "training-pair record", case, overwrite)
     mask = _mask_scan(final_mask, image)
     sidecar = {"format": PAIR_FORMAT, "case": case, "source": image.source, "scan_sha256": file_sha256(image.source),
-               "saved_at": _now(), "mask_provenance": provenance,
+               "saved_at": timestamp(), "mask_provenance": provenance,
                "files": {"image": paths["image"].name, "mask": paths["mask"].name}}
     if patient:
         sidecar["patient"] = patient

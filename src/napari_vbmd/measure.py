@@ -6,61 +6,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .errors import VbmdError
-from .scan import Scan
-
-
-def align_mask(mask: Scan, image: Scan) -> np.ndarray:
-    """The mask as a boolean array on the image's grid.
-
-    A mask on another grid is accepted only when the geometry says how the two align: the same
-    voxel size and orientation, and an origin offset of whole voxels (a GOBJ or a cropped mask AIM
-    of the same scan). Parts of the mask outside the image are refused, not silently cut.
-    """
-    data = np.asarray(mask.data) != 0
-    where = mask.source or "mask"
-    if not mask.spacing_known:
-        if mask.shape == image.shape:
-            return data  # a mask without a voxel size of its own, voxel for voxel on the scan
-        raise VbmdError(f"states no voxel size and its shape {mask.shape} differs from the scan's {image.shape}: "
-                        "the grids cannot be aligned", where)
-    if mask.same_grid(image):
-        return data
-    if not np.allclose(mask.spacing, image.spacing, rtol=1e-3):
-        raise VbmdError(
-            f"voxel size {_fmt(mask.spacing)} mm differs from the scan's {_fmt(image.spacing)} mm", where
-        )
-    if not np.allclose(mask.direction, image.direction, atol=1e-4):
-        raise VbmdError("orientation differs from the scan's", where)
-    shift = (np.array(mask.origin) - np.array(image.origin)) / np.array(image.spacing)
-    index = np.round(shift).astype(int)
-    if np.any(np.abs(shift - index) > 0.01):
-        raise VbmdError(
-            f"origin is {_fmt(shift)} voxels from the scan's, not a whole number: the grids do not align", where
-        )
-    if mask.shape == image.shape and not np.any(index):
-        return data
-    out = np.zeros(image.shape, dtype=bool)
-    src = []
-    dst = []
-    for axis in range(3):
-        start = index[axis]
-        lo, hi = max(start, 0), min(start + mask.shape[axis], image.shape[axis])
-        if hi <= lo:
-            if data.any():
-                raise VbmdError("lies entirely outside the scan", where)
-            return out
-        dst.append(slice(lo, hi))
-        src.append(slice(lo - start, hi - start))
-    inside = data[tuple(src)]
-    if int(inside.sum()) != int(data.sum()):
-        outside = int(data.sum()) - int(inside.sum())
-        raise VbmdError(f"{outside} mask voxels lie outside the scan's field of view", where)
-    out[tuple(dst)] = inside
-    return out
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+from .scan import Scan, align_mask
 
 
 @dataclass

@@ -11,7 +11,6 @@ export.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from scipy import ndimage
 
 from ._atomic import write_text_atomic
 from .errors import VbmdError
+from .util import timestamp
 
 REASON_AREA = "area"
 REASON_SHAPE = "shape"
@@ -227,10 +227,6 @@ def next_slice(flags: list[SliceFlag], current: int, backwards: bool = False) ->
     return later[0] if later else indices[0]
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
 @dataclass
 class ReviewStore:
     """The reviewer's verdicts on one case: per slice and for the whole case, with a history."""
@@ -250,7 +246,7 @@ class ReviewStore:
 
     def mark_slice(self, index: int, status: str, comment: str = "", reviewer: str = "") -> None:
         self._check(status)
-        when = _now()
+        when = timestamp()
         if status == "unreviewed" and not comment:
             self.slices.pop(int(index), None)
         else:
@@ -259,7 +255,7 @@ class ReviewStore:
 
     def mark_case(self, status: str, comment: str = "", reviewer: str = "") -> None:
         self._check(status)
-        when = _now()
+        when = timestamp()
         self.status, self.comment, self.reviewer, self.reviewed_at = status, comment, reviewer, when
         self.history.append({"slice": None, "status": status, "comment": comment, "by": reviewer, "at": when})
 

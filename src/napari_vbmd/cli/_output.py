@@ -2,28 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 
-import numpy as np
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from ..util import jsonable
 
 
 def print_json(payload, file=None) -> None:
-    json.dump(_jsonable(payload), file or sys.stdout, indent=2)
+    json.dump(jsonable(payload), file or sys.stdout, indent=2)
     (file or sys.stdout).write("\n")
 
 
@@ -37,6 +22,18 @@ def _fmt(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
     return str(value)
+
+
+def vbmd_rows(result) -> list[tuple[str, object]]:
+    """The figures of a :class:`~napari_vbmd.measure.VbmdResult` as table rows."""
+    return [
+        ("D100 (mg HA/cm3)", round(result.d100_mg_ha_cm3, 2)),
+        ("SD (mg HA/cm3)", round(result.sd_mg_ha_cm3, 2)),
+        ("voxels", result.n_voxels),
+        ("volume (mm3)", round(result.volume_mm3, 2)),
+        ("slices", f"{result.n_slices} ({result.first_slice} to {result.last_slice})"),
+        ("mean slice area (mm2)", round(result.mean_slice_area_mm2, 2)),
+    ]
 
 
 def print_table(rows: list[tuple[str, object]], file=None) -> None:

@@ -7,7 +7,7 @@ from ..io import read_mask
 from ..measure import measure_vbmd
 from ..scan import calibration_source
 from ._common import add_calibration_arguments, read_image_argument
-from ._output import print_json, print_table
+from ._output import print_json, print_table, vbmd_rows
 
 
 def register(subparsers) -> None:
@@ -64,12 +64,7 @@ def run(args) -> int:
         ("image", args.image),
         ("mask", args.mask),
         ("calibration", _calibration_line(image)),
-        ("D100 (mg HA/cm3)", round(result.d100_mg_ha_cm3, 2)),
-        ("SD (mg HA/cm3)", round(result.sd_mg_ha_cm3, 2)),
-        ("voxels", result.n_voxels),
-        ("volume (mm3)", round(result.volume_mm3, 2)),
-        ("slices", f"{result.n_slices} ({result.first_slice} to {result.last_slice})"),
-        ("mean slice area (mm2)", round(result.mean_slice_area_mm2, 2)),
+        *vbmd_rows(result),
     ]
     rows += [("note", note) for note in result.notes]
     print_table(rows)

@@ -5,7 +5,7 @@ import sys
 import time
 
 from ._common import add_calibration_arguments, positive_int, read_image_argument
-from ._output import print_json, print_table
+from ._output import print_json, print_table, vbmd_rows
 
 
 def register(subparsers) -> None:
@@ -110,12 +110,7 @@ def run(args) -> int:
         ("model", f"{result.model} on {result.device}"),
         ("hand", result.hand_decision.describe()),
         ("hand evidence", result.hand_reason),
-        ("D100 (mg HA/cm3)", round(vbmd.d100_mg_ha_cm3, 2)),
-        ("SD (mg HA/cm3)", round(vbmd.sd_mg_ha_cm3, 2)),
-        ("voxels", vbmd.n_voxels),
-        ("volume (mm3)", round(vbmd.volume_mm3, 2)),
-        ("slices", f"{vbmd.n_slices} ({vbmd.first_slice} to {vbmd.last_slice})"),
-        ("mean slice area (mm2)", round(vbmd.mean_slice_area_mm2, 2)),
+        *vbmd_rows(vbmd),
         ("time (s)", ", ".join(f"{k} {v:.2f}" for k, v in timings.items())),
     ])
     return 0

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import VbmdError
-from ..measure import VbmdResult, align_mask, measure_vbmd
-from ..scan import Scan
+from ..measure import VbmdResult, measure_vbmd
+from ..scan import Scan, align_mask
 from .metrics import difference_labels, segmentation_metrics
 
 #: Labels of the difference overlay.

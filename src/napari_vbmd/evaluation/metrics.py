@@ -91,14 +91,6 @@ def dice(reference, prediction) -> float:
     return overlap_from_counts(confusion_counts(reference, prediction))["dice"]
 
 
-def iou(reference, prediction) -> float:
-    return overlap_from_counts(confusion_counts(reference, prediction))["iou"]
-
-
-def pixel_accuracy(reference, prediction) -> float:
-    return overlap_from_counts(confusion_counts(reference, prediction))["accuracy"]
-
-
 # -- ROC AUC -----------------------------------------------------------------------------------
 def _order_keys(values: np.ndarray) -> np.ndarray:
     """uint32 keys whose unsigned order is the order of the float32 values."""

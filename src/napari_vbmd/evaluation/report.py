@@ -7,15 +7,14 @@ the cases, and one slice of each worst case with both contours.
 from __future__ import annotations
 
 import base64
-import datetime
 import html
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .._atomic import atomic_path, write_text_atomic
+from ..util import is_finite_number, timestamp
 from .study import METRIC_LABELS, CaseResult, SlicePreview, summarize, worst_cases
 
 REFERENCE_COLOUR = "#00c853"  # green
@@ -34,15 +33,11 @@ def _figure(width=5.0, height=4.2):
 def _d100_pairs(results):
     ref, pred, names = [], [], []
     for r in results:
-        if r.ok and _finite(r.row["d100_reference"]) and _finite(r.row["d100_predicted"]):
+        if r.ok and is_finite_number(r.row["d100_reference"]) and is_finite_number(r.row["d100_predicted"]):
             ref.append(r.row["d100_reference"])
             pred.append(r.row["d100_predicted"])
             names.append(r.row["case"])
     return np.array(ref), np.array(pred), names
-
-
-def _finite(value) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def scatter_figure(results, summary):
@@ -105,7 +100,7 @@ def distribution_figure(results):
     fig = _figure(7.0, 3.0)
     for i, (key, label) in enumerate((("dice", "Dice"), ("iou", "IoU"), ("hd95_mm", "HD95 (mm)"), ("assd_mm", "ASSD (mm)"))):
         ax = fig.add_subplot(1, 4, i + 1)
-        values = np.array([r.row[key] for r in ok if _finite(r.row[key])])
+        values = np.array([r.row[key] for r in ok if is_finite_number(r.row[key])])
         if values.size:
             ax.boxplot(values, widths=0.5, showfliers=False)
             jitter = np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
@@ -162,7 +157,7 @@ def build_figures(results, summary) -> dict[str, object]:
 
 # -- text ---------------------------------------------------------------------------------------
 def _num(value, digits=3) -> str:
-    if not _finite(value):
+    if not is_finite_number(value):
         return "–"
     if abs(value) >= 1000:
         return f"{value:.0f}"
@@ -170,7 +165,7 @@ def _num(value, digits=3) -> str:
 
 
 def _p(value) -> str:
-    if not _finite(value):
+    if not is_finite_number(value):
         return "–"
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
@@ -239,7 +234,7 @@ def render_html(results, summary, figures_png: dict[str, bytes], title: str) -> 
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='note'>{summary['n_cases']} cases: {summary['n_evaluated']} evaluated, {summary['n_failed']} failed. "
-        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by napari-vbmd. Metrics compare the "
+        f"Generated {timestamp()} by napari-vbmd. Metrics compare the "
         "predicted mask against the reference mask; surface distances are in millimetres; D100 is the mean "
         "density (mg HA/cm³) of the scan under each mask.</p>",
         "<h2>Segmentation metrics (mean (SD) over cases)</h2>",
@@ -343,9 +338,3 @@ def write_report(out_dir, results: list[CaseResult], title: str = "Segmentation 
     write_text_atomic(paths["html"], render_html(results, summary, pngs, title), protect=protect)
     write_pdf(paths["pdf"], results, summary, figures, title, protect=protect)
     return paths
-
-
-def figure_pngs(results, summary=None) -> dict[str, bytes]:
-    """The report's figures as PNG bytes (for saving copies beside the report or in docs)."""
-    summary = summary if summary is not None else summarize(results)
-    return {key: _png(fig) for key, fig in build_figures(results, summary).items()}

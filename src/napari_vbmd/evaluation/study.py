@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import io as _io
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,18 +20,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import CancelledError, VbmdError
+from ..naming import case_id_of
+from ..util import is_finite_number
 from .agreement import agreement
 from .metrics import per_slice_metrics, segmentation_metrics
-
-#: File name endings the readers understand (longest first); folders are DICOM series.
-SCAN_SUFFIXES = (".nii.gz", ".nii", ".aim", ".isq", ".gobj", ".tiff", ".tif", ".dcm")
-
-#: Trailing name parts that say what a file is, not which case it belongs to ("C001_mask.aim").
-ROLE_SUFFIXES = (
-    "mask", "seg", "segmentation", "label", "labels", "ref", "reference", "truth", "gt", "manual",
-    "pred", "predicted", "prediction", "auto", "prob", "probability", "probabilities",
-)
-_ROLE_RE = re.compile(r"[_\-. ](" + "|".join(ROLE_SUFFIXES) + r")$", re.IGNORECASE)
 
 #: Metrics of the per-case table, in the report's order, with their labels.
 METRIC_LABELS = {
@@ -104,28 +95,6 @@ class CaseResult:
 
 
 # -- finding cases ------------------------------------------------------------------------------
-def _strip_scan_suffix(name: str) -> str | None:
-    name = re.sub(r";\d*$", "", name)  # OpenVMS version (C0001234.AIM;1)
-    lower = name.lower()
-    for suffix in SCAN_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def case_id_of(path: Path) -> tuple[str, bool] | None:
-    """(case id, whether the name carried a role suffix such as ``_mask``), or None for other files."""
-    if path.name.startswith("."):
-        return None
-    stem = path.name if path.is_dir() else _strip_scan_suffix(path.name)
-    if not stem:
-        return None
-    match = _ROLE_RE.search(stem)
-    if match and match.start() > 0:
-        return stem[: match.start()], True
-    return stem, False
-
-
 def _scan_folder(folder: Path, what: str) -> dict[str, list[tuple[Path, bool]]]:
     if not folder.is_dir():
         raise VbmdError(f"{what} folder does not exist", folder)
@@ -294,14 +263,11 @@ def _preview(density_slice: np.ndarray, ref: np.ndarray, pred: np.ndarray, z: in
     )
 
 
-def _finite(value) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def evaluate_case(case: EvaluationCase, load_image: Callable | None = None) -> CaseResult:
     """Every metric and both vBMDs of one case. Raises VbmdError for unreadable or mismatched input."""
     from ..io import read_mask, read_scan
-    from ..measure import align_mask, measure_vbmd
+    from ..measure import measure_vbmd
+    from ..scan import align_mask
 
     if case.error:
         raise VbmdError(case.error)
@@ -401,7 +367,7 @@ def evaluate_cases(cases: list[EvaluationCase], load_image: Callable | None = No
 
 # -- summary ------------------------------------------------------------------------------------
 def describe_values(values) -> dict:
-    arr = np.asarray([v for v in values if _finite(v)], dtype=np.float64)
+    arr = np.asarray([v for v in values if is_finite_number(v)], dtype=np.float64)
     if arr.size == 0:
         return {"n": 0, "mean": None, "sd": None, "median": None, "min": None, "max": None}
     return {
@@ -431,7 +397,7 @@ def summarize(results: list[CaseResult]) -> dict:
         "d100_agreement_error": None,
     }
     pairs = [(r.row["d100_predicted"], r.row["d100_reference"]) for r in ok
-             if _finite(r.row["d100_predicted"]) and _finite(r.row["d100_reference"])]
+             if is_finite_number(r.row["d100_predicted"]) and is_finite_number(r.row["d100_reference"])]
     if len(pairs) >= 3:
         try:
             result = agreement(np.array(pairs), ["predicted", "reference"])
@@ -447,7 +413,7 @@ def summarize(results: list[CaseResult]) -> dict:
 def worst_cases(results: list[CaseResult], count: int = 5) -> list[CaseResult]:
     """The evaluated cases with the lowest Dice (then the largest HD95)."""
     ok = [r for r in results if r.ok]
-    hd = lambda r: r.row["hd95_mm"] if _finite(r.row["hd95_mm"]) else float("inf")  # noqa: E731
+    hd = lambda r: r.row["hd95_mm"] if is_finite_number(r.row["hd95_mm"]) else float("inf")  # noqa: E731
     return sorted(ok, key=lambda r: (r.row["dice"], -hd(r)))[:count]
 
 

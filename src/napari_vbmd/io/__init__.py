@@ -12,10 +12,11 @@ import numpy as np
 
 from .._atomic import non_regular_reason
 from ..errors import VbmdError
-from ..scan import Scan
+from ..naming import strip_vms_version
+from ..scan import Scan, align_mask
 from .aim import read_aim, validate_aim_header, write_aim
 from .dicom import is_dicom_file, read_dicom_series
-from .nifti import read_nifti, write_nifti
+from .nifti import nifti_mask_reason, read_nifti, write_nifti
 from .scanco_other import ISQ_MAGIC, read_gobj, read_isq
 from .tiff import read_tiff, write_tiff
 
@@ -25,18 +26,11 @@ __all__ = [
     "read_scan",
     "write_image",
     "write_mask",
-    "MASK_EXTENSIONS",
-    "IMAGE_EXTENSIONS",
+    "mask_reason",
 ]
 
-MASK_EXTENSIONS = (".aim", ".nii", ".nii.gz", ".tif", ".tiff")
-IMAGE_EXTENSIONS = (".aim", ".nii", ".nii.gz")
-
-
-def _strip_vms_version(name: str) -> str:
-    # Scanco files copied from OpenVMS keep a version suffix: "C0001234.AIM;1"
-    base, sep, ver = name.rpartition(";")
-    return base if sep and ver.isdigit() else name
+#: AIM data types of greyscale scans; char and binary AIMs hold masks
+GREYSCALE_AIM_TYPES = ("int16", "float32")
 
 
 def detect_format(path: str | Path) -> str:
@@ -57,7 +51,7 @@ def detect_format(path: str | Path) -> str:
     reason = non_regular_reason(path)
     if reason:  # a FIFO would block the open below forever; a device could be endless
         raise VbmdError(reason, path)
-    name = _strip_vms_version(path.name).lower()
+    name = strip_vms_version(path.name).lower()
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)
@@ -89,6 +83,21 @@ def detect_format(path: str | Path) -> str:
     raise VbmdError("unrecognised file format (expected AIM, ISQ, GOBJ, DICOM, NIfTI or TIFF)", path)
 
 
+def mask_reason(path: str | Path, fmt: str) -> str | None:
+    """Why a file of format ``fmt`` holds a mask rather than a greyscale scan, from its header only
+    (None: a greyscale scan, another format, or a header too broken to tell: reading it will say)."""
+    if fmt == "aim":
+        try:
+            header = validate_aim_header(path)
+        except VbmdError:
+            return None
+        type_name = str(header.get("type_name", ""))
+        return None if type_name in GREYSCALE_AIM_TYPES else f"mask (AIM of type {type_name})"
+    if fmt == "nifti":
+        return nifti_mask_reason(path)
+    return None
+
+
 def read_scan(path: str | Path, like: Scan | None = None, as_mask: bool | None = None) -> Scan:
     """Read any supported scan or mask. Masks (binary AIMs, GOBJs) come back with kind "mask".
 
@@ -110,8 +119,6 @@ def read_scan(path: str | Path, like: Scan | None = None, as_mask: bool | None =
     if as_mask and scan.kind != "mask":
         scan = _as_mask(scan)
     if like is not None and scan.kind == "mask":
-        from ..measure import align_mask
-
         scan = like.with_data(
             align_mask(scan, like).astype("uint8"),
             kind="mask",

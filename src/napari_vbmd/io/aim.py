@@ -36,7 +36,6 @@ TYPE_NAMES = {
     TYPE_FLOAT: "float32",
 }
 _BYTES_PER_VOXEL = {TYPE_CHAR: 1, TYPE_SHORT: 2, TYPE_FLOAT: 4}
-_COMPRESSED = {TYPE_BINCMP, TYPE_CHARCMP, TYPE_BIT8}
 # A run-length byte encodes at most 255 voxels; bit8 packs 8 voxels a byte. So the voxels a
 # compressed block can describe are bounded by its size; a header claiming more is lying.
 _MAX_VOXELS_PER_COMPRESSED_BYTE = 256

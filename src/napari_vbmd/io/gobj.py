@@ -6,7 +6,7 @@ filler tests every contour edge against every row of the box, so one contour of 
 89 s; :func:`fill_contour` gives the same voxels (the same boundary line and the same scan-line
 rule at row centres, crossings paired left to right) from one pass over the edges.
 
-The origin is in the scanner's voxel coordinates, like an AIM's, so ``measure.align_mask`` places
+The origin is in the scanner's voxel coordinates, like an AIM's, so ``scan.align_mask`` places
 the contour on the scan it was drawn on.
 """
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ..naming import strip_vms_version
 from ..scan import Scan
 
 #: what is compared, in the words of a Scanco processing log
@@ -22,8 +23,7 @@ def _from_log(log: str) -> dict[str, str]:
         if m:
             found[field] = m.group(1)
     original = found.get("Original file", "")
-    base, sep, version = original.rpartition(";")
-    original = base if sep and (version.isdigit() or not version) else original
+    original = strip_vms_version(original)
     # a mask made from a contour names the contour (.gobj), not the scan: only scans are compared, by
     # name alone (the same measurement copied to another disk or folder keeps its name)
     name = re.split(r"[\]/\\:]", original)[-1].strip().lower()

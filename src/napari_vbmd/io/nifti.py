@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path, non_regular_reason
+from .._atomic import atomic_path
 from ..errors import VbmdError, one_line, quiet_logs
 from ..scan import UNIT_DENSITY, UNIT_UNKNOWN, UNITS, Scan
+from .aim import read_head
 
 #: the most voxel bytes a NIfTI header may declare (a gzip bomb must not take the machine's memory)
 MAX_BYTES = 16 * 2**30
@@ -49,17 +50,37 @@ def _unstated_voxel_size(path: Path) -> str | None:
     return f"its header's voxel size (pixdim) is {', '.join(f'{z:g}' for z in zooms)}"
 
 
+def _description(header) -> tuple[str, str]:
+    """(the header's description, what this project stated in it: "mask", a unit, or "")."""
+    descrip = header["descrip"].tobytes().split(b"\0", 1)[0].decode("ascii", "ignore")
+    stated = (descrip[len(_DESCRIP_PREFIX):].split() or [""])[0] if descrip.startswith(_DESCRIP_PREFIX) else ""
+    return descrip, stated
+
+
+def nifti_mask_reason(path: str | Path) -> str | None:
+    """Why a NIfTI file holds a mask, from its header alone (written as a mask by this project, or
+    one-byte voxels); None for a greyscale scan or a header nibabel cannot read."""
+    try:
+        import nibabel as nib
+
+        with quiet_logs("nibabel", "nibabel.global"):
+            header = nib.load(str(path)).header
+        stated = _description(header)[1]
+        dtype = header.get_data_dtype()
+    except Exception:
+        return None
+    if stated == "mask":
+        return "mask (NIfTI written as a mask)"
+    if dtype.kind in "bu" and dtype.itemsize == 1:
+        return f"mask (NIfTI of type {dtype})"
+    return None
+
+
 def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
     import nibabel as nib
 
     path = Path(path)
-    if path.is_dir():
-        raise VbmdError("is a folder, not a NIfTI file", path)
-    reason = non_regular_reason(path)
-    if reason:
-        raise VbmdError(reason, path)
-    if path.stat().st_size == 0:
-        raise VbmdError("file is empty", path)
+    read_head(path, 0, "a NIfTI")  # a folder, a FIFO, an unreadable or empty file: one line
     try:
         with quiet_logs("nibabel", "nibabel.global"):  # its header "fixes" (a zero voxel size set to 1) are judged below instead
             img = nib.load(str(path))
@@ -102,15 +123,9 @@ def read_nifti(path: str | Path, as_mask: bool | None = None) -> Scan:
     if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-3):
         raise VbmdError("NIfTI affine's axes are not at right angles (sheared or degenerate orientation)", path)
     direction_xyz = affine[:3, :3] / zooms
-    descrip = header["descrip"].tobytes().split(b"\0", 1)[0].decode("ascii", "ignore")
-    unit = UNIT_UNKNOWN
-    kind = "image"
-    if descrip.startswith(_DESCRIP_PREFIX):
-        stated = (descrip[len(_DESCRIP_PREFIX):].split() or [""])[0]
-        if stated == "mask":
-            kind = "mask"
-        elif stated in UNITS:
-            unit = stated
+    descrip, stated = _description(header)
+    unit = stated if stated in UNITS else UNIT_UNKNOWN
+    kind = "mask" if stated == "mask" else "image"
     if as_mask is not None:
         kind = "mask" if as_mask else "image"
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path, non_regular_reason
+from .._atomic import atomic_path
 from ..errors import VbmdError, one_line, quiet_logs
 from ..scan import UNIT_UNKNOWN, UNITS, Scan
+from .aim import read_head
 
 #: the most voxel bytes a TIFF may declare (a hostile header must not make us allocate terabytes)
 MAX_BYTES = 16 * 2**30
@@ -98,13 +99,7 @@ def read_tiff(path: str | Path, as_mask: bool | None = None) -> Scan:
     import tifffile
 
     path = Path(path)
-    if path.is_dir():
-        raise VbmdError("is a folder, not a TIFF file", path)
-    reason = non_regular_reason(path)
-    if reason:
-        raise VbmdError(reason, path)
-    if path.stat().st_size == 0:
-        raise VbmdError("file is empty", path)
+    read_head(path, 0, "a TIFF")  # a folder, a FIFO, an unreadable or empty file: one line
     try:
         with quiet_logs("tifffile"), tifffile.TiffFile(str(path)) as tif:
             if not tif.series:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._atomic import atomic_path, ensure_output_folder, write_text_atomic
 from ..errors import VbmdError
+from ..util import jsonable
 from .store import latest_answers, load_all_answers
 from .study import Study, load_mapping, load_study, owner_folder
 
@@ -223,19 +224,6 @@ def analyze(records: list[dict], study: Study, mapping: dict) -> tuple[dict, lis
     return summary, rows
 
 
-def to_jsonable(value):
-    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as null."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return to_jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def plot_summary(summary: dict, path: str | Path) -> Path:
     """Bar chart: proportion preferred of the first source with Wilson 95% intervals, per rater and pooled."""
     import matplotlib
@@ -300,7 +288,7 @@ def analyze_study(
     csv_path = write_text_atomic(out / "answers.csv", answers_csv(rows))
     plot_path = plot_summary(summary, out / "preference.png")
     summary["outputs"] = {"answers_csv": str(csv_path), "plot": str(plot_path), "summary": str(out / "summary.json")}
-    write_text_atomic(out / "summary.json", json.dumps(to_jsonable(summary), indent=2) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
     return summary
 
 

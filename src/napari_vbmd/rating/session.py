@@ -13,11 +13,11 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import numpy as np
 
 from ..errors import VbmdError
+from ..util import timestamp
 from .store import AnswerStore, rater_key
 from .study import CONTOUR_NAMES, Study, StudyCase, sha256_path
 
@@ -77,10 +77,6 @@ class CaseDisplay:
     n_cases: int
     scan: object  # napari_vbmd.scan.Scan
     contours: list[tuple[ShownContour, np.ndarray]]  # in drawing order: bottom first
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class RatingSession:
@@ -158,7 +154,7 @@ class RatingSession:
 
     def start_timer(self) -> None:
         self._shown_since = self._clock()
-        self._shown_at = _utc_now()
+        self._shown_at = timestamp("milliseconds", utc=True)
 
     def elapsed(self) -> float:
         return 0.0 if self._shown_since is None else self._clock() - self._shown_since
@@ -196,7 +192,7 @@ class RatingSession:
             "confidence": None if confidence is None else int(confidence),
             "comment": str(comment or ""),
             "shown_at": self._shown_at,
-            "answered_at": _utc_now(),
+            "answered_at": timestamp("milliseconds", utc=True),
             "time_spent_s": round(self.elapsed(), 3),
         }
         self.store.append(record)

@@ -29,14 +29,14 @@ import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from .._atomic import fsync_dir, sha256_file
+from .._atomic import fsync_dir
 from ..errors import CancelledError, VbmdError
 from ..io.nifti import write_nifti
+from ..util import sha256_file, timestamp
 
 STUDY_FILE = "study.json"
 MAPPING_FILE = "owner/mapping.json"  # where studies made before the owner folder kept it (still read)
@@ -225,7 +225,7 @@ def _load_case(case: ManifestCase, problems: list[str]):
     """Read the scan and both contours on its grid; append a line per problem instead of raising."""
     from ..io import read_mask, read_scan
     from ..io.identity import identity_mismatch
-    from ..measure import align_mask
+    from ..scan import align_mask
 
     scan = None
     for label, p in (("scan", case.scan), ("contour_a", case.contour_a), ("contour_b", case.contour_b)):
@@ -305,7 +305,6 @@ def create_study(
     ``STUDY_DIR-owner/mapping.json``: never into the folder raters get.
     """
     from .._atomic import ensure_output_folder, write_text_atomic
-    from ..io import write_mask
 
     manifest = Path(manifest)
     out_dir = Path(out_dir)
@@ -381,7 +380,7 @@ def create_study(
             public_cases.append(StudyCase(case.case_id, scan_ref, scan_hash, refs))
             mapping_cases.append({"case_id": case.case_id, "contours": mapped})
 
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created = timestamp(utc=True)
         public = {
             "schema": SCHEMA_VERSION,
             "kind": "napari-vbmd blinded two-contour rating study",

@@ -17,11 +17,7 @@ def __getattr__(name):
         from .settings import SegmentSettings
 
         return SegmentSettings
-    if name == "load_model":
-        from .registry import load_model
-
-        return load_model
-    if name in ("LoadedModel", "resolve_device", "resolve", "load"):
+    if name in ("LoadedModel", "resolve_device", "resolve", "load", "load_model"):
         from . import models
 
         return getattr(models, name)

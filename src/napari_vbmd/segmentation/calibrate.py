@@ -48,7 +48,7 @@ def calibrate_threshold(checkpoint, pairs: list[Pair], candidates=DEFAULT_CANDID
     """Per-candidate (threshold, boundary band) mean Dice and mean/max |D100 error| (%) on ``pairs``,
     and the chosen threshold and band."""
     from .pipeline import segment
-    from .registry import load_model
+    from .models import load_model
 
     if not pairs:
         raise VbmdError("threshold calibration needs at least one image/mask pair")

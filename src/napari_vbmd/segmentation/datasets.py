@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VbmdError
+from ..naming import TRAINING_IMAGE_SUFFIXES, scan_stem, scan_suffix, training_mask_candidates
 from ..scan import Scan
 from .preprocess import find_bone_box, resample_volume
 
-IMAGE_SUFFIXES = (".aim", ".nii.gz", ".nii", ".tif", ".tiff", ".isq")
-MASK_PATTERNS = ("{case}_mask{suffix}", "{case}_mask.aim", "{case}_mask.nii.gz", "{case}_mask.nii", "{case}_mask.tif",
-                 "{case}_mask.tiff", "{case}.gobj", "{case}_mask.gobj", "{case}.GOBJ")
 
 
 @dataclass(frozen=True)
@@ -27,14 +25,6 @@ class Pair:
     mask: Path
     patient: str
     hand: str | None = None  # a CSV's hand column; else the image's header, else the image decides
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return ""
 
 
 def _patient_of(case: str, image: Path) -> str:
@@ -73,7 +63,7 @@ def find_pairs(data: str | Path) -> list[Pair]:
                 for p in (image, mask):
                     if not p.exists():
                         raise VbmdError(f"line {row_number}: file not found: {p}", data)
-                case = image.name[: -len(_suffix(image))] if _suffix(image) else image.stem
+                case = scan_stem(image.name, TRAINING_IMAGE_SUFFIXES) or image.stem
                 patient = (row.get("patient") or "").strip() or _patient_of(case, image)
                 hand = (row.get("hand") or "").strip().lower() or None
                 if hand not in (None, "left", "right"):
@@ -81,17 +71,11 @@ def find_pairs(data: str | Path) -> list[Pair]:
                 pairs.append(Pair(case, image, mask, patient, hand))
     else:
         for image in sorted(data.iterdir()):
-            suffix = _suffix(image)
-            if not suffix or not image.is_file():
+            suffix = scan_suffix(image.name, TRAINING_IMAGE_SUFFIXES)
+            case = scan_stem(image.name, TRAINING_IMAGE_SUFFIXES)
+            if not case or not image.is_file() or case.endswith("_mask"):
                 continue
-            case = image.name[: -len(suffix)]
-            if case.endswith("_mask"):
-                continue
-            mask = next(
-                (image.parent / pattern.format(case=case, suffix=suffix) for pattern in MASK_PATTERNS
-                 if (image.parent / pattern.format(case=case, suffix=suffix)).is_file()),
-                None,
-            )
+            mask = next((p for p in training_mask_candidates(image.parent, case, suffix) if p.is_file()), None)
             if mask is not None:
                 pairs.append(Pair(case, image, mask, _patient_of(case, image)))
     if not pairs:

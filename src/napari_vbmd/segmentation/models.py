@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._atomic import update_digest
 from ..errors import CancelledError, VbmdError
+from ..util import sha256_files
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_CHECKPOINT = BUNDLED_DIR / "default"
@@ -61,14 +60,6 @@ class ModelRef:
                 **({"architecture": self.architecture} if self.architecture else {})}
 
 
-def files_sha256(paths) -> str:
-    """One sha256 over the files' contents, in order (a checkpoint: its JSON, then its weights)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        update_digest(digest, path, block_size=1 << 22)
-    return digest.hexdigest()
-
-
 def resolve(spec: str | Path | "ModelRef") -> ModelRef:
     """The model a spec names; refuses unknown names, missing files and models without weights."""
     if isinstance(spec, ModelRef):
@@ -97,7 +88,7 @@ def resolve(spec: str | Path | "ModelRef") -> ModelRef:
     config_path, weights_path = checkpoint_paths(path)
     config = read_config(config_path)
     return ModelRef(name, name if name in MODEL_NAMES else config.name, (config_path, weights_path),
-                    files_sha256([config_path, weights_path]), config.architecture)
+                    sha256_files([config_path, weights_path]), config.architecture)
 
 
 # -- devices ------------------------------------------------------------------------------------------
@@ -241,7 +232,7 @@ def load(ref: ModelRef | str | Path, device="auto", cached: bool = True):
             return _CACHE[key]
         from .checkpoint import load_checkpoint
 
-        if files_sha256(ref.files) != ref.sha256:
+        if sha256_files(ref.files) != ref.sha256:
             raise VbmdError("the bundled default model here differs from the one the batch started with (install "
                             "the same napari-vbmd version everywhere)" if ref.spec == "default" else
                             "the checkpoint here differs from the one the batch started with (workers need the "
@@ -251,6 +242,15 @@ def load(ref: ModelRef | str | Path, device="auto", cached: bool = True):
         if cached:
             _CACHE[key] = loaded
         return loaded
+
+
+def load_model(spec: str | Path, device="auto") -> LoadedModel:
+    """A network by name ('default') or checkpoint path, from the one cache (:func:`load`); the
+    classical method is refused: it is not a network (pass "classical" to ``segment()`` as it is)."""
+    ref = resolve(spec)
+    if ref.classical:
+        raise VbmdError("'classical' is not a network; segment() runs it without weights")
+    return load(ref, device)
 
 
 def is_loaded(ref: ModelRef, device="auto") -> bool:

@@ -126,11 +126,11 @@ def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: flo
     # every in-plane offset within band_mm: erosion by it keeps the voxels farther than the band from the
     # background, dilation adds those within the band of the mask (what two distance transforms give, faster)
     rectangles = _disk_rectangles(band_mm, dy, dx)
-    core = _erode(m, rectangles)
+    core = _by_rectangles(m, rectangles, np.logical_and)
     has_core = core.any(axis=(1, 2))
     if not has_core.any():
         return out
-    band = _dilate(m, rectangles) & ~core
+    band = _by_rectangles(m, rectangles, np.logical_or) & ~core
     smooth = ndimage.gaussian_filter(density[region].astype(np.float32), (0.0, EDGE_SMOOTHING_MM / dy, EDGE_SMOOTHING_MM / dx))
     half_max = sliding(sliding(smooth, window[1], 1, np.maximum), window[2], 2, np.maximum)
     half_max += sliding(sliding(smooth, window[1], 1, np.minimum), window[2], 2, np.minimum)
@@ -199,23 +199,14 @@ def sliding(values: np.ndarray, size: int, axis: int, op, mode: str = "reflect",
     return result
 
 
-def _erode(mask: np.ndarray, rectangles) -> np.ndarray:
-    """In-plane erosion by the union of the rectangles (outside the array counts as background)."""
+def _by_rectangles(mask: np.ndarray, rectangles, op) -> np.ndarray:
+    """In-plane erosion (``op`` logical_and) or dilation (logical_or) by the union of the rectangles
+    (outside the array counts as background): ``op`` over each rectangle's separable window."""
     out = None
     for ry, rx in rectangles:
-        e = sliding(mask, 2 * ry + 1, 1, np.logical_and, "constant", False)
-        e = sliding(e, 2 * rx + 1, 2, np.logical_and, "constant", False)
-        out = e if out is None else np.logical_and(out, e, out=out)
-    return out
-
-
-def _dilate(mask: np.ndarray, rectangles) -> np.ndarray:
-    """In-plane dilation by the union of the rectangles."""
-    out = None
-    for ry, rx in rectangles:
-        d = sliding(mask, 2 * ry + 1, 1, np.logical_or, "constant", False)
-        d = sliding(d, 2 * rx + 1, 2, np.logical_or, "constant", False)
-        out = d if out is None else np.logical_or(out, d, out=out)
+        m = sliding(mask, 2 * ry + 1, 1, op, "constant", False)
+        m = sliding(m, 2 * rx + 1, 2, op, "constant", False)
+        out = m if out is None else op(out, m, out=out)
     return out
 
 

@@ -223,5 +223,5 @@ def check_run_inputs(settings, out_dir: str | Path) -> None:
     for name in RUN_FILES:
         target = out_dir / name
         if any(source.exists() and target.exists() and source.resolve() == target.resolve() for source in inputs):
-            raise VbmdError(f"is read by this run (--init/--encoder-weights) and the run would write over it; "
+            raise VbmdError("is read by this run (--init/--encoder-weights) and the run would write over it; "
                             "copy it elsewhere or choose another output folder", target)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .. import correction
+from .. import correction, naming
 from ..correction import CorrectionStats
 from ..errors import CancelledError, VbmdError
 from ..measure import VbmdResult, measure_vbmd
@@ -347,7 +347,5 @@ class CaseSession:
 
 
 def case_name(scan: Scan, fallback: str = "case") -> str:
-    """A case's default name: the scan file's name without its suffixes (and VMS version)."""
-    if scan.source:
-        return Path(scan.source).name.split(";")[0].split(".")[0] or fallback
-    return fallback
+    """A case's default name: :func:`napari_vbmd.naming.case_name` of the scan's file."""
+    return naming.case_name(scan.source, fallback)

@@ -16,33 +16,22 @@ an earlier version before the new model mask takes over.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..correction import CorrectionStats, correction_stats
+from ..correction import CorrectionStats, as_inside, correction_stats
 from ..errors import VbmdError
+from ..util import timestamp
 
 EDIT, UNDO, REDO = "edit", "undo", "redo"
 OUTSIDE_THE_TOOLS = "change outside the tools"
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _as_bool(mask) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 3:
-        raise VbmdError(f"the mask must be 3-D (z, y, x), got {mask.ndim}-D")
-    return mask != 0
-
-
 def mask_sha256(mask) -> str:
     """SHA-256 of a mask's 0/1 voxels (uint8, C order) and its shape: names a version in a record."""
-    inside = np.ascontiguousarray(_as_bool(mask), dtype=np.uint8)
+    inside = np.ascontiguousarray(as_inside(mask), dtype=np.uint8)
     digest = hashlib.sha256(repr(inside.shape).encode())
     digest.update(inside.tobytes())
     return digest.hexdigest()
@@ -83,9 +72,9 @@ class MaskHistory:
         self._start(model_mask, model)
 
     def _start(self, model_mask, model: str) -> None:
-        self.original = _as_bool(model_mask).astype(np.uint8)
+        self.original = as_inside(model_mask).astype(np.uint8)
         self.model = model
-        self.created_at = _now()
+        self.created_at = timestamp()
         self.operations: list[dict] = []
         self._current = self.original != 0
         self._signatures: list[tuple[str, str] | None] = []  # per operation, for matching undo/redo
@@ -97,9 +86,6 @@ class MaskHistory:
     def current(self) -> np.ndarray:
         """The last mask this history saw (bool; do not modify)."""
         return self._current
-
-    def differs_from_current(self, mask) -> bool:
-        return not np.array_equal(_as_bool(mask), self._current)
 
     @property
     def edits(self) -> list[dict]:
@@ -124,7 +110,7 @@ class MaskHistory:
     # -- changes ---------------------------------------------------------------------------------
     def record(self, name: str, mask, by: str = "") -> dict | None:
         """An edit the front end made or saw made (a tool, a paint stroke); None when nothing changed."""
-        after = _as_bool(mask)
+        after = as_inside(mask)
         change = _Change.between(self._current, after)
         if change.empty:
             return None
@@ -135,7 +121,7 @@ class MaskHistory:
 
     def observe(self, mask, by: str = "") -> dict | None:
         """A change the front end did not make (undo, redo, or another tool); None when there is none."""
-        after = _as_bool(mask)
+        after = as_inside(mask)
         change = _Change.between(self._current, after)
         if change.empty:
             return None
@@ -155,13 +141,13 @@ class MaskHistory:
     def _append(self, name, kind, change: _Change, by, after, target=None) -> dict:
         entry = {
             "operation": name, "kind": kind, "slices": list(change.slices), "added": int(change.added.size),
-            "removed": int(change.removed.size), "by": by, "at": _now(), "undone": False,
+            "removed": int(change.removed.size), "by": by, "at": timestamp(), "undone": False,
         }
         if target is not None:
             entry["refers_to"] = target
         self.operations.append(entry)
         self._signatures.append(change.signature())
-        self._current = after  # a fresh array of ours (_as_bool), never the layer's own
+        self._current = after  # a fresh array of ours (as_inside), never the layer's own
         return entry
 
     # -- a new segmentation ----------------------------------------------------------------------
@@ -171,7 +157,7 @@ class MaskHistory:
         if self.corrected:
             stats = correction_stats(self.original, self._current)
             kept = {
-                "model": self.model, "created_at": self.created_at, "replaced_at": _now(), "reason": reason,
+                "model": self.model, "created_at": self.created_at, "replaced_at": timestamp(), "reason": reason,
                 "corrected_by": self.corrected_by, "corrected_at": self.corrected_at,
                 "voxels_added": stats.voxels_added, "voxels_removed": stats.voxels_removed,
                 "n_voxels": int(self._current.sum()), "mask_sha256": mask_sha256(self._current),
