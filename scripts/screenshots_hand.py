@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")  # napari's own toast
     from napari_vbmd.io import write_image
     from napari_vbmd.phantom import PhantomSpec, generate_phantom
-    from napari_vbmd.segmentation.registry import DEFAULT_CHECKPOINT
+    from napari_vbmd.segmentation.models import DEFAULT_CHECKPOINT
 
     model = args.model or ("default" if DEFAULT_CHECKPOINT.with_suffix(".json").is_file() else "classical")
     args.out.mkdir(parents=True, exist_ok=True)
