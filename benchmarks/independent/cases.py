@@ -20,7 +20,10 @@ from .render import Field, Placement, Renderer, rotation_zyx
 from .scanner import CALIBRATIONS, STACK_SLICES, SliceNoise, apply_motion, draw_motion, draw_scanner, hu_to_density, to_native
 
 GENERATOR = "napari-vbmd independent validation family (benchmarks/independent)"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+#: Older versions whose cases are still valid, by what changed since: version 2 measures motion from
+#: the hand's mean position instead of its start, so version-1 cases without motion are the same voxels.
+_STILL_VALID = {1: lambda spec: spec.motion_grade == 0}
 #: In-plane size of each scanner's reconstructed field of view (mm).
 SCANNER_FIELD_MM = {"xtremect1": 1536 * 0.082, "xtremect2": 2304 * 0.061}
 #: A whole-hand field larger than this many voxels a side is cropped to the hand (as an operator would).
@@ -255,7 +258,10 @@ def is_cached(folder, name: str, spec: IndependentSpec) -> bool:
         info = json.loads(paths["truth"].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return info.get("generator_version") == GENERATOR_VERSION and info.get("spec") == _jsonable(spec.to_dict())
+    version = info.get("generator_version")
+    if version != GENERATOR_VERSION and not (version in _STILL_VALID and _STILL_VALID[version](spec)):
+        return False
+    return info.get("spec") == _jsonable(spec.to_dict())
 
 
 def _jsonable(value):

@@ -188,6 +188,24 @@ class MotionTrack:
     start_angle: float = 0.0  # radians: the view angle at which this stack's rotation began
 
     def displacement(self, tau: np.ndarray, z_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """The displacement at tau, measured from the position where the image shows the bone.
+
+        An edge whose normal points at angle phi is drawn by the views near phi, so it is moved by the
+        displacement at that moment along its normal; a contour fitted to all its edges (and a
+        thresholded region's centroid) moves by t = 2 mean(n n^T d) over the views. Subtracting t puts
+        the reconstructed bone where the truth is. Measured from the start position instead (version
+        1), held moves put the image's bone up to 0.8 mm off the truth in motion grade 3.
+        """
+        dy, dx = self._from_start(tau)
+        gy, gx = self._from_start(_TAU_GRID)
+        phi = self.start_angle + np.pi * _TAU_GRID
+        ny, nx = np.sin(phi), np.cos(phi)
+        ty = 2 * np.mean(ny * ny * gy + ny * nx * gx)
+        tx = 2 * np.mean(ny * nx * gy + nx * nx * gx)
+        gain = 1.0 + self.z_gain * (z_fraction - 0.5)
+        return (dy - ty) * gain, (dx - tx) * gain
+
+    def _from_start(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dy = np.zeros_like(tau)
         dx = np.zeros_like(tau)
         for t0, width, jy, jx in self.jumps:
@@ -197,8 +215,11 @@ class MotionTrack:
         amp, cycles, phase = self.tremor
         dy += amp * np.sin(2 * np.pi * cycles * tau + phase)
         dx += amp * np.cos(2 * np.pi * cycles * tau + 1.3 * phase)
-        gain = 1.0 + self.z_gain * (z_fraction - 0.5)
-        return dy * gain, dx * gain
+        return dy, dx
+
+
+#: Every view equally: the k-space lines are spread evenly over the half rotation.
+_TAU_GRID = (np.arange(4096, dtype=np.float64) + 0.5) / 4096
 
 
 def draw_motion(rng: np.random.Generator, grade: int) -> MotionTrack | None:
