@@ -68,6 +68,8 @@ COHORT_D100_MEAN = 279.0
 COHORT_D100_SD = 43.0
 COHORT_D100_RANGE = (160.0, 375.0)
 
+VARIATIONS = ("study", "broad")
+
 _SLAB = 16  # slices rendered at once; fixed so noise streams do not depend on memory
 
 Progress = Callable[[int, int, str], None]
@@ -93,6 +95,9 @@ class PhantomSpec:
     # A repeat scan of the same anatomy (off: None): the hand repositioned in-plane (rotation +-8 deg,
     # shift +-2 mm, drawn from this seed), fresh noise and motion. See phantom_pose.py.
     pose_seed: int | None = None
+    # "study": the ranges of the study's simulated scanner and hands; "broad": domain randomisation for
+    # training (phantom_broad.py: thinner and thicker cortices, wider blur and noise, other textures, ...)
+    variation: str = "study"
 
     def validated(self) -> "PhantomSpec":
         def bad(message):
@@ -132,6 +137,8 @@ class PhantomSpec:
         if self.pose_seed is not None and (isinstance(self.pose_seed, bool) or not isinstance(self.pose_seed, (int, np.integer))
                                            or self.pose_seed < 0):
             bad(f"pose seed must be a non-negative integer, got {self.pose_seed!r}")
+        if self.variation not in VARIATIONS:
+            bad(f"variation must be one of {', '.join(VARIATIONS)}, got {self.variation!r}")
         return dataclasses.replace(
             self,
             seed=int(self.seed),
@@ -150,6 +157,8 @@ class PhantomSpec:
             del out["hand_in_header"]
         if out["pose_seed"] is None:  # unposed phantoms keep the spec they always had
             del out["pose_seed"]
+        if out["variation"] == "study":  # study phantoms keep the spec they always had
+            del out["variation"]
         return out
 
 
@@ -355,9 +364,19 @@ class _Anatomy:
     noise_mg: float
     psf_sigma_mm: float
     thumb_lobe: object = None  # phantom_hand.ThumbLobe: the thumb's soft tissue (its bone is in bones)
+    # the broad variation's draws (phantom_broad.py); the defaults are the study's fixed values
+    soft_tissue: dict | None = None  # fat, muscle, skin, tendon (mg HA/cm3) and skin_mm
+    texture_kind: str = "plate"  # "plate": |n| < t of one band-pass field; "rod": of two at once
+    texture_bandwidth: float = 0.35
+    texture_z_stretch: float = 1.4
+    endosteal_irregularity: float = 0.25
 
 
-def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_erosion, rng_hand=None) -> _Anatomy:
+def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_erosion, rng_hand=None,
+                  rng_broad=None) -> _Anatomy:
+    from .phantom_broad import Broadening
+
+    broad = Broadening(rng_broad) if spec.variation == "broad" else None
     centre = FULL_FOV_MM / 2
     size = rng_anat.uniform(0.9, 1.08)  # patient size
     z_tip2 = rng_anat.uniform(1.6, 2.6)
@@ -368,8 +387,12 @@ def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_ero
                            z_tip2 + rng_anat.uniform(0.0, 2.5))
     mc5 = _draw_metacarpal(rng_anat, "MC5", size * rng_anat.uniform(0.80, 0.88), 0.0, 0.0,
                            z_tip2 + rng_anat.uniform(2.0, 5.0))
+    if broad:
+        broad.metacarpals([mc2, mc3, mc4, mc5])
     # side by side, radial to ulnar, along a shallow palmar arch; MC3 sometimes close to MC2
     gap23 = rng_anat.choice([rng_anat.uniform(0.6, 1.5), rng_anat.uniform(1.5, 5.0)], p=[0.3, 0.7])
+    if broad:
+        gap23 = broad.gap_mc2_mc3()
     mc3.cx = mc2.cx + mc2.a_head + mc3.a_head + gap23
     mc3.cy = mc2.cy + rng_anat.normal(0.3, 1.0)
     mc4.cx = mc3.cx + mc3.a_head + mc4.a_head + rng_anat.uniform(1.5, 5.0)
@@ -404,16 +427,22 @@ def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_ero
             flex_x=rng_anat.normal(0, 0.05), flex_y=rng_anat.normal(-0.08, 0.08),
             cortex=rng_anat.uniform(0.3, 0.45), cortical_density=0.0,
         ))
+    if broad:
+        broad.phalanges(phalanges)
 
     # density: D100 like the study's patients; denser bones have denser cortex
     if spec.d100_target is None:
         target = float(np.clip(rng_density.normal(COHORT_D100_MEAN, COHORT_D100_SD), *COHORT_D100_RANGE))
+        if broad:
+            target = broad.d100_target()
     else:
         target = float(spec.d100_target)
         rng_density.normal()
     z_score = (target - COHORT_D100_MEAN) / COHORT_D100_SD
     for bone in metacarpals + phalanges:
         bone.cortical_density = float(np.clip(950.0 + 35.0 * z_score + rng_density.normal(0, 25.0), 850.0, 1050.0))
+        if broad:
+            bone.cortical_density = broad.cortical_density(z_score)
 
     _draw_erosions(mc2, spec.erosions, rng_erosion)
     for bone in metacarpals + phalanges:
@@ -430,6 +459,8 @@ def _draw_anatomy(spec: PhantomSpec, rng_anat, rng_density, rng_scanner, rng_ero
         marrow=rng_density.uniform(-10.0, 25.0), d100_target=target,
         noise_mg=rng_scanner.uniform(lo, hi), psf_sigma_mm=rng_scanner.uniform(0.085, 0.12),
     )
+    if broad:
+        broad.anatomy(anatomy)
     if rng_hand is not None:  # the thumb and the arch: their own stream, after everything else
         from .phantom_hand import draw_whole_hand
 
@@ -504,11 +535,14 @@ def _low_pass_tile(rng, shape, spacing, wavelength):
 
 
 class _Textures:
-    def __init__(self, rng, spacing, wavelength):
+    def __init__(self, rng, spacing, wavelength, bandwidth=0.35, z_stretch=1.4, kind="plate"):
         n = 128
         self.shape = (n, n, n)
-        self.trab = _band_pass_tile(rng, self.shape, spacing, wavelength, 0.35, 1.4)
+        self.trab = _band_pass_tile(rng, self.shape, spacing, wavelength, bandwidth, z_stretch)
         self.low = _low_pass_tile(rng, self.shape, spacing, 2.0)
+        if kind == "rod":  # where two sheet families cross: rods
+            other = _band_pass_tile(rng, self.shape, spacing, wavelength, bandwidth, z_stretch)
+            self.trab = np.maximum(np.abs(self.trab), np.abs(other))
         self.abs_sorted = np.sort(np.abs(self.trab[::2, ::2, ::2]), axis=None)
         self.offsets = {}
         self.rng = rng
@@ -597,12 +631,15 @@ class _Renderer:
         level = (u**p + v**p) ** (1.0 / p)
         depth = (1.0 - level) * min(ax, ay)  # approximate distance inside the skin, mm
         inside = _soft(depth, self.h)
-        tissue = np.where(depth < 1.0, SKIN, np.where(depth < 1.0 + a.fat, FAT, MUSCLE)).astype(np.float32)
+        st = a.soft_tissue or {"fat": FAT, "muscle": MUSCLE, "skin": SKIN, "tendon": TENDON, "skin_mm": 1.0}
+        skin_mm = st["skin_mm"]
+        tissue = np.where(depth < skin_mm, st["skin"], np.where(depth < skin_mm + a.fat, st["fat"], st["muscle"]))
+        tissue = tissue.astype(np.float32)
         # soften the fat layer's edges
         tissue = ndimage.gaussian_filter(tissue, 0.15 / self.h)
         for tx, ty, rx, ry in a.tendons:
             d = (1.0 - np.sqrt(((self.Xh - tx) / rx) ** 2 + ((self.Yh - ty) / ry) ** 2)) * min(rx, ry)
-            tissue += (TENDON - MUSCLE) * _soft(d, self.h) * (depth > 1.0)
+            tissue += (st["tendon"] - st["muscle"]) * _soft(d, self.h) * (depth > skin_mm)
         air = SCANNER_CALIBRATIONS[self.spec.scanner].density_intercept
         self.envelope = inside  # how much of each pixel the hand's envelope covers (the thumb's lobe fills the rest)
         return (air + (tissue - air) * inside).astype(np.float32)
@@ -634,7 +671,7 @@ class _Renderer:
             t_cort = bone.cortex(s) if is_mc else np.float32(bone.cortex)
             low = self._texture(self.tex.low, (index, "low"), iz, sy, sx)
             # endosteal surface is irregular (trabecularised inner cortex)
-            t_local = t_cort * (1.0 + 0.25 * low)
+            t_local = t_cort * (1.0 + self.anat.endosteal_irregularity * low)
             solid = _soft(depth, h)
             interior = _soft(depth - t_local, h)
             cortex = solid - interior
@@ -858,7 +895,7 @@ class _NoiseField:
 # Public API
 # ---------------------------------------------------------------------------------------------
 def _streams(seed):
-    names = ("anatomy", "density", "scanner", "erosion", "texture", "motion", "layout", "noise", "hand")
+    names = ("anatomy", "density", "scanner", "erosion", "texture", "motion", "layout", "noise", "hand", "broad")
     return {name: np.random.default_rng(np.random.SeedSequence([0x5BD, seed, i])) for i, name in enumerate(names)}
 
 
@@ -900,7 +937,8 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     spec = (spec or PhantomSpec()).validated()
     started = time.perf_counter()
     rngs = _streams(spec.seed)
-    anatomy = _draw_anatomy(spec, rngs["anatomy"], rngs["density"], rngs["scanner"], rngs["erosion"], rngs["hand"])
+    anatomy = _draw_anatomy(spec, rngs["anatomy"], rngs["density"], rngs["scanner"], rngs["erosion"], rngs["hand"],
+                            rngs["broad"])
     grid = _layout(spec, anatomy, rngs["layout"])
     pose = phantom_pose.pose_of(spec.seed, spec.pose_seed)
     if pose is not None:  # the field stays where the unposed scan had it; the hand moves within it
@@ -919,7 +957,8 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     leak = (anatomy.bones[0].cortical_density - MUSCLE) * anatomy.psf_sigma_mm / math.sqrt(2 * math.pi) * surface_ratio
     trab_fraction = float(np.clip((anatomy.d100_target + leak - base) / max(per_fraction, 1e-6), 0.02, 0.6))
 
-    textures = _Textures(rngs["texture"], h, anatomy.trabecular_wavelength)
+    textures = _Textures(rngs["texture"], h, anatomy.trabecular_wavelength, anatomy.texture_bandwidth,
+                         anatomy.texture_z_stretch, anatomy.texture_kind)
     renderer = _Renderer(spec, anatomy, textures, grid, trab_fraction)
     motion = _Motion(spec.motion_grade, rngs["motion"] if pose is None else phantom_pose.motion_rng(spec.seed, spec.pose_seed),
                      grid)
@@ -1018,6 +1057,10 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
                        time.perf_counter() - started, offset_native * per_native)
     if pose is not None:
         info["design"]["pose"] = pose
+    if spec.variation == "broad":
+        from .phantom_broad import design_info
+
+        info["design"]["broad"] = design_info(anatomy)
     return Phantom(image=image_scan, truth=truth_scan, truth_info=info, spec=spec)
 
 
@@ -1155,6 +1198,11 @@ def phantom_is_cached(out_dir: str | Path, name: str, spec: PhantomSpec) -> bool
     version = info.get("generator_version")
     same_voxels = version == GENERATOR_VERSION or (
         spec.fov == "cropped" and isinstance(version, int) and CROPPED_UNCHANGED_SINCE <= version <= GENERATOR_VERSION)
+    if spec.variation == "broad":
+        from .phantom_broad import BROAD_VERSION
+
+        same_voxels = version == GENERATOR_VERSION and (info.get("design") or {}).get("broad", {}).get(
+            "broad_version") == BROAD_VERSION
     return same_voxels and info.get("spec") == spec.to_dict()
 
 
