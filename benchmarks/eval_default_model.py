@@ -53,7 +53,7 @@ def broad_held_out_specs(n: int, first_seed: int = 30000) -> list[PhantomSpec]:
     """Broad-variation phantoms (the training generator's domain randomisation), seeds first_seed..: both hands,
     a quarter at 0.061 mm (168 slices = 10 mm) and the rest at 0.082 mm (110 slices, every sixth 320), every
     twelfth a whole-hand field (at 0.061 mm every 48th: 2065 x 2065 pixels), motion 0-3, 0-3 erosions, both
-    calibrations. The case pattern is the training set's shifted by 2, so no case is a training case's twin."""
+    calibrations. Its case pattern is the training set's shifted by 2 (other seeds either way)."""
     specs = []
     for k in range(n):
         j = k + 2

@@ -2,7 +2,7 @@
 
     python scripts/train_default_model_data.py OUT_DIR [SHARD N_SHARDS]
 
-Writes phantoms ``train_<seed>`` (seeds 20000..20047, never used for evaluation) to OUT_DIR, skipping those
+Writes phantoms ``train_<seed>`` (seeds 20000..20071, never used for evaluation) to OUT_DIR, skipping those
 already there from the same spec, and, when run without a shard (or as shard 0 after the others), OUT_DIR/pairs.csv.
 Shards split the cases (k + k // 4) % N_SHARDS == SHARD, so that two processes share the costly cases (0.061 mm,
 320 slices, whole hands) and use two cores.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, phantom_is_cached, phantom_paths, write_phantom
 
-N_CASES = 48
+N_CASES = 72
 FIRST_SEED = 20000
 #: whole-hand fields (1536 x 1536 at 0.082 mm, 110 slices): every 24th case (the network sees a box around MC2
 #: either way; the whole field costs generation time)
@@ -26,7 +26,7 @@ FULL = {k for k in range(N_CASES) if k % 24 == 4}
 def spec_of(k: int) -> PhantomSpec:
     """Case k: a quarter at 0.061 mm (XtremeCT II's voxel, 168 slices = 10 mm), the rest at 0.082 mm (110
     slices; every sixth 320 slices = 26 mm up the shaft, as a 3-stack scan), both hands, motion 0-3, 0-3
-    erosions, both calibrations, two whole-hand fields; all of the broad variation."""
+    erosions, both calibrations, three whole-hand fields; all of the broad variation."""
     fine = k % 4 == 1
     return PhantomSpec(
         seed=FIRST_SEED + k,
