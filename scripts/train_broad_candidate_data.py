@@ -1,6 +1,6 @@
-"""Step 1 of scripts/train_default_model.sh: the default model's training phantoms (broad variation).
+"""Step 1 of scripts/train_broad_candidate.sh: the default model's training phantoms (broad variation).
 
-    python scripts/train_default_model_data.py OUT_DIR [SHARD N_SHARDS]
+    python scripts/train_broad_candidate_data.py OUT_DIR [SHARD N_SHARDS]
 
 Writes phantoms ``train_<seed>`` (seeds 20000..20071, never used for evaluation) to OUT_DIR, skipping those
 already there from the same spec, and, when run without a shard (or as shard 0 after the others), OUT_DIR/pairs.csv.
