@@ -159,7 +159,8 @@ def hand_bounds(anatomy):
 def add_lobe(renderer, out: np.ndarray, zs: np.ndarray) -> None:
     """Put the thumb's soft tissue into ``out`` (slices at ``zs`` mm of the renderer's box), only
     where the hand's own envelope does not already cover the pixel."""
-    from .phantom import FAT, MUSCLE, SCANNER_CALIBRATIONS, SKIN, _soft
+    from .phantom_anatomy import FAT, MUSCLE, SKIN, _soft
+    from .phantom_spec import SCANNER_CALIBRATIONS
 
     lobe = renderer.anat.thumb_lobe
     window = renderer._bone_window(_LobeExtent(lobe), float(zs.min()), float(zs.max()))
