@@ -17,7 +17,6 @@ from napari_vbmd.io import read_mask, read_scan, write_image, write_mask
 from napari_vbmd.segmentation.focus import OtherBoneError, mc2_box
 from napari_vbmd.segmentation.pipeline import segment
 from napari_vbmd.segmentation.hand import HandUndecidedError, detect_hand
-from napari_vbmd.segmentation.pipeline import segment
 
 torch.set_num_threads(1)
 
