@@ -32,7 +32,7 @@ from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, phantom_is_cached, phantom_paths, write_phantom
 from napari_vbmd.segmentation.pipeline import segment
-from napari_vbmd.segmentation.models import load_model
+from napari_vbmd.segmentation.models import load
 
 
 def held_out_specs(n: int, first_seed: int = 5000) -> list[PhantomSpec]:
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     cases = ensure_phantoms(Path(args.cache), make_specs(args.n, args.first_seed))
     if args.generate_only:
         return 0
-    model = args.model if args.model == "classical" else load_model(args.model, device="cpu")
+    model = load(args.model, device="cpu")  # a network, or the classical method
     rows = evaluate(cases, model, args.threads)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:

@@ -178,12 +178,9 @@ def main(argv=None) -> int:
     cases = ensure_cases(Path(args.cache), evaluation_specs(args.n))
     if args.generate_only:
         return 0
-    if args.model == "classical":
-        model = "classical"
-    else:
-        from napari_vbmd.segmentation.models import load_model
+    from napari_vbmd.segmentation.models import load
 
-        model = load_model(args.model, device="cpu")
+    model = load(args.model, device="cpu")  # a network, or the classical method
     label = args.label or Path(str(args.model)).stem
     rows = []
     for case in cases:

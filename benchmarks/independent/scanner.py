@@ -14,6 +14,8 @@ Everything here is written for this family alone (see docs/independent-phantoms.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -197,13 +199,17 @@ class MotionTrack:
         1), held moves put the image's bone up to 0.8 mm off the truth in motion grade 3.
         """
         dy, dx = self._from_start(tau)
+        ty, tx = self._edge_shift
+        gain = 1.0 + self.z_gain * (z_fraction - 0.5)
+        return (dy - ty) * gain, (dx - tx) * gain
+
+    @functools.cached_property
+    def _edge_shift(self) -> tuple[float, float]:
+        """t = 2 mean(n n^T d) over the views: where the edges put the bone, seen from the start."""
         gy, gx = self._from_start(_TAU_GRID)
         phi = self.start_angle + np.pi * _TAU_GRID
         ny, nx = np.sin(phi), np.cos(phi)
-        ty = 2 * np.mean(ny * ny * gy + ny * nx * gx)
-        tx = 2 * np.mean(ny * nx * gy + nx * nx * gx)
-        gain = 1.0 + self.z_gain * (z_fraction - 0.5)
-        return (dy - ty) * gain, (dx - tx) * gain
+        return 2 * np.mean(ny * ny * gy + ny * nx * gx), 2 * np.mean(ny * nx * gy + nx * nx * gx)
 
     def _from_start(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dy = np.zeros_like(tau)
