@@ -43,21 +43,19 @@ from napari_vbmd.measure import measure_vbmd  # noqa: E402
 TRAINING_FIRST_SEED = 90_000
 
 
+def _scan(name: str, spec, voxel_mm: float, paths, is_cached, generate, write) -> dict:
+    """One repeat scan: what is measured about it, and how its files are found, checked and made."""
+    return {"name": name, "anatomy": spec.seed, "hand": spec.hand, "motion": spec.motion_grade,
+            "voxel_mm": voxel_mm, "paths": paths,
+            "cached": lambda cache: is_cached(cache, name, spec),
+            "make": lambda cache: write(generate(spec), cache, name, overwrite=True)}
+
+
 def independent_groups(n: int, repeats: int) -> list[list[dict]]:
     from independent import case_paths, generate, is_cached, precision_specs, write_case
 
-    groups = []
-    for a, specs in enumerate(precision_specs(n, repeats)):
-        group = []
-        for r, spec in enumerate(specs):
-            name = f"prec_indep_{spec.seed}_r{r}"
-            group.append({"name": name, "anatomy": spec.seed, "hand": spec.hand, "motion": spec.motion_grade,
-                          "voxel_mm": spec.voxel_mm, "paths": case_paths,
-                          "cached": lambda cache, name=name, spec=spec: is_cached(cache, name, spec),
-                          "make": lambda cache, name=name, spec=spec: write_case(generate(spec), cache, name,
-                                                                                 overwrite=True)})
-        groups.append(group)
-    return groups
+    return [[_scan(f"prec_indep_{spec.seed}_r{r}", spec, spec.voxel_mm, case_paths, is_cached, generate, write_case)
+             for r, spec in enumerate(specs)] for specs in precision_specs(n, repeats)]
 
 
 def training_specs(n: int, repeats: int):
@@ -72,18 +70,9 @@ def training_specs(n: int, repeats: int):
 def training_groups(n: int, repeats: int) -> list[list[dict]]:
     from napari_vbmd.phantom import generate_phantom, phantom_is_cached, phantom_paths, write_phantom
 
-    groups = []
-    for specs in training_specs(n, repeats):
-        group = []
-        for r, spec in enumerate(specs):
-            name = f"prec_train_{spec.seed}_r{r}"
-            group.append({"name": name, "anatomy": spec.seed, "hand": spec.hand, "motion": spec.motion_grade,
-                          "voxel_mm": spec.spacing_mm, "paths": phantom_paths,
-                          "cached": lambda cache, name=name, spec=spec: phantom_is_cached(cache, name, spec),
-                          "make": lambda cache, name=name, spec=spec: write_phantom(generate_phantom(spec), cache, name,
-                                                                                    overwrite=True)})
-        groups.append(group)
-    return groups
+    return [[_scan(f"prec_train_{spec.seed}_r{r}", spec, spec.spacing_mm, phantom_paths, phantom_is_cached,
+                   generate_phantom, write_phantom)
+             for r, spec in enumerate(specs)] for specs in training_specs(n, repeats)]
 
 
 def ensure(cache: Path, groups) -> None:
