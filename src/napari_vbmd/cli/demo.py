@@ -55,6 +55,8 @@ def run(args) -> int:
         "model": result.model,
         "device": result.device,
         "hand": result.hand,
+        "hand_source": result.hand_source,
+        "hand_confidence": result.hand_confidence,
         "truth_d100_mg_ha_cm3": truth["d100_mg_ha_cm3"],
         "measured": measured.to_dict(profile=False),
         "d100_error_percent": 100.0 * (measured.d100_mg_ha_cm3 - truth["d100_mg_ha_cm3"]) / truth["d100_mg_ha_cm3"],
@@ -72,6 +74,7 @@ def run(args) -> int:
         print_table([
             ("phantom", paths["image"]),
             ("model", f"{report['model']} on {report['device']}"),
+            ("hand", result.hand_decision.describe()),
             ("D100 measured (mg HA/cm3)", round(m["d100_mg_ha_cm3"], 2)),
             ("D100 truth (mg HA/cm3)", round(report["truth_d100_mg_ha_cm3"], 2)),
             ("D100 error (%)", round(report["d100_error_percent"], 3)),
