@@ -93,6 +93,7 @@ def run(args) -> int:
         **vbmd.to_dict(),
         "model": result.model,
         "device": result.device,
+        "runtime": result.runtime,
         "mask": str(written),
         "hand": result.hand,
         "hand_source": result.hand_source,
@@ -107,7 +108,7 @@ def run(args) -> int:
     print_table([
         ("image", args.image),
         ("mask", str(written)),
-        ("model", f"{result.model} on {result.device}"),
+        ("model", f"{result.model} on {result.device}" + (f" ({result.runtime})" if result.runtime else "")),
         ("hand", result.hand_decision.describe()),
         ("hand evidence", result.hand_reason),
         *vbmd_rows(vbmd),

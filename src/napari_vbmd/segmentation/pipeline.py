@@ -52,6 +52,7 @@ class SegmentationResult:
     extra: dict = field(default_factory=dict)
     hand_confidence: float | None = 1.0  # 1.0 when given (argument, manifest, header); the detector's otherwise
     hand_reason: str = ""  # the evidence for the hand, in one line
+    runtime: str = ""  # what ran the network ("onnxruntime 1.x", "torch 2.x"); "" for the classical method
 
     @property
     def hand_decision(self) -> HandDecision:
@@ -186,6 +187,7 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
         threshold=float(model.threshold),
         hand_confidence=decision.confidence,
         hand_reason=decision.reason,
+        runtime=model.runtime_version if isinstance(model, LoadedModel) else "",
     )
 
 def crop_box(scan: Scan, margin_mm: float, slice_range=None) -> tuple[Box, tuple[int, int]]:
@@ -204,9 +206,7 @@ def crop_box(scan: Scan, margin_mm: float, slice_range=None) -> tuple[Box, tuple
 
 def _threads(threads: int | None, model):
     if isinstance(model, LoadedModel):
-        from .inference import torch_threads
-
-        return torch_threads(threads)
+        return model.threads(threads)
     import contextlib
 
     return contextlib.nullcontext()
