@@ -45,10 +45,11 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     if box is None:
         return out
     sub = np.pad(mask[box], ((0, 0), (1, 1), (1, 1)))
-    labels, n = ndimage.label(~sub, _IN_PLANE)
-    filled = np.ones(n + 1, dtype=bool)
-    filled[labels[:, 0, 0]] = False  # each slice's ring (all background) is one component: the outside
-    out[box] = filled[labels[:, 1:-1, 1:-1]]
+    labels, _ = ndimage.label(~sub, _IN_PLANE)
+    # each slice's ring (all background) is one component, the outside; everything else (the mask,
+    # label 0, and background the ring does not reach) is filled
+    outside = labels[:, 0, 0]
+    np.not_equal(labels[:, 1:-1, 1:-1], outside[:, None, None], out=out[box])
     return out
 
 
