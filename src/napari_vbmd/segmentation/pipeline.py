@@ -159,17 +159,18 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
         t = time.perf_counter()
         box, bone_z = crop_box(scan, model.crop_margin_mm, settings.slice_range)
         timings["preprocess"] += time.perf_counter() - t
-        work = stages.to_working(scan, box, hand, model, context=bone_z, cancel=cancel)
+        work = stages.to_working(scan, box, hand, model, context=bone_z, cancel=cancel, threads=settings.threads)
         if progress:
             progress(0, 1, "pre-processed")
         prob = stages.infer(model, work, progress, cancel, settings.batch_size)
-        probability = stages.from_working(prob, work)
+        probability = stages.from_working(prob, work, threads=settings.threads)
         for key, value in work.timings.items():
             timings[key] += value
 
         t = time.perf_counter()
         band = model.band_for(settings.boundary_band_mm)
-        crop_mask = stages.finish(probability, scan, box, model.threshold, settings.hole_filling, band, cancel)
+        crop_mask = stages.finish(probability, scan, box, model.threshold, settings.hole_filling, band, cancel,
+                                  threads=settings.threads)
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
         full, voi, used_range = stages.place(crop_mask, scan, box, settings.voi_mm)
