@@ -15,7 +15,7 @@
 #    validation epoch kept;
 # 3. joins the two runs with `vbmd ensemble` (mean probability) and chooses the probability threshold and the
 #    boundary refinement band on the validation phantoms (--calibrate);
-# 4. copies WORK_DIR/default.{json,safetensors} to src/napari_vbmd/models/default.*.
+# 4. copies WORK_DIR/default.{json,safetensors} to src/napari_vbmd/models/default.* and exports default.onnx.
 #
 # Phantoms never used here (evaluation): seeds 5000.. in benchmarks/eval_default_model.py.
 # Environment: THREADS (default 2), PYTHON (default: python on PATH).
@@ -105,4 +105,6 @@ nice -n 10 "$python" -m napari_vbmd.cli ensemble "$work/run0" "$work/run1" -o "$
 # 4. into the package
 cp "$work/default.safetensors" "$here/src/napari_vbmd/models/default.safetensors"
 cp "$work/default.json" "$here/src/napari_vbmd/models/default.json"
-echo "default model: $here/src/napari_vbmd/models/default.{json,safetensors}"
+# 5. its ONNX export (what runs it on the CPU; checked against torch before it is kept; needs `onnx`)
+"$python" -m napari_vbmd.segmentation.onnx_export "$here/src/napari_vbmd/models/default.json"
+echo "default model: $here/src/napari_vbmd/models/default.{json,safetensors,onnx}"

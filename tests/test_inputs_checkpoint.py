@@ -55,7 +55,7 @@ def _edit(config_path, change):
     (lambda d: d.update(name=["x"]), "name must be a text"),
 ])
 def test_configs_out_of_bounds_are_refused_before_building(checkpoint, change, words, monkeypatch):
-    import napari_vbmd.segmentation.checkpoint as module
+    import napari_vbmd.segmentation.networks as module
 
     _edit(checkpoint, change)
     monkeypatch.setattr(module, "build_network", lambda *a, **k: pytest.fail("built before the config was checked"))

@@ -56,3 +56,19 @@ def test_sliding_windows_equal_scipys_filters(size):
         binary = values > 0.5
         assert np.array_equal(post.sliding(binary, size, axis, np.logical_or, "constant", False),
                               ndimage.maximum_filter1d(binary.view(np.uint8), size, axis=axis, mode="constant").view(bool))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_groups_of_slices_on_threads_give_the_same_voxels(threads):
+    from napari_vbmd.segmentation import stages
+    from napari_vbmd.segmentation.preprocess import Box
+
+    mask, _ = _noisy_masks(0)
+    assert np.array_equal(post.fill_holes_per_slice(mask, threads), reference.fill_holes_per_slice(mask))
+    scan, _ = synthetic_mcp(shape=(20, 90, 110), spacing=0.082)
+    cleaned = reference.keep_largest_component(reference.fill_holes_per_slice(mask))
+    box = Box(0, 20, 0, 90, 0, 110)
+    one = stages._refine(scan, box, cleaned, 0.25, threads=1)
+    assert np.array_equal(one, reference.keep_largest_component(
+        reference.refine_boundary(cleaned, scan.density(), scan.spacing, 0.25)))
+    assert np.array_equal(stages._refine(scan, box, cleaned, 0.25, threads=threads), one)

@@ -245,6 +245,7 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
     return {
         "mask": out_mask.relative_to(job.output_dir).as_posix(),
         "device": result.device,
+        "runtime": result.runtime,
         "hand": result.hand,
         "hand_source": result.hand_source,
         "hand_confidence": result.hand_confidence,

@@ -22,6 +22,13 @@ from .review import REASON_HAND
 #: hand_image's cues; head sizes and the thumb give up to 3 + 2)
 MIN_RADIAL_EVIDENCE = 2.0
 HEAD_NAMES = ("MC2", "MC3", "MC4", "MC5")
+#: the proximal end is trusted when the distal-to-proximal cues (joint spaces, the thumb's course) add
+#: up to at least this margin
+MIN_PROXIMAL_EVIDENCE = 2.0
+#: a metacarpal is longer than any scan of its joint and leaves the field proximally: MC2's mask
+#: reaches the last slice segmented on that side; a mask ending farther than this short of it is not
+#: MC2's (the proximal phalanx of the same ray sits in line with MC2, distal of the joint)
+PROXIMAL_REACH_MM = 2.0
 
 
 @dataclass
@@ -68,4 +75,31 @@ def hand_side_concern(mask, scan, evidence=None) -> CaseFlag | None:
         description=(f"check the hand side: the mask lies on {name}, not on MC2 (the head at the radial end of the "
                      "row of metacarpal heads, where the larger heads and the thumb are)"),
         details={"mask_on": name, "distance_to_mc2_mm": distances[0], "distance_to_it_mm": distances[nearest]},
+    )
+
+
+def phalanx_concern(mask, scan, evidence, slices: tuple[int, int]) -> CaseFlag | None:
+    """A :data:`~napari_vbmd.review.REASON_HAND` flag when, in a whole-hand field whose proximal end
+    the image shows, ``mask`` stops short of that end of the slices segmented ([start, stop)): then it
+    lies on MC2's proximal phalanx (in line with MC2, so :func:`hand_side_concern` cannot tell),
+    not on MC2. None when it reaches it, or when the image does not show which end is proximal."""
+    if evidence is None or evidence.problem:
+        return None
+    along = evidence.axis_sum("w")  # > 0: the slices run distal -> proximal
+    if abs(along) < MIN_PROXIMAL_EVIDENCE:
+        return None
+    present = np.flatnonzero(np.asarray(mask).any(axis=(1, 2)))
+    if not present.size:
+        return None
+    start, stop = slices
+    short = (stop - 1 - int(present[-1])) if along > 0 else (int(present[0]) - start)
+    short_mm = short * float(scan.spacing[0])
+    if short_mm <= PROXIMAL_REACH_MM:
+        return None
+    end = "last" if along > 0 else "first"
+    return CaseFlag(
+        reasons=[REASON_HAND],
+        description=(f"the mask stops {short_mm:.1f} mm short of the proximal end of the scan ({end} slice), "
+                     "where MC2 leaves the field: it lies on MC2's proximal phalanx, not on MC2"),
+        details={"mask_on": "MC2's proximal phalanx", "short_of_proximal_end_mm": short_mm},
     )

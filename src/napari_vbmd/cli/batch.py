@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--memory-limit", default="auto",
                    help="memory per local worker, e.g. 6GB (default auto: the machine's memory / workers); "
                    "a worker over it is restarted and its case fails")
-    p.add_argument("--torch-threads", type=int, help="CPU threads per case for inference (default: cores / workers)")
+    p.add_argument("--torch-threads", type=int,
+                   help="CPU threads per case for inference and the slice-by-slice steps (default: cores / workers)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="use an existing Dask scheduler, e.g. tcp://host:8786 or the file of `dask scheduler "
                    "--scheduler-file`, instead of a local cluster "

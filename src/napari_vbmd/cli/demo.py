@@ -54,6 +54,7 @@ def run(args) -> int:
         "mask": str(mask_path),
         "model": result.model,
         "device": result.device,
+        "runtime": result.runtime,
         "hand": result.hand,
         "hand_source": result.hand_source,
         "hand_confidence": result.hand_confidence,

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                    "field of view); when neither tells, nothing is written and the command asks for --hand")
     p.add_argument("--slices", help="segment only slices A:B (0-based, B excluded)")
     p.add_argument("--voi-mm", type=float, help="keep a standard VOI of this length (mm) proximal from MC2's joint surface")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for inference (at least 1)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for inference and the slice-by-slice steps (at least 1; default: all)")
     p.add_argument("--hole-filling", default="fill", choices=["fill", "active_contour", "none"],
                    help="fill = exact per-slice filling (default); active_contour = the study's option")
     p.add_argument("--boundary-band", type=float, metavar="MM",
@@ -93,6 +94,7 @@ def run(args) -> int:
         **vbmd.to_dict(),
         "model": result.model,
         "device": result.device,
+        "runtime": result.runtime,
         "mask": str(written),
         "hand": result.hand,
         "hand_source": result.hand_source,
@@ -107,7 +109,7 @@ def run(args) -> int:
     print_table([
         ("image", args.image),
         ("mask", str(written)),
-        ("model", f"{result.model} on {result.device}"),
+        ("model", f"{result.model} on {result.device}" + (f" ({result.runtime})" if result.runtime else "")),
         ("hand", result.hand_decision.describe()),
         ("hand evidence", result.hand_reason),
         *vbmd_rows(vbmd),

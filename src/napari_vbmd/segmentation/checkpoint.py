@@ -13,23 +13,17 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path, non_regular_reason, write_text_atomic
 from ..errors import VbmdError
-from .networks import (
-    ARCHITECTURES,
-    MeanProbabilityEnsemble,
-    architecture_kwargs,
-    build_network,
-    ensemble_members,
-    network_dims,
-)
+from .architectures import ARCHITECTURE_DIMS, architecture_kwargs, ensemble_members, network_dims
 from .postprocess import MAX_BOUNDARY_BAND_MM
 from .settings_check import check_config_dict
+
+if TYPE_CHECKING:  # torch is imported where a network is built, not to read a config
+    import torch
+    from torch import nn
 
 FORMAT = "napari-vbmd-checkpoint"
 FORMAT_VERSION = 1
@@ -81,10 +75,10 @@ class ModelConfig:
                 f"(this napari-vbmd reads version {FORMAT_VERSION})",
                 path,
             )
-        if data.get("architecture") not in ARCHITECTURES:
+        if data.get("architecture") not in ARCHITECTURE_DIMS:
             raise VbmdError(
                 f"checkpoint is for architecture {data.get('architecture')!r}, which this napari-vbmd does not "
-                f"know (known: {', '.join(sorted(ARCHITECTURES))})",
+                f"know (known: {', '.join(sorted(ARCHITECTURE_DIMS))})",
                 path,
             )
         known = {f.name for f in dataclasses.fields(cls)}
@@ -182,8 +176,11 @@ def read_config(path: str | Path) -> ModelConfig:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
     """Build the network a checkpoint describes and load its weights (eval mode)."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from .networks import build_network
 
     config_path, weights_path = checkpoint_paths(path)
     config = read_config(config_path)
@@ -242,6 +239,8 @@ def make_ensemble(members: list[str | Path], path: str | Path, name: str | None 
     member's until the ensemble is calibrated on validation data
     (:func:`napari_vbmd.segmentation.calibrate.calibrate_threshold`).
     """
+    from .networks import MeanProbabilityEnsemble
+
     if len(members) < 2:
         raise VbmdError(f"an ensemble needs at least 2 checkpoints, got {len(members)}")
     loaded = []

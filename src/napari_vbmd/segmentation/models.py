@@ -138,12 +138,60 @@ def check_cancel(cancel) -> None:
 class LoadedModel:
     """A network with its checkpoint's config, on a device."""
 
-    network: Any  # torch.nn.Module
+    network: Any  # torch.nn.Module, or onnx_runtime.OnnxNetwork
     config: Any  # checkpoint.ModelConfig
     name: str
-    device: Any  # torch.device
+    device: Any  # torch.device, or "cpu" for ONNX Runtime
     source: str
     sha256: str = ""
+    #: what runs the network: "torch" or "onnxruntime"; ``runtime_note`` says why torch where an
+    #: exported ONNX file was there but not used
+    runtime: str = "torch"
+    runtime_note: str = ""
+
+    @property
+    def runtime_version(self) -> str:
+        if self.runtime == "onnxruntime":
+            from .onnx_runtime import runtime_version
+
+            return runtime_version()
+        import torch
+
+        return f"torch {torch.__version__}"
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sizes must be a multiple of this (the network's downsampling steps)."""
+        if self.runtime == "onnxruntime":
+            return self.network.multiple
+        from .networks import size_multiple
+
+        return size_multiple(self.network, self.config.architecture)
+
+    @property
+    def default_batch_size(self) -> int:
+        if self.runtime == "onnxruntime":  # split over the threads (onnx_runtime.OnnxNetwork.probability)
+            from .parallel import workers
+
+            return max(8, 2 * workers(getattr(self.network._local, "threads", None)))
+        return 8 if str(self.device) == "cpu" else 32
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """float32 probabilities (b, ...) for a z-scored batch (b, channels, ...)."""
+        if self.runtime == "onnxruntime":
+            return self.network.probability(batch)
+        from .inference import torch_probability
+
+        self.network.eval()
+        return torch_probability(self.network, self.device, batch)
+
+    def threads(self, threads: int | None):
+        """A context running this model's forward passes on ``threads`` CPU threads."""
+        if self.runtime == "onnxruntime":
+            return self.network.threads(threads)
+        from .inference import torch_threads
+
+        return torch_threads(threads)
 
     @property
     def threshold(self) -> float:
@@ -214,34 +262,85 @@ _CACHE: dict[tuple[str, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load(ref: ModelRef | str | Path, device="auto", cached: bool = True):
+def load(ref: ModelRef | str | Path, device="auto", cached: bool = True, runtime: str = "auto"):
     """The model object for ``ref`` on ``device`` (a :class:`ClassicalModel` for the classical method).
 
-    Networks are kept per (sha256, device) for the life of the process; the files are hashed again
+    On the CPU a network runs in ONNX Runtime when an ONNX file exported from exactly its weights sits
+    beside the checkpoint (``runtime="auto"``; the bundled default model has one), else in torch;
+    ``runtime`` "torch" or "onnxruntime" forces one (the latter refuses when it cannot). Networks are
+    kept per (sha256, device, runtime) for the life of the process; the files are hashed again
     before a build, so a checkpoint that changed on disk since :func:`resolve` is refused.
     """
     ref = resolve(ref)
     if ref.classical:
         check_device(device)
-        resolve_device(device)  # a bad device request is an error for every model
+        if not _runs_on_cpu(device):
+            resolve_device(device)  # a bad device request is an error for every model
         return ClassicalModel(sha256=ref.sha256)
-    torch_device = resolve_device(device)
-    key = (ref.sha256, str(torch_device))
+    check_runtime(runtime)
+    on_cpu = _runs_on_cpu(device)
+    torch_device = None if on_cpu and runtime != "torch" else resolve_device(device)
+    key = (ref.sha256, "cpu" if torch_device is None else str(torch_device), runtime)
     with _CACHE_LOCK:
         if cached and key in _CACHE:
             return _CACHE[key]
-        from .checkpoint import load_checkpoint
+        from .checkpoint import load_checkpoint, read_config
 
         if sha256_files(ref.files) != ref.sha256:
             raise VbmdError("the bundled default model here differs from the one the batch started with (install "
                             "the same napari-vbmd version everywhere)" if ref.spec == "default" else
                             "the checkpoint here differs from the one the batch started with (workers need the "
                             "same file at the same path; or it changed on disk)", ref.files[0])
+        note = "" if on_cpu or runtime == "torch" else "ONNX Runtime runs on the CPU only"
+        if torch_device is None:
+            from .onnx_runtime import usable_onnx
+
+            config = read_config(ref.files[0])
+            network, note = usable_onnx(ref.files[1], config.architecture)
+            if network is not None:
+                loaded = LoadedModel(network, config, ref.name, "cpu", str(ref.files[0]), ref.sha256,
+                                     runtime="onnxruntime")
+                if cached:
+                    _CACHE[key] = loaded
+                return loaded
+            if runtime == "onnxruntime":
+                raise VbmdError(f"cannot run this model with ONNX Runtime: {note}", ref.files[0])
+            torch_device = resolve_device("cpu")
         network, config = load_checkpoint(ref.files[0], device=torch_device)
-        loaded = LoadedModel(network, config, ref.name, torch_device, str(ref.files[0]), ref.sha256)
+        loaded = LoadedModel(network, config, ref.name, torch_device, str(ref.files[0]), ref.sha256,
+                             runtime="torch", runtime_note=note)
         if cached:
             _CACHE[key] = loaded
         return loaded
+
+
+RUNTIMES = ("auto", "onnxruntime", "torch")
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise VbmdError(f"unknown runtime {runtime!r}; use {', '.join(RUNTIMES)}")
+    return runtime
+
+
+#: files whose presence means torch may find an accelerator (NVIDIA, ROCm, WSL's GPU bridge)
+_ACCELERATOR_FILES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def _runs_on_cpu(device) -> bool:
+    """Whether ``device`` means the CPU, answered without importing torch where it can be: 'auto' on
+    a machine with no GPU driver (no NVIDIA/ROCm device files, not macOS) is the CPU."""
+    import os
+    import sys
+
+    device = check_device(device)
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    if "torch" in sys.modules or sys.platform == "darwin" or any(os.path.exists(p) for p in _ACCELERATOR_FILES):
+        return resolve_device("auto").type == "cpu"
+    return True
 
 
 def load_model(spec: str | Path, device="auto") -> LoadedModel:
@@ -255,7 +354,10 @@ def load_model(spec: str | Path, device="auto") -> LoadedModel:
 
 def is_loaded(ref: ModelRef, device="auto") -> bool:
     """Whether :func:`load` would answer from the cache (the classical method needs no loading)."""
-    return ref.classical or (ref.sha256, str(resolve_device(device))) in _CACHE
+    if ref.classical:
+        return True
+    where = "cpu" if _runs_on_cpu(device) else str(resolve_device(device))
+    return any(key[:2] == (ref.sha256, where) for key in _CACHE)
 
 
 def ref_from_identity(identity: dict) -> ModelRef:

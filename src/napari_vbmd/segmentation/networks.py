@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import VbmdError
+from .architectures import ARCHITECTURE_DIMS, INIT_ONLY_KWARGS, architecture_kwargs, ensemble_members, network_dims  # noqa: F401
 
 # -- 2D U-Net with a ResNet34 encoder (the study's 2D configuration) ---------------------------------
 
@@ -241,14 +242,12 @@ class UNet3D(nn.Module):
 
 #: name -> (builder, dimensionality). Builders take the keyword arguments a checkpoint stores.
 ARCHITECTURES: dict[str, tuple] = {
-    "unet2d_resnet34": (unet2d_resnet34, 2),
-    "unet2d_small": (SmallUNet2D, 2),
-    "unet3d_isensee": (UNet3D, 3),
+    "unet2d_resnet34": (unet2d_resnet34, ARCHITECTURE_DIMS["unet2d_resnet34"]),
+    "unet2d_small": (SmallUNet2D, ARCHITECTURE_DIMS["unet2d_small"]),
+    "unet3d_isensee": (UNet3D, ARCHITECTURE_DIMS["unet3d_isensee"]),
 }
-
-# Keyword arguments that only matter when building from scratch (weights files, downloads); they are
-# not part of a checkpoint's architecture.
-_INIT_ONLY_KWARGS = {"encoder_weights_path", "imagenet_online"}
+assert set(ARCHITECTURES) == set(ARCHITECTURE_DIMS)
+_INIT_ONLY_KWARGS = INIT_ONLY_KWARGS
 
 
 class MeanProbabilityEnsemble(nn.Module):
@@ -285,22 +284,6 @@ def build_network(architecture: str, **kwargs) -> nn.Module:
     except TypeError as exc:
         raise VbmdError(f"bad settings for {architecture}: {exc}") from None
     return networks[0] if members == 1 else MeanProbabilityEnsemble(networks)
-
-
-def ensemble_members(kwargs: dict) -> int:
-    """How many networks a checkpoint's architecture settings describe (1 unless an ensemble)."""
-    return int(kwargs.get("members", 1))
-
-
-def network_dims(architecture: str) -> int:
-    if architecture not in ARCHITECTURES:
-        raise VbmdError(f"unknown network architecture {architecture!r}")
-    return ARCHITECTURES[architecture][1]
-
-
-def architecture_kwargs(kwargs: dict) -> dict:
-    """The kwargs that define the architecture (what a checkpoint stores)."""
-    return {k: v for k, v in kwargs.items() if k not in _INIT_ONLY_KWARGS}
 
 
 def size_multiple(model: nn.Module, architecture: str) -> int:

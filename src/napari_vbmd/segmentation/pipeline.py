@@ -52,6 +52,7 @@ class SegmentationResult:
     extra: dict = field(default_factory=dict)
     hand_confidence: float | None = 1.0  # 1.0 when given (argument, manifest, header); the detector's otherwise
     hand_reason: str = ""  # the evidence for the hand, in one line
+    runtime: str = ""  # what ran the network ("onnxruntime 1.x", "torch 2.x"); "" for the classical method
 
     @property
     def hand_decision(self) -> HandDecision:
@@ -136,6 +137,12 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
                 f"the mask the model made lies on {concern.details['mask_on']}, not on MC2 (the head at the radial "
                 f"end of the row of metacarpal heads); nothing written: check the hand side ({decision.describe()}) "
                 "or segment a crop around MC2", scan.source)
+        from ..review_hand import phalanx_concern
+
+        along_ray = phalanx_concern(result.mask.data, scan, evidence, (result.box.z0, result.box.z1))
+        if along_ray is not None:
+            raise OtherBoneError(f"{along_ray.description}; nothing written: segment a crop around MC2's head "
+                                 "and shaft, or check the slice range", scan.source)
     if progress:
         progress(1, 1, "done")
     return result
@@ -152,17 +159,18 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
         t = time.perf_counter()
         box, bone_z = crop_box(scan, model.crop_margin_mm, settings.slice_range)
         timings["preprocess"] += time.perf_counter() - t
-        work = stages.to_working(scan, box, hand, model, context=bone_z, cancel=cancel)
+        work = stages.to_working(scan, box, hand, model, context=bone_z, cancel=cancel, threads=settings.threads)
         if progress:
             progress(0, 1, "pre-processed")
         prob = stages.infer(model, work, progress, cancel, settings.batch_size)
-        probability = stages.from_working(prob, work)
+        probability = stages.from_working(prob, work, threads=settings.threads)
         for key, value in work.timings.items():
             timings[key] += value
 
         t = time.perf_counter()
         band = model.band_for(settings.boundary_band_mm)
-        crop_mask = stages.finish(probability, scan, box, model.threshold, settings.hole_filling, band, cancel)
+        crop_mask = stages.finish(probability, scan, box, model.threshold, settings.hole_filling, band, cancel,
+                                  threads=settings.threads)
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
         full, voi, used_range = stages.place(crop_mask, scan, box, settings.voi_mm)
@@ -186,6 +194,7 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
         threshold=float(model.threshold),
         hand_confidence=decision.confidence,
         hand_reason=decision.reason,
+        runtime=model.runtime_version if isinstance(model, LoadedModel) else "",
     )
 
 def crop_box(scan: Scan, margin_mm: float, slice_range=None) -> tuple[Box, tuple[int, int]]:
@@ -204,9 +213,7 @@ def crop_box(scan: Scan, margin_mm: float, slice_range=None) -> tuple[Box, tuple
 
 def _threads(threads: int | None, model):
     if isinstance(model, LoadedModel):
-        from .inference import torch_threads
-
-        return torch_threads(threads)
+        return model.threads(threads)
     import contextlib
 
     return contextlib.nullcontext()

@@ -34,21 +34,30 @@ def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
-def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+def fill_holes_per_slice(mask: np.ndarray, threads: int | None = 1) -> np.ndarray:
     """Exact per-slice hole filling (a hole = background not 4-connected to the slice's border), as
-    ``ndimage.binary_fill_holes`` on each slice, computed on the mask's bounding box in one labelling:
-    the background of every slice of the box, with a ring of background around it, is labelled (no
-    links between slices); what is not the ring's component is a hole."""
+    ``ndimage.binary_fill_holes`` on each slice, computed on the mask's bounding box in one labelling
+    per group of slices (groups on ``threads`` threads): the background of every slice, with a ring
+    of background around it, is labelled (no links between slices); what is not the ring's
+    component is a hole."""
+    from .parallel import run_chunks
+
     mask = np.asarray(mask, dtype=bool)
     out = np.zeros(mask.shape, dtype=bool)
     box = bounding_box(mask)
     if box is None:
         return out
-    sub = np.pad(mask[box], ((0, 0), (1, 1), (1, 1)))
-    labels, n = ndimage.label(~sub, _IN_PLANE)
-    filled = np.ones(n + 1, dtype=bool)
-    filled[labels[:, 0, 0]] = False  # each slice's ring (all background) is one component: the outside
-    out[box] = filled[labels[:, 1:-1, 1:-1]]
+    inside, target = mask[box], out[box]
+
+    def part(first: int, last: int) -> None:
+        sub = np.pad(inside[first:last], ((0, 0), (1, 1), (1, 1)))
+        labels, _ = ndimage.label(~sub, _IN_PLANE)
+        # each slice's ring (all background) is one component, the outside; everything else (the
+        # mask, label 0, and background the ring does not reach) is filled
+        outside = labels[:, 0, 0]
+        np.not_equal(labels[:, 1:-1, 1:-1], outside[:, None, None], out=target[first:last])
+
+    run_chunks(part, inside.shape[0], threads)
     return out
 
 
@@ -223,8 +232,11 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(mask[box])
     if n <= 1:
         return mask.copy()
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
+    if n <= 16:  # a few components: counting each is cheaper than bincount's 64-bit copy of the labels
+        sizes = np.array([0] + [np.count_nonzero(labels == k) for k in range(1, n + 1)])
+    else:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = labels == int(np.argmax(sizes))
     return out

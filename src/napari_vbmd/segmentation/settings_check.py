@@ -62,10 +62,10 @@ def json_depth(value, limit: int = MAX_JSON_DEPTH) -> int:
 
 
 def check_architecture_settings(architecture: str, kwargs, path=None, from_checkpoint: bool = True) -> None:
-    from .networks import ARCHITECTURES
+    from .architectures import ARCHITECTURE_DIMS
 
-    if architecture not in ARCHITECTURES:
-        raise VbmdError(f"unknown network architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}",
+    if architecture not in ARCHITECTURE_DIMS:
+        raise VbmdError(f"unknown network architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURE_DIMS))}",
                         path)
     if not isinstance(kwargs, dict):
         raise VbmdError(f"architecture settings must be a JSON object, got {type(kwargs).__name__}", path)
@@ -143,7 +143,7 @@ def check_config_dict(data: dict, path=None) -> None:
 def check_train_settings(settings, out_dir: str | Path | None = None) -> None:
     """Every training setting within bounds, and no input the run would write over; before anything
     is read, built or written."""
-    from .networks import network_dims
+    from .architectures import network_dims
     from .training import FLIPS, LOSSES, LR_SCHEDULES
 
     s = settings

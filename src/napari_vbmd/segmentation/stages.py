@@ -25,6 +25,7 @@ from ..errors import VbmdError
 from ..scan import Scan
 from . import postprocess as post
 from .models import check_cancel
+from .parallel import run_chunks
 from .preprocess import Box, density_block, resample_slices, resample_volume, working_size
 
 #: native slices converted and resampled at once (bounds the memory of a whole field of view)
@@ -90,7 +91,7 @@ def resample_to_working(block: np.ndarray, work_hw: tuple[int, int], mirrored: b
 
 
 def to_working(scan: Scan, box: Box, hand: str, model, context: tuple[int, int] | None = None,
-               cancel=None) -> Working:
+               cancel=None, threads: int | None = None) -> Working:
     """The crop ``box`` of ``scan`` on ``model``'s working grid; ``context`` (scan slices [start, stop),
     default the box's) is where a 2D model with slice context may take neighbours from."""
     if hand not in ("left", "right"):
@@ -106,11 +107,15 @@ def to_working(scan: Scan, box: Box, hand: str, model, context: tuple[int, int] 
         reach = _context_reach(model, scan.spacing[0])
         first, last = max(context[0], box.z0 - reach[0]), min(context[1], box.z1 + reach[1])
     data = np.empty((last - first, wh, ww), dtype=np.float32)
-    for start in range(first, last, CHUNK):
-        check_cancel(cancel)
-        stop = min(last, start + CHUNK)
-        block = density_block(scan, (slice(start, stop), slice(box.y0, box.y1), slice(box.x0, box.x1)))
-        data[start - first : stop - first] = resample_slices(_mirror(block, mirrored), (wh, ww))
+
+    def part(lo: int, hi: int) -> None:
+        for start in range(first + lo, first + hi, CHUNK):
+            check_cancel(cancel)
+            stop = min(first + hi, start + CHUNK)
+            block = density_block(scan, (slice(start, stop), slice(box.y0, box.y1), slice(box.x0, box.x1)))
+            data[start - first : stop - first] = resample_slices(_mirror(block, mirrored), (wh, ww))
+
+    run_chunks(part, last - first, threads)
     if model.dims == 3 and wz != data.shape[0]:
         data = resample_volume(data, (wz, wh, ww))
     return Working(data, box, mirrored, spacing, model.dims, first, context,
@@ -136,28 +141,35 @@ def infer(model, work: Working, progress=None, cancel=None, batch_size: int | No
     return probability
 
 
-def from_working(probability: np.ndarray, work: Working, chunk: int = CHUNK) -> np.ndarray:
-    """Working-grid probabilities back on the crop's native grid: uint8 0..255 (255 = 1.0)."""
+def from_working(probability: np.ndarray, work: Working, chunk: int = CHUNK, threads: int | None = None) -> np.ndarray:
+    """Working-grid probabilities back on the crop's native grid: uint8 0..255 (255 = 1.0); slices
+    spread over ``threads`` threads."""
     t = time.perf_counter()
     nz, h, w = work.box.shape
     if probability.shape[0] != nz:
         probability = resample_volume(probability, (nz, *probability.shape[1:]))
     out = np.empty((nz, h, w), dtype=np.uint8)
-    for start in range(0, nz, chunk):
-        native = _mirror(resample_slices(probability[start : start + chunk], (h, w)), work.mirrored)
-        out[start : start + chunk] = np.clip(np.rint(native * 255), 0, 255).astype(np.uint8)
+
+    def part(first: int, last: int) -> None:
+        for start in range(first, last, chunk):
+            stop = min(last, start + chunk)
+            native = _mirror(resample_slices(probability[start:stop], (h, w)), work.mirrored)
+            out[start:stop] = np.clip(np.rint(native * 255), 0, 255).astype(np.uint8)
+
+    run_chunks(part, nz, threads)
     work.timings["postprocess"] = work.timings.get("postprocess", 0.0) + time.perf_counter() - t
     return out
 
 
 def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole_filling: str = "fill",
-           band_mm: float = 0.0, cancel=None) -> np.ndarray:
+           band_mm: float = 0.0, cancel=None, threads: int | None = None) -> np.ndarray:
     """The crop's mask (bool): threshold, hole filling per slice, the largest 3-D component and, for a
-    positive ``band_mm``, the boundary moved onto the scan's half-maximum edge within that band."""
+    positive ``band_mm``, the boundary moved onto the scan's half-maximum edge within that band. The
+    slice-by-slice steps run on ``threads`` threads (the same voxels whatever the number)."""
     check_cancel(cancel)
     crop_mask = probability >= np.uint8(round(threshold * 255))
     if hole_filling == "fill":
-        crop_mask = post.fill_holes_per_slice(crop_mask)
+        crop_mask = post.fill_holes_per_slice(crop_mask, threads)
     elif hole_filling == "active_contour":
         crop_mask = post.active_contour_per_slice(crop_mask, probability.astype(np.float32) / 255.0)
     elif hole_filling != "none":
@@ -165,17 +177,24 @@ def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole
     crop_mask = post.keep_largest_component(crop_mask)
     if band_mm > 0 and crop_mask.any():
         check_cancel(cancel)
-        crop_mask = _refine(scan, box, crop_mask, band_mm)
+        crop_mask = _refine(scan, box, crop_mask, band_mm, threads)
     return crop_mask
 
 
-def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float) -> np.ndarray:
-    """Boundary refinement on MC2's own bounding box within the crop (densities of that box only)."""
+def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float, threads: int | None = None) -> np.ndarray:
+    """Boundary refinement on MC2's own bounding box within the crop (densities of that box only).
+    The refinement works slice by slice, so groups of slices go to the threads side by side."""
     sub = post.refinement_region(crop_mask, scan.spacing, band_mm)
     in_scan = tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), sub))
+    mask, density = crop_mask[sub], density_block(scan, in_scan)
+    refined = np.zeros(mask.shape, dtype=bool)
+
+    def part(first: int, last: int) -> None:
+        refined[first:last] = post.refine_boundary(mask[first:last], density[first:last], scan.spacing, band_mm)
+
+    run_chunks(part, mask.shape[0], threads)
     out = np.zeros_like(crop_mask, dtype=bool)
-    out[sub] = post.keep_largest_component(
-        post.refine_boundary(crop_mask[sub], density_block(scan, in_scan), scan.spacing, band_mm))
+    out[sub] = post.keep_largest_component(refined)
     return out
 
 

@@ -260,7 +260,7 @@ class CaseSession:
             ("Mean slice area (mm²)", f"{r.mean_slice_area_mm2:.2f}"),
             ("Hand", decision_words(seg.hand_decision) if seg else ""),
             ("Model", seg.model if seg else ""),
-            ("Device", seg.device if seg else ""),
+            ("Device", (f"{seg.device} ({seg.runtime})" if seg.runtime else seg.device) if seg else ""),
             ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
         ]
 
