@@ -15,6 +15,7 @@ from napari_vbmd.errors import VbmdError
 from napari_vbmd.io import read_scan, write_mask
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, write_phantom
 from napari_vbmd.segmentation.checkpoint import load_checkpoint
+from napari_vbmd.segmentation.models import load
 from napari_vbmd.segmentation.datasets import Pair, find_pairs, load_pair, prepare_case, split_by_patient
 from napari_vbmd.segmentation.training import METRIC_COLUMNS, TrainSettings, epoch_lr, train
 
@@ -565,6 +566,10 @@ def test_seeds_sharing_a_split_seed_join_an_ensemble_that_is_calibrated_segments
     scan = read_scan(phantom_folder / "case1.aim")
     result = segment(scan, model=str(out), threads=1, keep_probability=True)
     assert result.mask.shape == scan.shape and result.probability.any()
+    # exported for ONNX Runtime beside it, so a CPU runs it there, with torch's answer
+    assert summary["onnx"] == str(out.with_suffix(".onnx")) and result.runtime.startswith("onnxruntime")
+    in_torch = segment(scan, model=load(str(out), "cpu", cached=False, runtime="torch"), threads=1, keep_probability=True)
+    assert np.abs(in_torch.probability.astype(int) - result.probability.astype(int)).max() <= 1
 
     tuned = tmp_path / "tuned"  # fine-tuning an ensemble tunes every member on the joint answer
     train(phantom_folder, tuned, tiny_settings(init=str(out), epochs=1), device="cpu", show_progress=False)
@@ -580,6 +585,15 @@ def test_seeds_sharing_a_split_seed_join_an_ensemble_that_is_calibrated_segments
         assert not (tmp_path / "mixed.json").exists()
     code = main(["ensemble", str(first), str(second), "-o", str(first / "best.json")])
     assert code == 2 and "refusing to overwrite an input file" in capsys.readouterr().err
+
+
+def test_training_exports_its_best_checkpoint_for_onnx_runtime(trained):
+    from napari_vbmd.segmentation.models import load
+
+    out, summary = trained
+    assert summary["onnx"] == str(out / "best.onnx") and "difference from torch" in summary["onnx_note"]
+    assert load(str(out / "best.json"), "cpu", cached=False).runtime == "onnxruntime"
+    assert not (out / "last.onnx").exists()
 
 
 def test_validation_dice_of_a_checkpoint_is_the_pipelines_dice(phantom_folder, trained):

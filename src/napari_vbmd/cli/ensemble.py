@@ -75,9 +75,10 @@ def run(args) -> int:
     if output.suffix not in ("", ".json"):
         raise VbmdError("output must be NAME or NAME.json (NAME.safetensors is written beside it)", output)
     config_out, weights_out = output.with_suffix(".json"), output.with_suffix(".safetensors")
+    onnx_out = output.with_suffix(".onnx")
     inputs = [path for member in args.members for path in checkpoint_paths(member)]
     ensure_output_folder(config_out.parent)
-    for target in (config_out, weights_out):
+    for target in (config_out, weights_out, onnx_out):
         check_not_input(target, inputs)
     pairs = _shared_validation_pairs(args.members) if args.calibrate else None
     # built and calibrated aside, then moved into place: an interrupted run leaves no uncalibrated checkpoint
@@ -93,7 +94,14 @@ def run(args) -> int:
             set_checkpoint_threshold(config_path, result)
             summary.update(threshold=result["threshold"], boundary_band_mm=result["boundary_band_mm"],
                            validation_cases=len(pairs))
-        for source, target in ((weights_path, weights_out), (config_path, config_out)):
+        from ..segmentation.onnx_export import export_quietly
+
+        onnx_path, summary["onnx_note"] = export_quietly(config_path)  # what runs it on a CPU
+        summary["onnx"] = str(onnx_out) if onnx_path else None
+        moves = [(weights_path, weights_out), (config_path, config_out)]
+        if onnx_path:
+            moves.append((Path(onnx_path), onnx_out))
+        for source, target in moves:
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
     if args.json:

@@ -85,6 +85,18 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, seed: int
     return out, difference
 
 
+def export_quietly(checkpoint: str | Path, out: str | Path | None = None) -> tuple[str | None, str]:
+    """(path of the ONNX export written, "") or (None, why not) - for commands that make a checkpoint
+    (`vbmd train`, `vbmd ensemble`): without an export the model still runs, in torch."""
+    try:
+        path, difference = export_onnx(checkpoint, out)
+    except VbmdError as exc:
+        return None, exc.problem
+    except Exception as exc:  # noqa: BLE001 - an exporter failure must not lose the trained model
+        return None, f"the ONNX exporter failed ({type(exc).__name__}: {exc})"
+    return str(path), f"largest probability difference from torch {difference:.2g}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")

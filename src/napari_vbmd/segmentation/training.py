@@ -358,9 +358,18 @@ def train(
             if log:
                 log(f"stopping after epoch {epoch}: the time budget of {settings.max_minutes} min is spent")
             break
+    onnx_path, onnx_note = None, "no best checkpoint"
+    if (out_dir / "best.json").is_file():
+        from .onnx_export import export_quietly
+
+        onnx_path, onnx_note = export_quietly(out_dir / "best.json")  # what runs it on a CPU
+        if log:
+            log(f"ONNX export: {onnx_path or 'none'} ({onnx_note})")
     return {
         "out_dir": str(out_dir),
         "best_epoch": best["epoch"],
+        "onnx": onnx_path,
+        "onnx_note": onnx_note,
         "best_val_dice": best["val_dice"],
         "best_metrics": best.get("metrics"),
         "last_epoch": epoch,
