@@ -564,7 +564,7 @@ def test_seeds_sharing_a_split_seed_join_an_ensemble_that_is_calibrated_segments
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".vbmd-ensemble")) == []
 
     scan = read_scan(phantom_folder / "case1.aim")
-    result = segment(scan, model=str(out), threads=1, keep_probability=True)
+    result = segment(scan, model=str(out), device="cpu", threads=1, keep_probability=True)
     assert result.mask.shape == scan.shape and result.probability.any()
     # exported for ONNX Runtime beside it, so a CPU runs it there, with torch's answer
     assert summary["onnx"] == str(out.with_suffix(".onnx")) and result.runtime.startswith("onnxruntime")
