@@ -133,6 +133,13 @@ def test_a_run_reports_its_stages_and_the_session_holds_the_case(synthetic_case,
     assert session.adopt(run) is None and session.case == "syn1" and session.active
     assert session.hand_words() == "hand: right (from the file's header)"
     assert session.run_words().endswith(f"{plural(len(run.flags), 'slice')} flagged for review.")
+    assert ": classical on cpu; " in session.run_words()  # no network, so no runtime to name
+    session.segmentation.runtime = "onnxruntime 1.32.0"  # a network's run names what ran it
+    try:
+        assert ": classical on cpu (onnxruntime 1.32.0); " in session.run_words()
+        assert dict(session.results_rows())["Device"] == "cpu (onnxruntime 1.32.0)"
+    finally:
+        session.segmentation.runtime = ""
     mask = session.history.original.copy()
     z = run.result.first_slice + 3
     ys, xs = np.nonzero(mask[z])

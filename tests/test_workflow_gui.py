@@ -98,6 +98,7 @@ def test_segment_cancel_rerun_review_correct_undo_export(widget_and_viewer, qtbo
     assert not any("done" in m for _, _, m in reports) and widget.progress_bar.format() == "done"
     assert widget.status_label.text().startswith("Done in") and "hand: right (from the file's header)" in \
         widget.status_label.text()
+    assert "classical on cpu;" in widget.status_label.text()  # no network, so no runtime to name
     assert widget.tabs.currentIndex() == 1  # on to the Review step
 
     labels = widget.labels_layer

@@ -290,8 +290,8 @@ class CaseSession:
 
     def run_words(self) -> str:
         seg = self.segmentation
-        return (f"Done in {self.seconds:.1f} s: {seg.model} on {seg.device}; {self.hand_words()}; "
-                f"{self.flags_words()}.")
+        where = f"{seg.device} ({seg.runtime})" if seg.runtime else seg.device
+        return f"Done in {self.seconds:.1f} s: {seg.model} on {where}; {self.hand_words()}; {self.flags_words()}."
 
     def correction_words(self) -> str:
         stats = self.correction_stats()
