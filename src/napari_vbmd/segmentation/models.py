@@ -171,9 +171,7 @@ class LoadedModel:
     @property
     def default_batch_size(self) -> int:
         if self.runtime == "onnxruntime":  # split over the threads (onnx_runtime.OnnxNetwork.probability)
-            from .parallel import workers
-
-            return max(8, 2 * workers(getattr(self.network._local, "threads", None)))
+            return max(8, 2 * self.network.workers)
         return 8 if str(self.device) == "cpu" else 32
 
     def forward(self, batch: np.ndarray) -> np.ndarray:

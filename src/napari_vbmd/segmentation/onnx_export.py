@@ -76,7 +76,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, seed: int
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))
-        session = ort_.open_session(Path(tmp), threads=1)
+        session = ort_.open_session(Path(tmp))
         got = session.run(None, {"x": example.numpy()})[0]
         difference = float(np.abs(got - expected).max())
         if not difference <= TOLERANCE:

@@ -46,26 +46,25 @@ def runtime_version() -> str:
 
 
 class OnnxNetwork:
-    """An exported network in ONNX Runtime sessions (one per thread count asked for; inference runs
-    one-thread sessions side by side)."""
+    """An exported network in a one-thread ONNX Runtime session; with more threads, parts of a batch
+    run through it side by side."""
 
-    def __init__(self, path: Path, size_multiple: int, architecture: str):
-        self.path = Path(path)
+    def __init__(self, session, size_multiple: int, architecture: str):
+        self.session = session
         self.multiple = int(size_multiple)
         self.architecture = architecture
-        self._sessions: dict[int | None, object] = {}
-        self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _session(self, threads: int | None):
-        with self._lock:
-            if threads not in self._sessions:
-                self._sessions[threads] = open_session(self.path, threads)
-            return self._sessions[threads]
+    @property
+    def workers(self) -> int:
+        """How many parts of a batch this thread's forward passes run side by side."""
+        from .parallel import workers
+
+        return workers(getattr(self._local, "threads", None))
 
     @contextlib.contextmanager
     def threads(self, threads: int | None):
-        """Run this thread's forward passes with ``threads`` CPU threads (None: ONNX Runtime's choice)."""
+        """Run this thread's forward passes on ``threads`` CPU threads (None: every CPU)."""
         previous = getattr(self._local, "threads", None)
         self._local.threads = int(threads) if threads else None
         try:
@@ -79,11 +78,9 @@ class OnnxNetwork:
         With n threads the batch is split in n parts, each run on one thread at the same time: on
         this small network that is faster than one run with n threads per operator (2 cores: 8.3
         against 12.2 ms per slice; every slice is computed on its own either way)."""
-        from .parallel import workers
-
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        parts = min(workers(getattr(self._local, "threads", None)), len(batch))
-        session = self._session(1)
+        parts = min(self.workers, len(batch))
+        session = self.session
         name = session.get_inputs()[0].name
         if parts <= 1:
             return session.run(None, {name: batch})[0][:, 0]
@@ -92,13 +89,12 @@ class OnnxNetwork:
         return np.concatenate(outs)[:, 0]
 
 
-def open_session(path: Path, threads: int | None = None):
-    """An ONNX Runtime CPU session; ``threads`` CPU threads for each operator (None: its choice)."""
+def open_session(path: Path):
+    """An ONNX Runtime CPU session running each operator on the calling thread (one thread)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -112,7 +108,7 @@ def usable_onnx(weights_path: Path, architecture: str) -> tuple[OnnxNetwork | No
     if not available():
         return None, "onnxruntime is not installed"
     try:
-        session = open_session(path, threads=1)
+        session = open_session(path)
     except Exception:  # noqa: BLE001 - a file ONNX Runtime cannot open is not used, whatever the reason
         return None, f"ONNX Runtime cannot open {path.name}"
     meta = dict(session.get_modelmeta().custom_metadata_map)
@@ -126,6 +122,4 @@ def usable_onnx(weights_path: Path, architecture: str) -> tuple[OnnxNetwork | No
         multiple = int(meta[META_SIZE_MULTIPLE])
     except (KeyError, ValueError):
         return None, f"{path.name} does not say its size multiple"
-    network = OnnxNetwork(path, multiple, architecture)
-    network._sessions[1] = session
-    return network, ""
+    return OnnxNetwork(session, multiple, architecture), ""
