@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import VbmdError
-from .architectures import ARCHITECTURE_DIMS, INIT_ONLY_KWARGS, architecture_kwargs, ensemble_members, network_dims  # noqa: F401
+from .architectures import ARCHITECTURE_DIMS
 
 # -- 2D U-Net with a ResNet34 encoder (the study's 2D configuration) ---------------------------------
 
@@ -247,7 +247,6 @@ ARCHITECTURES: dict[str, tuple] = {
     "unet3d_isensee": (UNet3D, ARCHITECTURE_DIMS["unet3d_isensee"]),
 }
 assert set(ARCHITECTURES) == set(ARCHITECTURE_DIMS)
-_INIT_ONLY_KWARGS = INIT_ONLY_KWARGS
 
 
 class MeanProbabilityEnsemble(nn.Module):

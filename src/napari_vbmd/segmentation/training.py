@@ -47,7 +47,8 @@ from ..errors import CancelledError, VbmdError
 from .checkpoint import ModelConfig, check_context, load_checkpoint, save_checkpoint
 from .datasets import PreparedCase, find_pairs, load_pair, prepare_case, split_by_patient
 from .models import LoadedModel, resolve_device
-from .networks import architecture_kwargs, build_network, network_dims
+from .architectures import architecture_kwargs, network_dims
+from .networks import build_network
 from .sampling import FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D  # noqa: F401 (tests)
 from .settings_check import check_train_settings
 from .training_state import METRIC_COLUMNS, _load_resume, _refresh_batch_norm, _save_resume, _upgrade_metrics_header
