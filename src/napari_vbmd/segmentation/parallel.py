@@ -14,13 +14,19 @@ def workers(threads: int | None) -> int:
     return max(1, int(threads) if threads else (os.cpu_count() or 1))
 
 
-def run_chunks(fn: Callable[[int, int], None], n: int, threads: int | None, min_chunk: int = 8) -> None:
+def run_chunks(fn: Callable[[int, int], None], n: int, threads: int | None, min_chunk: int = 8,
+               step: int | None = None) -> None:
     """``fn(start, stop)`` over consecutive chunks covering [0, n), one chunk per thread (chunks of
-    at least ``min_chunk``); exceptions reach the caller."""
+    at least ``min_chunk``), each thread's chunk given in pieces of at most ``step`` when one is set
+    (to bound memory); exceptions reach the caller."""
+    def span(lo: int, hi: int) -> None:
+        for start in range(lo, hi, step or max(1, hi - lo)):
+            fn(start, min(hi, start + step) if step else hi)
+
     k = min(workers(threads), max(1, n // min_chunk))
     if k <= 1:
-        fn(0, n)
+        span(0, n)
         return
     bounds = np.linspace(0, n, k + 1).round().astype(int)
     with ThreadPoolExecutor(k) as pool:
-        list(pool.map(lambda i: fn(int(bounds[i]), int(bounds[i + 1])), range(k)))
+        list(pool.map(lambda i: span(int(bounds[i]), int(bounds[i + 1])), range(k)))

@@ -109,13 +109,11 @@ def to_working(scan: Scan, box: Box, hand: str, model, context: tuple[int, int] 
     data = np.empty((last - first, wh, ww), dtype=np.float32)
 
     def part(lo: int, hi: int) -> None:
-        for start in range(first + lo, first + hi, CHUNK):
-            check_cancel(cancel)
-            stop = min(first + hi, start + CHUNK)
-            block = density_block(scan, (slice(start, stop), slice(box.y0, box.y1), slice(box.x0, box.x1)))
-            data[start - first : stop - first] = resample_slices(_mirror(block, mirrored), (wh, ww))
+        check_cancel(cancel)
+        block = density_block(scan, (slice(first + lo, first + hi), slice(box.y0, box.y1), slice(box.x0, box.x1)))
+        data[lo:hi] = resample_slices(_mirror(block, mirrored), (wh, ww))
 
-    run_chunks(part, last - first, threads)
+    run_chunks(part, last - first, threads, step=CHUNK)
     if model.dims == 3 and wz != data.shape[0]:
         data = resample_volume(data, (wz, wh, ww))
     return Working(data, box, mirrored, spacing, model.dims, first, context,
@@ -150,13 +148,11 @@ def from_working(probability: np.ndarray, work: Working, chunk: int = CHUNK, thr
         probability = resample_volume(probability, (nz, *probability.shape[1:]))
     out = np.empty((nz, h, w), dtype=np.uint8)
 
-    def part(first: int, last: int) -> None:
-        for start in range(first, last, chunk):
-            stop = min(last, start + chunk)
-            native = _mirror(resample_slices(probability[start:stop], (h, w)), work.mirrored)
-            out[start:stop] = np.clip(np.rint(native * 255), 0, 255).astype(np.uint8)
+    def part(start: int, stop: int) -> None:
+        native = _mirror(resample_slices(probability[start:stop], (h, w)), work.mirrored)
+        out[start:stop] = np.clip(np.rint(native * 255), 0, 255).astype(np.uint8)
 
-    run_chunks(part, nz, threads)
+    run_chunks(part, nz, threads, step=chunk)
     work.timings["postprocess"] = work.timings.get("postprocess", 0.0) + time.perf_counter() - t
     return out
 
