@@ -271,8 +271,7 @@ def load(ref: ModelRef | str | Path, device="auto", cached: bool = True, runtime
     """
     ref = resolve(ref)
     if ref.classical:
-        check_device(device)
-        if not _runs_on_cpu(device):
+        if not _runs_on_cpu(device):  # checks the spelling too
             resolve_device(device)  # a bad device request is an error for every model
         return ClassicalModel(sha256=ref.sha256)
     check_runtime(runtime)

@@ -129,7 +129,7 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     if focus:
         result = on_full_grid(result, scan, focus)
     if refuse_other_bone and evidence is not None:
-        from ..review_hand import hand_side_concern
+        from ..review_hand import hand_side_concern, phalanx_concern
 
         concern = hand_side_concern(result.mask.data, scan, evidence)
         if concern is not None:
@@ -137,8 +137,6 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
                 f"the mask the model made lies on {concern.details['mask_on']}, not on MC2 (the head at the radial "
                 f"end of the row of metacarpal heads); nothing written: check the hand side ({decision.describe()}) "
                 "or segment a crop around MC2", scan.source)
-        from ..review_hand import phalanx_concern
-
         along_ray = phalanx_concern(result.mask.data, scan, evidence, (result.box.z0, result.box.z1))
         if along_ray is not None:
             raise OtherBoneError(f"{along_ray.description}; nothing written: segment a crop around MC2's head "
