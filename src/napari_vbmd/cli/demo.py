@@ -74,7 +74,7 @@ def run(args) -> int:
         m = report["measured"]
         print_table([
             ("phantom", paths["image"]),
-            ("model", f"{report['model']} on {report['device']}" + (f" ({report['runtime']})" if report["runtime"] else "")),
+            ("model", f"{result.model} on {result.where}"),
             ("hand", result.hand_decision.describe()),
             ("D100 measured (mg HA/cm3)", round(m["d100_mg_ha_cm3"], 2)),
             ("D100 truth (mg HA/cm3)", round(report["truth_d100_mg_ha_cm3"], 2)),

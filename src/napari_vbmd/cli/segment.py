@@ -109,7 +109,7 @@ def run(args) -> int:
     print_table([
         ("image", args.image),
         ("mask", str(written)),
-        ("model", f"{result.model} on {result.device}" + (f" ({result.runtime})" if result.runtime else "")),
+        ("model", f"{result.model} on {result.where}"),
         ("hand", result.hand_decision.describe()),
         ("hand evidence", result.hand_reason),
         *vbmd_rows(vbmd),

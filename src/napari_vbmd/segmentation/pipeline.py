@@ -55,6 +55,11 @@ class SegmentationResult:
     runtime: str = ""  # what ran the network ("onnxruntime 1.x", "torch 2.x"); "" for the classical method
 
     @property
+    def where(self) -> str:
+        """The device and what ran the network on it, in words: "cpu (onnxruntime 1.32.0)"; "cpu"."""
+        return f"{self.device} ({self.runtime})" if self.runtime else self.device
+
+    @property
     def hand_decision(self) -> HandDecision:
         return HandDecision(self.hand, self.hand_source, self.hand_confidence, self.hand_reason)
 

@@ -260,7 +260,7 @@ class CaseSession:
             ("Mean slice area (mm²)", f"{r.mean_slice_area_mm2:.2f}"),
             ("Hand", decision_words(seg.hand_decision) if seg else ""),
             ("Model", seg.model if seg else ""),
-            ("Device", (f"{seg.device} ({seg.runtime})" if seg.runtime else seg.device) if seg else ""),
+            ("Device", seg.where if seg else ""),
             ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
         ]
 
@@ -290,8 +290,7 @@ class CaseSession:
 
     def run_words(self) -> str:
         seg = self.segmentation
-        where = f"{seg.device} ({seg.runtime})" if seg.runtime else seg.device
-        return f"Done in {self.seconds:.1f} s: {seg.model} on {where}; {self.hand_words()}; {self.flags_words()}."
+        return f"Done in {self.seconds:.1f} s: {seg.model} on {seg.where}; {self.hand_words()}; {self.flags_words()}."
 
     def correction_words(self) -> str:
         stats = self.correction_stats()
