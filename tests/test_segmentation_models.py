@@ -73,6 +73,6 @@ def test_segment_settings_refuse_bad_values_in_one_line(bad, message):
 def test_batch_settings_embed_segment_settings_and_keep_their_result_key():
     settings = BatchSettings(model="classical", hand="left", voi_mm=10, torch_threads=2, mask_format="nii.gz")
     assert settings.segmentation == SegmentSettings(model="classical", hand="left", voi_mm=10.0, threads=2)
-    assert settings.result_key() == {"hand": "left", "voi_mm": 10.0, "hole_filling": "fill", "mask_format": "nii.gz",
-                                     "units": None, "slope": None, "intercept": None}
+    assert settings.result_key() == {"hand": "left", "voi_mm": 10.0, "hole_filling": "fill", "postprocess": 2,
+                                     "mask_format": "nii.gz", "units": None, "slope": None, "intercept": None}
     assert BatchSettings(SegmentSettings(hand="right")).segmentation.hand == "right"

@@ -140,6 +140,14 @@ def test_a_run_reports_its_stages_and_the_session_holds_the_case(synthetic_case,
         assert dict(session.results_rows())["Device"] == "cpu (onnxruntime 1.32.0)"
     finally:
         session.segmentation.runtime = ""
+    assert "Joint" not in dict(session.results_rows()) and session.joint_words() == ""
+    header = session.segmentation.mask.header.setdefault("segmentation", {})
+    header["joint_cut"] = {"slice": 12, "kept": "higher", "removed_voxels": 345}
+    try:  # a mask parted from the phalanx says so where the results are read
+        assert dict(session.results_rows())["Joint"] == ("parted from the proximal phalanx at slice 12 "
+                                                         "(345 voxels removed); check the head's tip")
+    finally:
+        header["joint_cut"] = None
     mask = session.history.original.copy()
     z = run.result.first_slice + 3
     ys, xs = np.nonzero(mask[z])

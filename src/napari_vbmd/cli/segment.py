@@ -101,6 +101,7 @@ def run(args) -> int:
         "hand_confidence": result.hand_confidence,
         "hand_reason": result.hand_reason,
         "voi_slices": list(result.voi) if result.voi else None,
+        "joint_cut": result.joint_cut,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
     if args.json:
@@ -113,6 +114,7 @@ def run(args) -> int:
         ("hand", result.hand_decision.describe()),
         ("hand evidence", result.hand_reason),
         *vbmd_rows(vbmd),
+        *([("joint", result.joint_cut["description"])] if result.joint_cut else []),
         ("time (s)", ", ".join(f"{k} {v:.2f}" for k, v in timings.items())),
     ])
     return 0

@@ -60,6 +60,11 @@ class SegmentationResult:
         return f"{self.device} ({self.runtime})" if self.runtime else self.device
 
     @property
+    def joint_cut(self) -> dict | None:
+        """Where the mask was parted from the proximal phalanx across the joint (:mod:`.joint`), or None."""
+        return self.mask.header.get("segmentation", {}).get("joint_cut")
+
+    @property
     def hand_decision(self) -> HandDecision:
         return HandDecision(self.hand, self.hand_source, self.hand_confidence, self.hand_reason)
 
@@ -172,8 +177,9 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
 
         t = time.perf_counter()
         band = model.band_for(settings.boundary_band_mm)
+        notes: dict = {}
         crop_mask = stages.finish(probability, scan, box, model.threshold, settings.hole_filling, band, cancel,
-                                  threads=settings.threads)
+                                  threads=settings.threads, notes=notes)
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
         full, voi, used_range = stages.place(crop_mask, scan, box, settings.voi_mm)
@@ -181,7 +187,7 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
         mask.header = dict(scan.header)
         mask.header["segmentation"] = {"model": model.name, "hand": hand, "hand_source": decision.source,
                                        "hand_confidence": decision.confidence, "box": box.to_list(),
-                                       "boundary_band_mm": band}
+                                       "boundary_band_mm": band, "joint_cut": notes.get("joint_cut")}
         timings["postprocess"] += time.perf_counter() - t
     return SegmentationResult(
         mask=mask,

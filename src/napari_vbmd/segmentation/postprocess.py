@@ -7,6 +7,9 @@ from scipy import ndimage
 from ..errors import VbmdError
 
 HOLE_FILLING = ("fill", "active_contour", "none")
+#: what ``stages.finish`` does to a probability map, kept with a batch's results: records made by another
+#: version are made again (2: the mask parted from the proximal phalanx at a joint waist, :mod:`.joint`)
+POSTPROCESS_VERSION = 2
 
 #: boundary refinement: Gaussian smoothing of the densities before the edge is found (mm)
 EDGE_SMOOTHING_MM = 0.05

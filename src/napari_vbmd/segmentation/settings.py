@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import VbmdError
-from .postprocess import HOLE_FILLING, check_boundary_band
+from .postprocess import HOLE_FILLING, POSTPROCESS_VERSION, check_boundary_band
 
 HANDS = ("auto", "left", "right")
 
@@ -74,8 +74,10 @@ class SegmentSettings:
         return dataclasses.replace(self, **changes)
 
     def result_key(self) -> dict:
-        """The settings that change a segmentation's mask (not the model, device, threads or batch size)."""
-        return {"hand": self.hand, "voi_mm": self.voi_mm, "hole_filling": self.hole_filling}
+        """The settings that change a segmentation's mask (not the model, device, threads or batch size),
+        with the version of the post-processing that made it."""
+        return {"hand": self.hand, "voi_mm": self.voi_mm, "hole_filling": self.hole_filling,
+                "postprocess": POSTPROCESS_VERSION}
 
 
 def _number(value) -> float:

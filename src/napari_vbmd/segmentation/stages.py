@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import VbmdError
 from ..scan import Scan
 from . import postprocess as post
+from .joint import separate_at_joint
 from .models import check_cancel
 from .parallel import run_chunks
 from .preprocess import Box, density_block, resample_slices, resample_volume, working_size
@@ -158,10 +159,12 @@ def from_working(probability: np.ndarray, work: Working, chunk: int = CHUNK, thr
 
 
 def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole_filling: str = "fill",
-           band_mm: float = 0.0, cancel=None, threads: int | None = None) -> np.ndarray:
-    """The crop's mask (bool): threshold, hole filling per slice, the largest 3-D component and, for a
-    positive ``band_mm``, the boundary moved onto the scan's half-maximum edge within that band. The
-    slice-by-slice steps run on ``threads`` threads (the same voxels whatever the number)."""
+           band_mm: float = 0.0, cancel=None, threads: int | None = None, notes: dict | None = None) -> np.ndarray:
+    """The crop's mask (bool): threshold, hole filling per slice, the largest 3-D component, MC2 parted
+    from the proximal phalanx where the mask runs on across the joint (:mod:`.joint`; the cut is put in
+    ``notes["joint_cut"]``) and, for a positive ``band_mm``, the boundary moved onto the scan's
+    half-maximum edge within that band. The slice-by-slice steps run on ``threads`` threads (the same
+    voxels whatever the number)."""
     check_cancel(cancel)
     crop_mask = probability >= np.uint8(round(threshold * 255))
     if hole_filling == "fill":
@@ -171,6 +174,12 @@ def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole
     elif hole_filling != "none":
         raise VbmdError(f"hole filling must be one of {', '.join(post.HOLE_FILLING)}, got {hole_filling!r}")
     crop_mask = post.keep_largest_component(crop_mask)
+    crop_mask, cut = separate_at_joint(crop_mask, lambda z0, z1: density_block(
+        scan, (slice(box.z0 + z0, box.z0 + z1), slice(box.y0, box.y1), slice(box.x0, box.x1))), scan.spacing)
+    if notes is not None:
+        notes["joint_cut"] = cut.to_dict(box.z0) if cut is not None else None
+        if cut is not None:
+            notes["joint_cut"]["description"] = cut.describe(box.z0)
     if band_mm > 0 and crop_mask.any():
         check_cancel(cancel)
         crop_mask = _refine(scan, box, crop_mask, band_mm, threads)

@@ -262,7 +262,15 @@ class CaseSession:
             ("Model", seg.model if seg else ""),
             ("Device", seg.where if seg else ""),
             ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
-        ]
+        ] + ([("Joint", self.joint_words())] if seg is not None and seg.joint_cut else [])
+
+    def joint_words(self) -> str:
+        """Where the mask was parted from the proximal phalanx across the joint; '' when it was not."""
+        cut = self.segmentation.joint_cut if self.segmentation else None
+        if not cut:
+            return ""
+        return (f"parted from the proximal phalanx at slice {cut['slice']} "
+                f"({cut['removed_voxels']} voxels removed); check the head's tip")
 
     def hand_words(self) -> str:
         """'hand: left (found in the image, confidence 0.997)', 'hand: right (you chose)'."""

@@ -1,0 +1,157 @@
+"""MC2 separated from the proximal phalanx where a mask runs on across the joint.
+
+Where the joint space is narrow and blurred, a network can carry the mask from MC2's head over the
+joint into the base of the proximal phalanx: the mask is one component, D100 rises by 5-13 %
+(docs/default-model.md). Along the slices such a mask narrows to a waist (the dome of the head meets
+the bottom of the phalanx's cup) and widens again into the other bone. :func:`separate_at_joint`
+finds that waist in the mask's cross-sectional areas and, where there is one, parts the two bones
+by a watershed on the scan's densities between a seed on either side (the joint space is the dark
+ridge between them); the side with the smaller volume goes.
+
+A waist is only taken for a joint when
+
+- the mask's area there is at most :data:`WAIST_RATIO` of its widest slices within
+  :data:`WAIST_WINDOW_MM` on *both* sides, and both sides are bone-sized (:data:`MIN_SIDE_MM2`): a
+  crumb at the head's tip is no phalanx;
+- the outline narrows too, not only the mask: the convex hull of the waist slice is at most
+  :data:`HULL_RATIO` of the sides' widest hulls. Where a network leaves part of a slice out (heavy
+  motion, a thin cortex), the mask narrows but the bone it traces keeps its outline: that is no
+  joint, and cutting there would throw away the head;
+- one side is clearly the smaller: at most :data:`MAX_REMOVED_FRACTION` of the other's volume. The
+  slice direction of a crop is not known (docs/hand.md), so which side is MC2 is decided by volume:
+  MC2 is the bone the field is centred on. Where the sides are of like size nothing is cut.
+
+None of 144 truth masks of the training generator (72 training, 48 broad and 24 study phantoms)
+has such a waist; the cut is recorded in the mask's header and the segment output (``joint_cut``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+#: how far (mm) either side of a slice the widest cross-sections are looked for: MC2's head and the
+#: phalanx's base both regain their width within about 2 mm of the joint
+WAIST_WINDOW_MM = 3.0
+#: the mask's area at a joint's waist, at most this fraction of the widest slices on both sides
+WAIST_RATIO = 0.5
+#: both sides' widest slices at least this large (mm²): bone, not a crumb of the head's tip
+MIN_SIDE_MM2 = 20.0
+#: the waist slice's convex hull, at most this fraction of the widest hulls on both sides
+HULL_RATIO = 0.6
+#: the removed side's volume, at most this fraction of the kept side's
+MAX_REMOVED_FRACTION = 0.5
+#: the watershed's seeds: MC2's side from this far (mm) beyond the waist, the phalanx's from this far
+#: (the cup's rim reaches about 1 mm back around the head, so MC2's seed starts beyond it)
+KEEP_SEED_MM = 1.0
+OTHER_SEED_MM = 0.3
+#: smoothing of the densities before the watershed (mm): enough to quiet noise, not the joint space
+SMOOTHING_MM = 0.05
+
+
+@dataclass(frozen=True)
+class JointCut:
+    """Where a mask was parted at a joint (slice index in the mask's own array)."""
+
+    slice: int
+    kept: str  # "higher" or "lower" slice indices
+    removed_voxels: int
+    waist_mm2: float
+    sides_mm2: tuple[float, float]  # widest slices below and above the waist
+
+    def to_dict(self, first_slice: int = 0) -> dict:
+        return {"slice": self.slice + first_slice, "kept": self.kept, "removed_voxels": self.removed_voxels,
+                "waist_mm2": round(self.waist_mm2, 2), "sides_mm2": [round(s, 2) for s in self.sides_mm2]}
+
+    def describe(self, first_slice: int = 0) -> str:
+        return (f"the mask ran on across a joint at slice {self.slice + first_slice} ({self.waist_mm2:.0f} mm² "
+                f"between {self.sides_mm2[0]:.0f} and {self.sides_mm2[1]:.0f} mm²); the smaller side, "
+                f"{self.removed_voxels} voxels, was taken for the proximal phalanx and removed")
+
+
+def _hull_area(section: np.ndarray) -> int:
+    from skimage.morphology import convex_hull_image
+
+    return int(convex_hull_image(section).sum()) if section.any() else 0
+
+
+def find_waist(mask: np.ndarray, spacing) -> tuple[int, float, float] | None:
+    """(slice, widest area below, widest area above) of the mask's joint waist, or None."""
+    pixel = float(spacing[1]) * float(spacing[2])
+    areas = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1) * pixel
+    present = np.flatnonzero(areas)
+    if present.size < 3:
+        return None
+    first, last = int(present[0]), int(present[-1])
+    reach = max(1, int(round(WAIST_WINDOW_MM / float(spacing[0]))))
+    candidates = []
+    for z in range(first + 1, last):
+        below = areas[max(first, z - reach):z].max()
+        above = areas[z + 1:min(last + 1, z + reach + 1)].max()
+        side = min(below, above)
+        if side >= MIN_SIDE_MM2 and areas[z] <= WAIST_RATIO * side:
+            candidates.append((areas[z] / side, z, float(below), float(above)))
+    hulls: dict[int, float] = {}
+
+    def hull(z: int) -> float:
+        if z not in hulls:
+            hulls[z] = _hull_area(mask[z]) * pixel
+        return hulls[z]
+
+    for _, z, below, above in sorted(candidates):
+        hull_below = max(hull(k) for k in range(max(first, z - reach), z))
+        hull_above = max(hull(k) for k in range(z + 1, min(last + 1, z + reach + 1)))
+        if hull(z) <= HULL_RATIO * min(hull_below, hull_above):
+            return z, below, above
+    return None
+
+
+def separate_at_joint(mask: np.ndarray, densities: Callable[[int, int], np.ndarray],
+                      spacing) -> tuple[np.ndarray, JointCut | None]:
+    """``mask`` without the bone across a joint waist, and the cut (None: no waist, mask unchanged).
+
+    ``densities(start, stop)`` gives the scan's densities (mg HA/cm³) of the mask's slices
+    ``start..stop`` (only the slices around the waist are read)."""
+    from skimage.segmentation import watershed
+
+    from .postprocess import keep_largest_component
+
+    mask = np.asarray(mask, dtype=bool)
+    found = find_waist(mask, spacing)
+    if found is None:
+        return mask, None
+    z, below, above = found
+    lower, higher = int(np.count_nonzero(mask[:z])), int(np.count_nonzero(mask[z + 1:]))
+    keep_higher = higher >= lower
+    if min(lower, higher) > MAX_REMOVED_FRACTION * max(lower, higher):
+        return mask, None
+    reach = max(1, int(round(WAIST_WINDOW_MM / float(spacing[0]))))
+    z0, z1 = max(0, z - reach), min(mask.shape[0], z + reach + 1)
+    near = mask[z0:z1]
+    index = np.arange(z0, z1)[:, None, None]
+    keep_seed = max(1, int(round(KEEP_SEED_MM / float(spacing[0]))))
+    other_seed = max(1, int(round(OTHER_SEED_MM / float(spacing[0]))))
+    seeds = np.zeros(near.shape, dtype=np.int32)
+    if keep_higher:
+        seeds[(index >= z + keep_seed) & near] = 1
+        seeds[(index <= z - other_seed) & near] = 2
+    else:
+        seeds[(index <= z - keep_seed) & near] = 1
+        seeds[(index >= z + other_seed) & near] = 2
+    smooth = ndimage.gaussian_filter(np.asarray(densities(z0, z1), dtype=np.float32),
+                                     [SMOOTHING_MM / float(s) for s in spacing])
+    basins = watershed(-smooth, seeds, mask=near)  # the joint space is the dark ridge between the seeds
+    out = mask.copy()
+    if keep_higher:
+        out[:z0] = False
+    else:
+        out[z1:] = False
+    out[z0:z1] = basins == 1
+    out = keep_largest_component(out)
+    cut = JointCut(slice=z, kept="higher" if keep_higher else "lower",
+                   removed_voxels=int(np.count_nonzero(mask) - np.count_nonzero(out)),
+                   waist_mm2=float(np.count_nonzero(mask[z]) * float(spacing[1]) * float(spacing[2])),
+                   sides_mm2=(below, above))
+    return out, cut

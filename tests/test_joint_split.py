@@ -1,0 +1,112 @@
+"""MC2 parted from the proximal phalanx where a mask runs on across the joint (segmentation/joint.py)."""
+import numpy as np
+import pytest
+
+from napari_vbmd.scan import UNIT_DENSITY, Scan
+from napari_vbmd.segmentation import stages
+from napari_vbmd.segmentation.joint import find_waist, separate_at_joint
+from napari_vbmd.segmentation.preprocess import Box
+
+SPACING = (0.082, 0.082, 0.082)
+
+
+def disc(radius: float, size: int = 100) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius ** 2
+
+
+def two_bones(phalanx_slices: int = 25, bridge_radius: float = 10.0):
+    """Slices 0.. the phalanx's base (radius 35 px), then a narrow bridge over the joint (5 slices), then
+    MC2 (radius 40 px) to the last slice; densities: bone 300 mg HA/cm3, the joint space 40."""
+    n = phalanx_slices + 5 + 60
+    mask = np.zeros((n, 100, 100), dtype=bool)
+    mask[:phalanx_slices] = disc(35)
+    mask[phalanx_slices:phalanx_slices + 5] = disc(bridge_radius)
+    mask[phalanx_slices + 5:] = disc(40)
+    density = np.where(mask, 300.0, 0.0).astype(np.float32)
+    density[phalanx_slices:phalanx_slices + 5] = np.where(mask[phalanx_slices:phalanx_slices + 5], 40.0, 0.0)
+    return mask, density
+
+
+def test_the_phalanx_across_a_narrow_joint_is_removed_and_mc2_kept():
+    mask, density = two_bones()
+    out, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
+    assert cut is not None and cut.kept == "higher" and 25 <= cut.slice <= 29
+    assert not out[:25].any()  # the phalanx is gone
+    np.testing.assert_array_equal(out[30:], mask[30:])  # MC2 whole
+    assert cut.removed_voxels == int(mask.sum() - out.sum())
+    assert "slice" in cut.describe() and cut.to_dict(first_slice=10)["slice"] == cut.slice + 10
+
+
+def test_the_side_to_keep_is_found_whichever_way_the_slices_run():
+    mask, density = two_bones()
+    flipped, dens = mask[::-1].copy(), density[::-1].copy()
+    out, cut = separate_at_joint(flipped, lambda z0, z1: dens[z0:z1], SPACING)
+    assert cut is not None and cut.kept == "lower"
+    assert not out[-25:].any()
+    np.testing.assert_array_equal(out[:-30], flipped[:-30])
+
+
+def test_a_whole_bone_without_a_waist_is_left_alone():
+    mask = np.zeros((90, 100, 100), dtype=bool)
+    for z in range(90):  # a head tapering to its tip at slice 0, a shaft beyond
+        mask[z] = disc(min(40.0, 8.0 + 2.0 * z))
+    out, cut = separate_at_joint(mask, lambda z0, z1: np.full((z1 - z0, 100, 100), 300.0, np.float32), SPACING)
+    assert cut is None and np.array_equal(out, mask)
+
+
+def test_a_slice_the_network_left_half_out_is_no_joint():
+    """A network that loses part of a slice (motion, a thin cortex) narrows the mask but not the
+    bone's outline: the convex hull stays wide, and nothing is cut (the head would go with it)."""
+    mask = np.zeros((90, 100, 100), dtype=bool)
+    mask[:] = disc(40)
+    ring = disc(40) & ~disc(34)
+    ring[45:55, 50:] = False  # a C: what is left of three slices where the network lost the marrow
+    mask[40:43] = ring
+    assert find_waist(mask, SPACING) is None
+    out, cut = separate_at_joint(mask, lambda z0, z1: np.full((z1 - z0, 100, 100), 300.0, np.float32), SPACING)
+    assert cut is None and np.array_equal(out, mask)
+
+
+def test_two_sides_of_like_size_are_not_cut():
+    """Which side is MC2 is decided by volume; where they are alike, nothing is cut."""
+    mask, density = two_bones(phalanx_slices=55)
+    out, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
+    assert cut is None and np.array_equal(out, mask)
+
+
+def test_a_crumb_at_the_tip_is_no_phalanx():
+    mask = np.zeros((90, 100, 100), dtype=bool)
+    mask[:3] = disc(8)  # 0.4 mm2 beyond a one-slice neck
+    mask[3] = disc(2)
+    mask[4:] = disc(40)
+    out, cut = separate_at_joint(mask, lambda z0, z1: np.full((z1 - z0, 100, 100), 300.0, np.float32), SPACING)
+    assert cut is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_finish_parts_the_mask_and_says_where(threads):
+    mask, density = two_bones()
+    scan = Scan(data=density, spacing=SPACING, unit=UNIT_DENSITY)
+    probability = np.where(mask, 230, 5).astype(np.uint8)
+    notes = {}
+    box = Box(0, mask.shape[0], 0, 100, 0, 100)
+    out = stages.finish(probability, scan, box, 0.5, threads=threads, notes=notes)
+    assert not out[:25].any() and out[30:].sum() == mask[30:].sum()
+    assert notes["joint_cut"]["kept"] == "higher" and notes["joint_cut"]["removed_voxels"] > 0
+    assert "proximal phalanx" in notes["joint_cut"]["description"]
+    plain = {}
+    stages.finish(np.where(disc(40)[None].repeat(60, 0), 230, 5).astype(np.uint8),
+                  Scan(data=np.full((60, 100, 100), 300.0, np.float32), spacing=SPACING, unit=UNIT_DENSITY),
+                  Box(0, 60, 0, 100, 0, 100), 0.5, notes=plain)
+    assert plain == {"joint_cut": None}
+
+
+def test_the_mask_file_records_the_cut(tmp_path):
+    from napari_vbmd.io import read_mask, write_mask
+
+    mask = Scan(data=two_bones()[0][25:].astype(np.uint8), spacing=SPACING, kind="mask", hand="right")
+    mask.header["segmentation"] = {"hand": "right", "hand_source": "argument",
+                                   "joint_cut": {"slice": 27, "kept": "higher", "removed_voxels": 96211}}
+    log = read_mask(write_mask(tmp_path / "m.aim", mask)).header["processing_log"]
+    assert "slice 27, 96211 voxels across the joint removed" in log
