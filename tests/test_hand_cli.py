@@ -47,6 +47,7 @@ def test_the_argument_decides(files, tmp_path, capsys):
     code, payload, _ = _segment(capsys, paths["crop"], "-o", tmp_path / "m.aim", "--model", "classical", "--hand", "left")
     assert code == 0
     assert (payload["hand"], payload["hand_source"], payload["hand_confidence"]) == ("left", "argument", 1.0)
+    assert payload["joint_cut"] is None  # MC2 alone in the crop: nothing parted at a joint
     log = read_mask(tmp_path / "m.aim").header["processing_log"]
     assert "Segmented as                  left hand (from argument)" in log  # the mask file records both
 
