@@ -1,0 +1,80 @@
+"""Screenshot of the Segment & measure widget on a phantom whose mask the pipeline parted from the
+proximal phalanx at the joint (docs/segmentation.md "The joint"), for docs/default-model.md.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_joint.py [--out docs/images]
+
+The phantom is seed 31000 of the broad held-out set (benchmarks/eval_default_model.py,
+``broad_held_out_specs(96, 31000)[0]``: a right hand cropped to MC2 and MC3, 0.082 mm voxels, no
+motion), where the shipped networks carry the mask over the joint into the phalanx's base. Saved:
+docs/images/joint_cut.png (1600 x 1000): the Review step at the slice the mask was cut at, the
+Results with their "Joint" row.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images")
+    args = parser.parse_args(argv)
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from eval_default_model import broad_held_out_specs
+
+    from napari_vbmd.io import write_image
+    from napari_vbmd.phantom import generate_phantom
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="vbmd-joint-shot-"))
+    spec = broad_held_out_specs(1, 31000)[0]
+    path = write_image(work / "heldout_31000.aim", generate_phantom(spec).image)
+
+    import napari
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1600, 1000)
+    app = QApplication.instance()
+
+    def settle(seconds=0.6, until=lambda: True, timeout=600):
+        end, limit = time.perf_counter() + seconds, time.perf_counter() + timeout
+        while (time.perf_counter() < end or not until()) and time.perf_counter() < limit:
+            app.processEvents()
+            time.sleep(0.01)
+
+    viewer.open(str(path), plugin="napari-vbmd")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
+    widget.run_tab.model.value = "default"
+    widget.run_tab.device.value = "cpu"
+    settle(until=lambda: not widget.run_tab.hand_runner.busy)
+    widget.run()
+    settle(until=lambda: not widget.busy)
+    cut = widget.result is not None and widget.session.segmentation.joint_cut
+    if not cut:
+        raise SystemExit(f"no joint cut on this phantom: {widget.status_label.text()}")
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+    viewer.reset_view()
+    widget.go_to_slice(cut["slice"] + 15)  # 1.2 mm proximal of the waist: MC2's head, the phalanx gone
+    widget.show_section("review")
+    settle()
+    out = args.out / "joint_cut.png"
+    viewer.window.screenshot(str(out), flash=False, canvas_only=False)
+    print("wrote", out, "cut:", cut)
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
