@@ -1,0 +1,86 @@
+"""Cost of the joint split (segmentation/joint.py) inside ``stages.finish``: with and without it.
+
+    python benchmarks/bench_joint.py [--repeat 3] [--threads 2]
+
+Two broad held-out phantoms of benchmarks/eval_default_model.py: seed 31000 (a crop where the default
+model's mask runs on across the joint and is cut) and seed 31001 (a crop without a waist). Each is
+written to a temporary AIM, read back, and run through the real stages up to the probabilities once
+(``pipeline.segment`` with the default model, capturing what ``finish`` is given); then ``finish`` is
+timed ``--repeat`` times with the split and with it replaced by a no-op, and the split alone. Best of
+the runs, wall seconds. docs/benchmarks.md holds the recorded figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_default_model import broad_held_out_specs  # noqa: E402
+from napari_vbmd.io import read_scan, write_image  # noqa: E402
+from napari_vbmd.phantom import generate_phantom  # noqa: E402
+from napari_vbmd.segmentation import joint, stages  # noqa: E402
+from napari_vbmd.segmentation import postprocess as post  # noqa: E402
+from napari_vbmd.segmentation.pipeline import segment  # noqa: E402
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="vbmd-bench-joint-"))
+    rows = []
+    for spec in broad_held_out_specs(2, 31000):
+        scan = read_scan(write_image(work / f"heldout_{spec.seed}.aim", generate_phantom(spec).image))
+        seen = {}
+        real_finish = stages.finish
+
+        def capture(probability, scan_, box, threshold, hole_filling="fill", band_mm=0.0, cancel=None, threads=None,
+                    notes=None):
+            seen.update(probability=probability, scan=scan_, box=box, threshold=threshold, band=band_mm)
+            return real_finish(probability, scan_, box, threshold, hole_filling, band_mm, cancel, threads, notes)
+
+        stages.finish = capture
+        try:
+            result = segment(scan, model="default", threads=args.threads)
+        finally:
+            stages.finish = real_finish
+        call = (seen["probability"], seen["scan"], seen["box"], seen["threshold"], "fill", seen["band"])
+        with_split = best(lambda: stages.finish(*call, threads=args.threads), args.repeat)
+        real_split = stages.separate_at_joint
+        stages.separate_at_joint = lambda mask, densities, spacing: (mask, None)
+        try:
+            without = best(lambda: stages.finish(*call, threads=args.threads), args.repeat)
+        finally:
+            stages.separate_at_joint = real_split
+        component = post.keep_largest_component(post.fill_holes_per_slice(
+            seen["probability"] >= round(seen["threshold"] * 255), args.threads))
+        from napari_vbmd.segmentation.preprocess import density_block
+
+        box = seen["box"]
+        split_alone = best(lambda: joint.separate_at_joint(component, lambda z0, z1: density_block(
+            seen["scan"], (slice(box.z0 + z0, box.z0 + z1), slice(box.y0, box.y1), slice(box.x0, box.x1))),
+            seen["scan"].spacing), args.repeat)
+        rows.append({"case": f"heldout_{spec.seed}", "shape": list(scan.shape), "cut": result.joint_cut is not None,
+                     "finish_with_split_s": round(with_split, 3), "finish_without_split_s": round(without, 3),
+                     "split_alone_s": round(split_alone, 3), "segment_total_s": round(sum(result.timings.values()), 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
