@@ -114,3 +114,21 @@ def test_the_mask_file_records_the_cut(tmp_path):
                                    "joint_cut": {"slice": 27, "kept": "higher", "removed_voxels": 96211}}
     log = read_mask(write_mask(tmp_path / "m.aim", mask)).header["processing_log"]
     assert "slice 27, 96211 voxels across the joint removed" in log
+
+
+def test_the_review_flags_point_at_the_head_s_tip_after_a_cut():
+    from napari_vbmd.review import REASON_JOINT
+    from napari_vbmd.session.flags import FlagContext
+
+    mask, density = two_bones()
+    kept, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
+    box = Box(0, mask.shape[0], 0, 100, 0, 100)
+    plain = FlagContext(box, None, density, 0.5, SPACING)
+    context = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice)
+    first = int(np.flatnonzero(kept.any(axis=(1, 2)))[0])
+    flagged = {f.slice_index: f for f in context.flags(kept)}
+    assert REASON_JOINT in flagged[first].reasons
+    assert f"parted from the proximal phalanx at slice {cut.slice}: check the head's tip" in flagged[first].describe()
+    others = {f.slice_index: f.reasons for f in plain.flags(kept)}
+    stripped = {z: [r for r in f.reasons if r != REASON_JOINT] for z, f in flagged.items()}
+    assert {z: reasons for z, reasons in stripped.items() if reasons} == others  # the other flags as without it

@@ -29,6 +29,7 @@ REASON_NEIGHBOUR = "neighbour"
 REASON_NOTCH = "notch"
 REASON_HOLE = "hole"
 REASON_HAND = "hand"
+REASON_JOINT = "joint"
 
 #: when at least this fraction of a mask's slices is flagged, the mask may be of another bone (a
 #: wrong hand side puts MC3, MC5 or the thumb where MC2 should be): every flag then also says
@@ -56,6 +57,8 @@ class SliceFlag:
             REASON_HOLE: "hole of {hole_area_mm2:.2f} mm² inside the mask (marrow left out?)",
             REASON_HAND: "check the hand side: {flagged_fraction:.0%} of the mask's slices are flagged "
                          "(the mask of another bone?)",
+            REASON_JOINT: "the mask was parted from the proximal phalanx at slice {joint_cut_slice:.0f}: "
+                          "check the head's tip",
         }
         return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details) for r in self.reasons)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..review import SliceFlag, flag_slices
+from ..review import REASON_JOINT, SliceFlag, flag_slices
 
 if TYPE_CHECKING:  # the segmentation package imports torch: not needed to flag a mask
     from ..scan import Scan
@@ -27,18 +27,37 @@ class FlagContext:
     density: np.ndarray  # mg HA/cm³ of the crop
     threshold: float  # where the model's probability was cut
     spacing: tuple[float, float, float]  # mm (z, y, x)
+    joint_cut_slice: int | None = None  # where the pipeline parted the mask from the phalanx (scan slice)
 
     @classmethod
     def from_segmentation(cls, scan: "Scan", segmentation: "SegmentationResult") -> "FlagContext":
         from ..segmentation.preprocess import density_block
 
         box = segmentation.box
+        cut = segmentation.joint_cut
         return cls(box, segmentation.probability, density_block(scan, box.slices), float(segmentation.threshold),
-                   tuple(float(s) for s in scan.spacing))
+                   tuple(float(s) for s in scan.spacing), int(cut["slice"]) if cut else None)
 
     def flags(self, mask) -> list[SliceFlag]:
         """The slices of ``mask`` (the whole scan's grid) that need a look, numbered in the scan."""
         sub = np.asarray(mask)[self.box.slices]
         found = flag_slices(sub, probability=self.probability, density=self.density, threshold=self.threshold,
                             spacing=self.spacing)
-        return [SliceFlag(f.slice_index + self.box.z0, f.reasons, f.details) for f in found]
+        flags = [SliceFlag(f.slice_index + self.box.z0, f.reasons, f.details) for f in found]
+        return self._joint(flags, mask)
+
+    def _joint(self, flags: list[SliceFlag], mask) -> list[SliceFlag]:
+        """The mask's slice nearest to where it was parted from the phalanx, flagged (the head's tip)."""
+        if self.joint_cut_slice is None:
+            return flags
+        present = np.flatnonzero(np.asarray(mask).reshape(np.shape(mask)[0], -1).any(axis=1))
+        if not present.size:
+            return flags
+        z = int(present[np.argmin(np.abs(present - self.joint_cut_slice))])
+        detail = {"joint_cut_slice": float(self.joint_cut_slice)}
+        for flag in flags:
+            if flag.slice_index == z:
+                flag.reasons.append(REASON_JOINT)
+                flag.details.update(detail)
+                return flags
+        return sorted(flags + [SliceFlag(z, [REASON_JOINT], detail)], key=lambda f: f.slice_index)
