@@ -26,6 +26,7 @@ from napari_vbmd.phantom import generate_phantom  # noqa: E402
 from napari_vbmd.segmentation import joint, stages  # noqa: E402
 from napari_vbmd.segmentation import postprocess as post  # noqa: E402
 from napari_vbmd.segmentation.pipeline import segment  # noqa: E402
+from napari_vbmd.segmentation.preprocess import density_block  # noqa: E402
 
 
 def best(fn, repeat: int) -> float:
@@ -69,8 +70,6 @@ def main(argv=None) -> int:
             stages.separate_at_joint = real_split
         component = post.keep_largest_component(post.fill_holes_per_slice(
             seen["probability"] >= round(seen["threshold"] * 255), args.threads))
-        from napari_vbmd.segmentation.preprocess import density_block
-
         box = seen["box"]
         split_alone = best(lambda: joint.separate_at_joint(component, lambda z0, z1: density_block(
             seen["scan"], (slice(box.z0 + z0, box.z0 + z1), slice(box.y0, box.y1), slice(box.x0, box.x1))),

@@ -63,12 +63,18 @@ class JointCut:
 
     def to_dict(self, first_slice: int = 0) -> dict:
         return {"slice": self.slice + first_slice, "kept": self.kept, "removed_voxels": self.removed_voxels,
-                "waist_mm2": round(self.waist_mm2, 2), "sides_mm2": [round(s, 2) for s in self.sides_mm2]}
+                "waist_mm2": round(self.waist_mm2, 2), "sides_mm2": [round(s, 2) for s in self.sides_mm2],
+                "description": self.describe(first_slice)}
 
     def describe(self, first_slice: int = 0) -> str:
         return (f"the mask ran on across a joint at slice {self.slice + first_slice} ({self.waist_mm2:.0f} mm² "
                 f"between {self.sides_mm2[0]:.0f} and {self.sides_mm2[1]:.0f} mm²); the smaller side, "
                 f"{self.removed_voxels} voxels, was taken for the proximal phalanx and removed")
+
+
+def _slices(mm: float, spacing) -> int:
+    """At least one slice, about ``mm`` along z."""
+    return max(1, int(round(mm / float(spacing[0]))))
 
 
 def _hull_area(section: np.ndarray) -> int:
@@ -77,15 +83,15 @@ def _hull_area(section: np.ndarray) -> int:
     return int(convex_hull_image(section).sum()) if section.any() else 0
 
 
-def find_waist(mask: np.ndarray, spacing) -> tuple[int, float, float] | None:
-    """(slice, widest area below, widest area above) of the mask's joint waist, or None."""
+def find_waist(mask: np.ndarray, spacing) -> tuple[int, float, float, float] | None:
+    """(slice, its area, widest area below, widest area above) of the mask's joint waist (mm²), or None."""
     pixel = float(spacing[1]) * float(spacing[2])
     areas = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1) * pixel
     present = np.flatnonzero(areas)
     if present.size < 3:
         return None
     first, last = int(present[0]), int(present[-1])
-    reach = max(1, int(round(WAIST_WINDOW_MM / float(spacing[0]))))
+    reach = _slices(WAIST_WINDOW_MM, spacing)
     candidates = []
     for z in range(first + 1, last):
         below = areas[max(first, z - reach):z].max()
@@ -104,7 +110,7 @@ def find_waist(mask: np.ndarray, spacing) -> tuple[int, float, float] | None:
         hull_below = max(hull(k) for k in range(max(first, z - reach), z))
         hull_above = max(hull(k) for k in range(z + 1, min(last + 1, z + reach + 1)))
         if hull(z) <= HULL_RATIO * min(hull_below, hull_above):
-            return z, below, above
+            return z, float(areas[z]), below, above
     return None
 
 
@@ -122,17 +128,16 @@ def separate_at_joint(mask: np.ndarray, densities: Callable[[int, int], np.ndarr
     found = find_waist(mask, spacing)
     if found is None:
         return mask, None
-    z, below, above = found
+    z, waist, below, above = found
     lower, higher = int(np.count_nonzero(mask[:z])), int(np.count_nonzero(mask[z + 1:]))
     keep_higher = higher >= lower
     if min(lower, higher) > MAX_REMOVED_FRACTION * max(lower, higher):
         return mask, None
-    reach = max(1, int(round(WAIST_WINDOW_MM / float(spacing[0]))))
+    reach = _slices(WAIST_WINDOW_MM, spacing)
     z0, z1 = max(0, z - reach), min(mask.shape[0], z + reach + 1)
     near = mask[z0:z1]
     index = np.arange(z0, z1)[:, None, None]
-    keep_seed = max(1, int(round(KEEP_SEED_MM / float(spacing[0]))))
-    other_seed = max(1, int(round(OTHER_SEED_MM / float(spacing[0]))))
+    keep_seed, other_seed = _slices(KEEP_SEED_MM, spacing), _slices(OTHER_SEED_MM, spacing)
     seeds = np.zeros(near.shape, dtype=np.int32)
     if keep_higher:
         seeds[(index >= z + keep_seed) & near] = 1
@@ -152,6 +157,5 @@ def separate_at_joint(mask: np.ndarray, densities: Callable[[int, int], np.ndarr
     out = keep_largest_component(out)
     cut = JointCut(slice=z, kept="higher" if keep_higher else "lower",
                    removed_voxels=int(np.count_nonzero(mask) - np.count_nonzero(out)),
-                   waist_mm2=float(np.count_nonzero(mask[z]) * float(spacing[1]) * float(spacing[2])),
-                   sides_mm2=(below, above))
+                   waist_mm2=waist, sides_mm2=(below, above))
     return out, cut

@@ -178,8 +178,6 @@ def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole
         scan, (slice(box.z0 + z0, box.z0 + z1), slice(box.y0, box.y1), slice(box.x0, box.x1))), scan.spacing)
     if notes is not None:
         notes["joint_cut"] = cut.to_dict(box.z0) if cut is not None else None
-        if cut is not None:
-            notes["joint_cut"]["description"] = cut.describe(box.z0)
     if band_mm > 0 and crop_mask.any():
         check_cancel(cancel)
         crop_mask = _refine(scan, box, crop_mask, band_mm, threads)
