@@ -634,3 +634,30 @@ def test_a_training_pair_without_a_hand_is_refused_unless_a_csv_gives_it(tmp_pat
     listed.write_text(f"image,mask,patient,hand\n{paths['image'].name},{paths['mask'].name},P1,up\n")
     with pytest.raises(VbmdError, match="line 2: hand must be left or right"):
         find_pairs(listed)
+
+
+def test_validating_every_nth_epoch_skips_the_others_and_keeps_the_best_validated_one(phantom_folder, tmp_path, monkeypatch):
+    import napari_vbmd.segmentation.training as training
+
+    validated = []
+    real_validate = training.validate
+
+    def counting_validate(model, cases):
+        validated.append(len(cases))
+        return real_validate(model, cases)
+
+    monkeypatch.setattr(training, "validate", counting_validate)
+    out = tmp_path / "every2"
+    summary = train(phantom_folder, out, tiny_settings(epochs=5, validate_every=2), device="cpu", show_progress=False)
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["val_dice"] != "" for r in rows] == [False, True, False, True, True]  # the 2nd, 4th and the last
+    assert len(validated) == 3
+    scored = {int(r["epoch"]): float(r["val_dice"]) for r in rows if r["val_dice"]}
+    assert summary["best_epoch"] == max(scored, key=scored.get)
+    assert summary["best_val_dice"] == pytest.approx(max(scored.values()), abs=1e-5)
+    _, config = load_checkpoint(out / "best.json", device="cpu")
+    assert config.training["epoch"] == summary["best_epoch"]
+    # an interval below one epoch is refused
+    with pytest.raises(VbmdError, match="validation interval"):
+        train(phantom_folder, tmp_path / "bad", tiny_settings(validate_every=0), device="cpu", show_progress=False)

@@ -177,6 +177,7 @@ def check_train_settings(settings, out_dir: str | Path | None = None) -> None:
         raise VbmdError(f"model name must be a text of 1 to 200 characters, got {s.name!r}")
     if s.max_minutes is not None:
         number(s.max_minutes, "time budget (--max-minutes)", 0.0, 1e6, open_low=True)
+    whole_number(s.validate_every, "validation interval (--validate-every)", 1, 1_000_000)
     number(s.empty_slice_fraction, "empty slice fraction", 0.0, 1.0)
     if s.loss not in LOSSES:
         raise VbmdError(f"unknown loss {s.loss!r}; use {' or '.join(LOSSES)}")

@@ -86,6 +86,7 @@ class TrainSettings:
     lr_schedule: str = "constant"  # "cosine": from lr down to lr/100 at the last epoch
     warmup_epochs: int = 0  # linear warm-up from lr/warmup_epochs to lr over the first epochs
     grad_clip: float | None = None  # clip the gradients' total L2 norm to this before each step
+    validate_every: int = 1  # validate every N-th epoch (and the last one): validation is a full pipeline per case
 
 
 def epoch_lr(settings: TrainSettings, lr: float, epoch: int) -> float:
@@ -338,24 +339,30 @@ def train(
             _refresh_batch_norm(averaged.module, sampler, batch_size, augment, settings, config, torch_device, epoch)
             save_checkpoint(out_dir / "average", averaged.module, config)
             evaluated = averaged.module
-        metrics = validate(LoadedModel(evaluated, config, settings.name, torch_device, "training"), val_cases)
-        row = [epoch, float(np.mean(losses)), metrics["dice"], metrics["iou"], metrics["auc"], metrics["accuracy"],
-               current_lr, time.monotonic() - epoch_start, float(np.median(grad_norms))]
+        out_of_time = settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes
+        validating = epoch % settings.validate_every == 0 or epoch == settings.epochs or out_of_time
+        metrics = (validate(LoadedModel(evaluated, config, settings.name, torch_device, "training"), val_cases)
+                   if validating else None)
+        scores = [metrics[k] for k in ("dice", "iou", "auc", "accuracy")] if metrics else [""] * 4
+        row = [epoch, float(np.mean(losses)), *scores, current_lr, time.monotonic() - epoch_start,
+               float(np.median(grad_norms))]
         with open(metrics_path, "a", newline="") as fh:
             csv.writer(fh).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
         if log:
-            log(f"epoch {epoch}: loss {row[1]:.4f}, val Dice {metrics['dice']:.4f}, IoU {metrics['iou']:.4f}, "
-                f"AUC {metrics['auc']:.4f}, accuracy {metrics['accuracy']:.5f}, lr {current_lr:.3g}, "
+            scored = (f"val Dice {metrics['dice']:.4f}, IoU {metrics['iou']:.4f}, AUC {metrics['auc']:.4f}, "
+                      f"accuracy {metrics['accuracy']:.5f}" if metrics else "not validated")
+            log(f"epoch {epoch}: loss {row[1]:.4f}, {scored}, lr {current_lr:.3g}, "
                 f"median gradient norm {row[8]:.3g} ({row[7]:.0f} s)")
         config.training["epoch"] = epoch
-        config.training["val_metrics"] = metrics
-        if metrics["dice"] > best["val_dice"]:
+        if metrics is not None:
+            config.training["val_metrics"] = metrics
+        if metrics is not None and metrics["dice"] > best["val_dice"]:
             best = {"epoch": epoch, "val_dice": metrics["dice"], "metrics": metrics}
             save_checkpoint(out_dir / "best", evaluated, config)
         save_checkpoint(out_dir / "last", model, config)
         _save_resume(out_dir, optimizer, {"epoch": epoch, "best": best, "mean": config.mean, "std": config.std,
                                           "n_averaged": int(averaged.n_averaged) if averaged is not None else 0})
-        if settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes:
+        if out_of_time:
             if log:
                 log(f"stopping after epoch {epoch}: the time budget of {settings.max_minutes} min is spent")
             break
