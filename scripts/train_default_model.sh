@@ -38,53 +38,7 @@ python="${PYTHON:-python}"
 export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
 mkdir -p "$work/data"
 
-nice -n 10 "$python" - "$work/data" <<'PY'
-import csv, sys
-from pathlib import Path
-from napari_vbmd.phantom import PhantomSpec, generate_phantom, phantom_is_cached, phantom_paths, write_phantom
-
-out = Path(sys.argv[1])
-rows = []
-def spec_of(k: int) -> PhantomSpec:
-    if k < 48:  # a cohort: every combination of motion grade and 0-3 erosions, both scanners and voxel sizes
-        full = k in (2, 5, 10, 13, 18, 21, 26, 29)  # wide fields of view: 1536 x 1536 at 0.082 mm, 1024 x 1024 at 0.123 mm
-        return PhantomSpec(
-            seed=1000 + k,
-            hand="left" if k % 2 else "right",
-            fov="full" if full else "cropped",
-            n_slices=320 if k >= 36 else 110,  # the last twelve reach 26 mm up the shaft, as a 3-stack scan does
-            spacing_mm=0.123 if k % 3 == 1 else 0.082,
-            motion_grade=k % 4,
-            erosions=(k // 4) % 4,
-            scanner="xtremect2" if k % 5 in (1, 3) else "xtremect1",
-        )
-    j = k - 48  # then 32 eroded heads (1-3 erosions each), half of them 320 slices long
-    return PhantomSpec(
-        seed=1000 + k,
-        hand="left" if j % 2 else "right",
-        fov="cropped",
-        n_slices=320 if j % 8 in (0, 3, 5, 6) else 110,
-        spacing_mm=0.123 if j % 3 == 1 else 0.082,
-        motion_grade=j % 4,
-        erosions=j % 3 + 1,
-        scanner="xtremect2" if j % 5 in (0, 3) else "xtremect1",
-    )
-
-
-for k in range(80):
-    spec = spec_of(k)
-    seed = spec.seed
-    name = f"train_{seed}"
-    paths = phantom_paths(out, name)
-    if not phantom_is_cached(out, name, spec):
-        write_phantom(generate_phantom(spec), out, name, overwrite=True)
-    print(name, spec, flush=True)
-    rows.append({"image": paths["image"].name, "mask": paths["mask"].name, "patient": f"phantom-{seed}"})
-with open(out / "pairs.csv", "w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=["image", "mask", "patient"])
-    writer.writeheader()
-    writer.writerows(rows)
-PY
+nice -n 10 "$python" "$here/scripts/default_model_phantoms.py" "$work/data"
 
 # 2. two runs of one recipe, seeds 0 and 1, validated on the same phantoms (--split-seed 0)
 for seed in 0 1; do
