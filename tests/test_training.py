@@ -658,6 +658,15 @@ def test_validating_every_nth_epoch_skips_the_others_and_keeps_the_best_validate
     assert summary["best_val_dice"] == pytest.approx(max(scored.values()), abs=1e-5)
     _, config = load_checkpoint(out / "best.json", device="cpu")
     assert config.training["epoch"] == summary["best_epoch"]
+    # a time budget that ends the run at an epoch off the schedule validates that epoch before stopping
+    stopped = tmp_path / "budget"
+    summary = train(phantom_folder, stopped, tiny_settings(epochs=5, validate_every=4, max_minutes=1e-9), device="cpu",
+                    show_progress=False)
+    rows = read_metrics(stopped / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1"] and rows[0]["val_dice"] != ""
+    assert summary["best_epoch"] == summary["last_epoch"] == 1
+    _, last = load_checkpoint(stopped / "last.json", device="cpu")
+    assert last.training["val_metrics"]["dice"] == pytest.approx(float(rows[0]["val_dice"]), abs=1e-5)
     # an interval below one epoch is refused
     with pytest.raises(VbmdError, match="validation interval"):
         train(phantom_folder, tmp_path / "bad", tiny_settings(validate_every=0), device="cpu", show_progress=False)

@@ -300,6 +300,10 @@ def train(
                else _Sampler3D(train_cases, patch))
     steps = settings.steps_per_epoch or max(1, len(sampler) // batch_size)
     started = time.monotonic()
+
+    def spent() -> bool:
+        return settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes
+
     augment = _augment_2d if dims == 2 else _augment_3d
     epoch = start_epoch - 1
     for epoch in range(start_epoch, settings.epochs + 1):
@@ -339,7 +343,7 @@ def train(
             _refresh_batch_norm(averaged.module, sampler, batch_size, augment, settings, config, torch_device, epoch)
             save_checkpoint(out_dir / "average", averaged.module, config)
             evaluated = averaged.module
-        out_of_time = settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes
+        out_of_time = spent()  # an epoch that ends the run is validated, scheduled or not
         validating = epoch % settings.validate_every == 0 or epoch == settings.epochs or out_of_time
         metrics = (validate(LoadedModel(evaluated, config, settings.name, torch_device, "training"), val_cases)
                    if validating else None)
@@ -354,15 +358,14 @@ def train(
             log(f"epoch {epoch}: loss {row[1]:.4f}, {scored}, lr {current_lr:.3g}, "
                 f"median gradient norm {row[8]:.3g} ({row[7]:.0f} s)")
         config.training["epoch"] = epoch
-        if metrics is not None:
-            config.training["val_metrics"] = metrics
+        config.training["val_metrics"] = metrics  # None in last.* after an epoch that was not validated
         if metrics is not None and metrics["dice"] > best["val_dice"]:
             best = {"epoch": epoch, "val_dice": metrics["dice"], "metrics": metrics}
             save_checkpoint(out_dir / "best", evaluated, config)
         save_checkpoint(out_dir / "last", model, config)
         _save_resume(out_dir, optimizer, {"epoch": epoch, "best": best, "mean": config.mean, "std": config.std,
                                           "n_averaged": int(averaged.n_averaged) if averaged is not None else 0})
-        if out_of_time:
+        if out_of_time or (validating and spent()):
             if log:
                 log(f"stopping after epoch {epoch}: the time budget of {settings.max_minutes} min is spent")
             break
