@@ -670,3 +670,21 @@ def test_validating_every_nth_epoch_skips_the_others_and_keeps_the_best_validate
     # an interval below one epoch is refused
     with pytest.raises(VbmdError, match="validation interval"):
         train(phantom_folder, tmp_path / "bad", tiny_settings(validate_every=0), device="cpu", show_progress=False)
+
+
+def test_stopping_after_an_epoch_keeps_the_schedule_and_resumes_to_the_same_weights(phantom_folder, tmp_path):
+    cosine = dict(epochs=4, lr_schedule="cosine", validate_every=3)
+    straight = tmp_path / "straight"
+    train(phantom_folder, straight, tiny_settings(**cosine), device="cpu", show_progress=False)
+    stopped = tmp_path / "stopped"
+    summary = train(phantom_folder, stopped, tiny_settings(**cosine, stop_after=2), device="cpu", show_progress=False)
+    rows, straight_rows = read_metrics(stopped / "metrics.csv"), read_metrics(straight / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and summary["last_epoch"] == 2
+    assert [r["lr"] for r in rows] == [r["lr"] for r in straight_rows[:2]]  # the 4-epoch cosine, not a 2-epoch one
+    assert rows[1]["val_dice"] != "" and rows[0]["val_dice"] == ""  # the run's last epoch is validated
+    train(phantom_folder, stopped, tiny_settings(**cosine), device="cpu", resume=True, show_progress=False)
+    assert [r["lr"] for r in read_metrics(stopped / "metrics.csv")] == [r["lr"] for r in straight_rows]
+    resumed, reference = load_file(str(stopped / "last.safetensors")), load_file(str(straight / "last.safetensors"))
+    assert all(np.allclose(resumed[k], reference[k], atol=1e-6) for k in reference)
+    with pytest.raises(VbmdError, match="--stop-after"):
+        train(phantom_folder, tmp_path / "bad", tiny_settings(epochs=4, stop_after=5), device="cpu", show_progress=False)

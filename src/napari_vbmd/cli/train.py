@@ -72,6 +72,9 @@ def register(subparsers) -> None:
     p.add_argument("--validate-every", type=int, default=1, metavar="N",
                    help="validate every N-th epoch and the last (each validation runs the pipeline on every "
                    "validation case; the best checkpoint is chosen among validated epochs)")
+    p.add_argument("--stop-after", type=int, metavar="EPOCH",
+                   help="end this run after EPOCH (validated) while the learning-rate schedule stays that of "
+                   "--epochs, so a run can be reproduced up to a given epoch or continued with --resume")
     p.add_argument("--init", help="fine-tune from this checkpoint (its architecture, grid and statistics)")
     p.add_argument("--resume", action="store_true", help="continue a run in the output folder")
     p.add_argument("--encoder-weights", help="local torchvision ResNet34 ImageNet weights (.safetensors, or .pth "
@@ -118,7 +121,8 @@ def run(args) -> int:
         augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss,
         context_mm=tuple(args.context_mm), lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         grad_clip=args.grad_clip, seed=args.seed, split_seed=args.split_seed, threshold=args.threshold, name=args.name,
-        max_minutes=args.max_minutes, validate_every=args.validate_every, init=args.init, encoder_weights_path=encoder_weights,
+        max_minutes=args.max_minutes, validate_every=args.validate_every,
+        stop_after=args.stop_after, init=args.init, encoder_weights_path=encoder_weights,
         imagenet_online=args.imagenet_online,
     )
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))

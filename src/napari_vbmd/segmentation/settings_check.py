@@ -178,6 +178,8 @@ def check_train_settings(settings, out_dir: str | Path | None = None) -> None:
     if s.max_minutes is not None:
         number(s.max_minutes, "time budget (--max-minutes)", 0.0, 1e6, open_low=True)
     whole_number(s.validate_every, "validation interval (--validate-every)", 1, 1_000_000)
+    if s.stop_after is not None:
+        whole_number(s.stop_after, "last epoch of this run (--stop-after)", 1, s.epochs)
     number(s.empty_slice_fraction, "empty slice fraction", 0.0, 1.0)
     if s.loss not in LOSSES:
         raise VbmdError(f"unknown loss {s.loss!r}; use {' or '.join(LOSSES)}")

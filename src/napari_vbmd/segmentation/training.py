@@ -87,6 +87,7 @@ class TrainSettings:
     warmup_epochs: int = 0  # linear warm-up from lr/warmup_epochs to lr over the first epochs
     grad_clip: float | None = None  # clip the gradients' total L2 norm to this before each step
     validate_every: int = 1  # validate every N-th epoch (and the last one): validation is a full pipeline per case
+    stop_after: int | None = None  # end the run after this epoch (validated), the schedule still that of ``epochs``
 
 
 def epoch_lr(settings: TrainSettings, lr: float, epoch: int) -> float:
@@ -306,7 +307,8 @@ def train(
 
     augment = _augment_2d if dims == 2 else _augment_3d
     epoch = start_epoch - 1
-    for epoch in range(start_epoch, settings.epochs + 1):
+    final_epoch = settings.epochs if settings.stop_after is None else min(settings.epochs, settings.stop_after)
+    for epoch in range(start_epoch, final_epoch + 1):
         epoch_start = time.monotonic()
         seed_everything(settings.seed * 100_003 + epoch)  # resumable: each epoch's randomness from its number
         rng = np.random.default_rng(settings.seed * 100_003 + epoch)
@@ -344,7 +346,7 @@ def train(
             save_checkpoint(out_dir / "average", averaged.module, config)
             evaluated = averaged.module
         out_of_time = spent()  # an epoch that ends the run is validated, scheduled or not
-        validating = epoch % settings.validate_every == 0 or epoch == settings.epochs or out_of_time
+        validating = epoch % settings.validate_every == 0 or epoch == final_epoch or out_of_time
         metrics = (validate(LoadedModel(evaluated, config, settings.name, torch_device, "training"), val_cases)
                    if validating else None)
         scores = [metrics[k] for k in ("dice", "iou", "auc", "accuracy")] if metrics else [""] * 4
