@@ -8,11 +8,13 @@ motion) and, on request, flips. Flips are off by default: the pipeline turns eve
 hand, and a mirror flip turns it back into a left one, where MC3 sits where MC2 should be; a network
 trained with mirror flips cannot tell the two by position (the first default model marked MC3 on
 phantoms for this reason). ``context_mm`` (2D) stacks the slices at those offsets (mm along z) as
-input channels, so the network can see which side of the joint a slice lies on. Every epoch:
-validation Dice/IoU/AUC/accuracy to ``metrics.csv``, of the mask ``segment()`` would keep on each
-validation scan (:mod:`.validation`); the best checkpoint by
-validation Dice is ``best.json``/``best.safetensors``, the latest ``last.*`` plus ``resume.*``
-(optimizer state in safetensors, never pickle) so ``--resume`` continues where it stopped.
+input channels, so the network can see which side of the joint a slice lies on. Every epoch (or
+every ``validate_every``-th, the run's last and the one a time budget ends): validation
+Dice/IoU/AUC/accuracy to ``metrics.csv``, of the mask ``segment()`` would keep on each validation
+scan (:mod:`.validation`); the best validated checkpoint by validation Dice is
+``best.json``/``best.safetensors``, the latest ``last.*`` plus ``resume.*`` (optimizer state in
+safetensors, never pickle) so ``--resume`` continues where it stopped. ``stop_after`` ends a run at
+an epoch while the learning-rate schedule stays that of ``epochs``.
 
 ``average_from`` (``--average-from``) is stochastic weight averaging: from that epoch on, the weights
 after each epoch join an equal-weight average (``torch.optim.swa_utils.AveragedModel``), and the
