@@ -106,6 +106,12 @@ def paired(reference: dict[str, dict], candidate: dict[str, dict]) -> dict:
     return {"gained": gained, "lost": lost, "p": float(p)}
 
 
+def _group_order(value: str) -> tuple:
+    """Numbers in numeric order, then words in alphabetical order."""
+    number = _number(value)
+    return (1, 0.0, value) if math.isnan(number) else (0, number, value)
+
+
 def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
@@ -141,7 +147,7 @@ def compare(models: list[tuple[str, dict[str, dict]]], by: list[str] = ()) -> st
         first = next(iter(reference.values()))
         if column not in first:
             raise InputError(f"--by {column}: no such column (have {', '.join(first)})")
-        groups = sorted({r[column] for r in reference.values()}, key=lambda v: (_number(v), v))
+        groups = sorted({r[column] for r in reference.values()}, key=_group_order)
         lines += ["", f"| {column} | n | " + " | ".join(f"{label}: met" for label, _ in models) + " |",
                   "|---|---|" + "---|" * len(models)]
         for value in groups:
