@@ -56,6 +56,8 @@ def read_rows(spec: str) -> dict[str, dict]:
                     rows[row["case"]] = row
         except OSError as exc:
             raise InputError(f"{path}: {exc.strerror or exc}") from None
+    if not rows:
+        raise InputError(f"{spec}: no cases")
     return rows
 
 
@@ -70,8 +72,12 @@ def case_values(row: dict) -> tuple[float, float, bool]:
     """(Dice, signed D100 error %, refused) of one row; a refusal has Dice 0 and no error."""
     error = _number(row.get("d100_error_pct"))
     refused = bool(row.get("failure")) or math.isnan(error)
-    dice = 0.0 if refused else _number(row.get("dice"))
-    return (0.0 if math.isnan(dice) else dice), error, refused
+    if refused:
+        return 0.0, error, True
+    dice = _number(row.get("dice"))
+    if math.isnan(dice):
+        raise InputError(f"case {row.get('case')}: Dice {row.get('dice')!r} is not a number")
+    return dice, error, False
 
 
 def meets(row: dict) -> bool:

@@ -57,6 +57,12 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, capsys):
     assert "absent.csv" in capsys.readouterr().err
     assert compare_models.main([ref, ref, "--by", "scanner"]) == 2
     assert "--by scanner: no such column" in capsys.readouterr().err
+    empty = write(tmp_path / "empty.csv", [])
+    assert compare_models.main([ref, empty]) == 2
+    assert f"{empty}: no cases" in capsys.readouterr().err
+    garbled = write(tmp_path / "garbled.csv", [("a", 0, "n/a", 0.5, "")])
+    assert compare_models.main([ref, garbled]) == 2
+    assert "case a: Dice 'n/a' is not a number" in capsys.readouterr().err
 
 
 def test_one_models_columns_of_a_wide_csv(tmp_path, capsys):
