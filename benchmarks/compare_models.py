@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-DICE_LINE = 0.97
-ERROR_LINE_PCT = 1.5
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# issue 20's lines, as the independent family's evaluation judges them
+from eval_independent import DICE_TARGET as DICE_LINE, ERROR_TARGET_PCT as ERROR_LINE_PCT  # noqa: E402
 
 
 class InputError(Exception):
