@@ -1,6 +1,7 @@
 """A segmentation model on the independent phantom family (never trained or tuned on), once per model.
 
     python benchmarks/eval_independent.py --model default [--n 48] [--cache DIR] [--out docs] [--label NAME]
+        [--family independent|independent3]
 
 The cases (``independent.evaluation_specs``: both hands, cropped and whole-hand fields, 0.082 and
 0.061 mm voxels, XtremeCT and XtremeCT II calibrations, motion 0-3, erosions 0-3) are written once
@@ -11,12 +12,19 @@ in the truth mask, the mean slice area of both, and the time. Writes
 ``<out>/independent-validation-<label>.json`` and ``.csv`` and prints the Markdown table that
 docs/independent-validation.md records.
 
+``--family independent3`` runs the same on the third family (``benchmarks/independent3``, seeds from
+90 000, docs/independent-phantoms-v3.md): its cases are named ``indep3_<seed>``, cached in
+``/tmp/vbmd-independent3-eval`` by default, its records carry ``"family": "independent3"`` and it
+writes ``<out>/independent3-validation-<label>.json`` and ``.csv``, so the results of the two
+families never overwrite each other. Without ``--family`` the output is what it always was.
+
 This family is for validation only: never choose a model, a threshold or a setting on it.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import sys
@@ -27,7 +35,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from independent import case_paths, evaluation_specs, generate, is_cached, write_case  # noqa: E402
 from napari_vbmd._atomic import atomic_path  # noqa: E402
 from napari_vbmd.errors import VbmdError  # noqa: E402
 from napari_vbmd.evaluation.metrics import dice  # noqa: E402
@@ -36,21 +43,33 @@ from napari_vbmd.measure import measure_vbmd  # noqa: E402
 
 DICE_TARGET = 0.97
 ERROR_TARGET_PCT = 1.5
+FAMILIES = ("independent", "independent3")
+#: per family: case-name prefix, default cache, output-file prefix
+_NAMING = {"independent": ("indep", "/tmp/vbmd-independent-eval", "independent-validation"),
+           "independent3": ("indep3", "/tmp/vbmd-independent3-eval", "independent3-validation")}
 
 
-def case_name(spec) -> str:
-    return f"indep_{spec.seed}"
+def family_module(family: str = "independent"):
+    """The generator package of a family (imported only when asked for)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
+    return importlib.import_module(family)
 
 
-def ensure_cases(cache: Path, specs) -> list[dict]:
+def case_name(spec, family: str = "independent") -> str:
+    return f"{_NAMING[family][0]}_{spec.seed}"
+
+
+def ensure_cases(cache: Path, specs, family: str = "independent") -> list[dict]:
+    api = family_module(family)
     cases = []
     for spec in specs:
-        name = case_name(spec)
-        if not is_cached(cache, name, spec):
+        name = case_name(spec, family)
+        if not api.is_cached(cache, name, spec):
             t = time.perf_counter()
-            write_case(generate(spec), cache, name, overwrite=True)
+            api.write_case(api.generate(spec), cache, name, overwrite=True)
             print(f"wrote {name} ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
-        cases.append({"name": name, "spec": spec, **case_paths(cache, name)})
+        cases.append({"name": name, "spec": spec, "family": family, **api.case_paths(cache, name)})
     return cases
 
 
@@ -70,6 +89,8 @@ def evaluate_case(case: dict, model, threads: int | None) -> dict:
         "scanner": spec.scanner, "slices": spec.n_slices, "motion": spec.motion_grade, "erosions": spec.erosions,
         "d100_truth": float(info["d100_mg_ha_cm3"]), "area_truth_mm2": float(info["mean_slice_area_mm2"]),
     }
+    if case.get("family", "independent") != "independent":  # the default family's records stay as they were
+        row = {"family": case["family"], **row}
     t = time.perf_counter()
     image = read_scan(case["image"])
     truth = read_mask(case["mask"], like=image).data.astype(bool)
@@ -141,10 +162,13 @@ def markdown(rows: list[dict], label: str) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, label: str, model: str, rows: list[dict]) -> tuple[Path, Path]:
+def write_outputs(out: Path, label: str, model: str, rows: list[dict],
+                  family: str = "independent") -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out / f"independent-validation-{label}.json", out / f"independent-validation-{label}.csv"
-    report = {
+    prefix = _NAMING[family][2]
+    json_path, csv_path = out / f"{prefix}-{label}.json", out / f"{prefix}-{label}.csv"
+    report = {} if family == "independent" else {"family": family}
+    report |= {
         "model": model, "label": label, "summary": summarize(rows),
         "by_field": by_group(rows, lambda r: r["field"]),
         "by_voxel_mm": by_group(rows, lambda r: str(r["voxel_mm"])),
@@ -167,7 +191,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="default", help="default, classical, or a checkpoint path")
     parser.add_argument("--label", help="name in the output files (default: the model's name)")
     parser.add_argument("--n", type=int, default=48)
-    parser.add_argument("--cache", default="/tmp/vbmd-independent-eval")
+    parser.add_argument("--family", choices=FAMILIES, default="independent",
+                        help="phantom family (default independent; independent3: the third family)")
+    parser.add_argument("--cache", help="case folder (default /tmp/vbmd-independent-eval, or "
+                        "/tmp/vbmd-independent3-eval for --family independent3)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs"))
     parser.add_argument("--threads", type=int)
     parser.add_argument("--generate-only", action="store_true")
@@ -175,7 +202,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.no_nice:
         os.nice(10)
-    cases = ensure_cases(Path(args.cache), evaluation_specs(args.n))
+    cases = ensure_cases(Path(args.cache or _NAMING[args.family][1]), family_module(args.family).evaluation_specs(args.n),
+                         args.family)
     if args.generate_only:
         return 0
     from napari_vbmd.segmentation.models import load
@@ -188,8 +216,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{row['case']}: Dice {row['dice']:.4f}, D100 error {row['d100_error_pct']:+.2f}% {row['failure']}",
               file=sys.stderr, flush=True)
-    json_path, csv_path = write_outputs(Path(args.out), label, str(args.model), rows)
-    print(markdown(rows, label))
+    json_path, csv_path = write_outputs(Path(args.out), label, str(args.model), rows, args.family)
+    print(markdown(rows, label if args.family == "independent" else f"{label} ({args.family})"))
     print(f"\nwrote {json_path} and {csv_path}", file=sys.stderr)
     return 0
 

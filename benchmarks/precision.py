@@ -1,6 +1,6 @@
 """Short-term (repeat-scan) precision of D100 for a model, as the field reports it.
 
-    python benchmarks/precision.py --family independent|training --model default|classical|PATH
+    python benchmarks/precision.py --family independent|independent3|training --model default|classical|PATH
         [--n 20] [--repeats 3] [--voi-mm 4] [--cache DIR] [--out docs] [--label NAME]
 
 Each of ``--n`` phantom anatomies is scanned ``--repeats`` times, each time repositioned (in-plane
@@ -9,6 +9,9 @@ degrees and moves up to 0.3 mm along the bone), with fresh noise and a motion gr
 
 - ``--family independent``: ``benchmarks/independent`` (precision_specs: cropped fields, 0.082 mm
   XtremeCT and 0.061 mm XtremeCT II voxels, both hands, some erosions);
+- ``--family independent3``: the third family, ``benchmarks/independent3`` (precision_specs, seeds from
+  95 000: cropped fields, 0.082 mm XtremeCT and 0.061 mm XtremeCT II, both hands, some erosions;
+  scans named ``prec_indep3_<seed>_r<r>``; docs/independent-phantoms-v3.md);
 - ``--family training``: the generator the bundled model was trained on (``napari_vbmd.phantom``,
   ``PhantomSpec.pose_seed``), cropped fields at 0.082 mm, both scanners and hands.
 
@@ -56,6 +59,16 @@ def independent_groups(n: int, repeats: int) -> list[list[dict]]:
 
     return [[_scan(f"prec_indep_{spec.seed}_r{r}", spec, spec.voxel_mm, case_paths, is_cached, generate, write_case)
              for r, spec in enumerate(specs)] for specs in precision_specs(n, repeats)]
+
+
+def independent3_groups(n: int, repeats: int) -> list[list[dict]]:
+    from independent3 import case_paths, generate, is_cached, precision_specs, write_case
+
+    return [[_scan(f"prec_indep3_{spec.seed}_r{r}", spec, spec.voxel_mm, case_paths, is_cached, generate, write_case)
+             for r, spec in enumerate(specs)] for specs in precision_specs(n, repeats)]
+
+
+GROUPS = {"independent": independent_groups, "independent3": independent3_groups}
 
 
 def training_specs(n: int, repeats: int):
@@ -163,7 +176,7 @@ def markdown(s: dict, family: str, label: str, voi_mm: float) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("independent", "training"), required=True)
+    parser.add_argument("--family", choices=("independent", "independent3", "training"), required=True)
     parser.add_argument("--model", default="default", help="default, classical, or a checkpoint path")
     parser.add_argument("--label", help="name in the output files (default: the model's name)")
     parser.add_argument("--n", type=int, default=20, help="anatomies (default 20)")
@@ -180,7 +193,7 @@ def main(argv=None) -> int:
     if not args.no_nice:
         os.nice(10)
     cache = Path(args.cache or f"/tmp/vbmd-precision-{args.family}")
-    groups = (independent_groups if args.family == "independent" else training_groups)(args.n, args.repeats)
+    groups = GROUPS.get(args.family, training_groups)(args.n, args.repeats)
     ensure(cache, groups)
     if args.generate_only:
         return 0
