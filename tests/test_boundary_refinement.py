@@ -2,6 +2,7 @@
 surface lies (postprocess.refine_boundary), as a checkpoint setting, a segment() argument and a CLI flag."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from napari_vbmd.errors import VbmdError
 from napari_vbmd.segmentation.checkpoint import ModelConfig, read_config, save_checkpoint
 from napari_vbmd.segmentation.networks import build_network
 from napari_vbmd.segmentation.pipeline import segment
-from napari_vbmd.segmentation.postprocess import check_boundary_band, refine_boundary
+from napari_vbmd.segmentation.postprocess import check_boundary_band, check_edge_level, refine_boundary
 from napari_vbmd.segmentation.models import LoadedModel
 
 from _segmentation_synthetic import dice, synthetic_mcp
@@ -97,6 +98,54 @@ def test_checkpoint_carries_the_band_and_old_configs_read_as_zero(tmp_path):
         read_config(json_path)
 
 
+def _thin_cortex_phantom(n_slices=2, size=120, radius=40.0, cortex=4.0, blur=2.0):
+    """A thin cortex (0.33 mm) blurred about as wide as it is: its half-maximum lies outside the bone."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2 + 0.5, xx - size / 2 + 0.5)
+    slice_density = np.where(r <= radius, np.where(r > radius - cortex, 1000.0, 150.0), -80.0)
+    slice_density = ndimage.gaussian_filter(slice_density, blur)
+    return np.repeat(slice_density[None].astype(np.float32), n_slices, axis=0), np.repeat((r <= radius)[None], n_slices, 0)
+
+
+def test_a_higher_edge_level_pulls_the_edge_in_and_the_half_maximum_is_the_default():
+    density, truth = _thin_cortex_phantom()
+    coarse = ndimage.binary_dilation(truth, np.ones((1, 5, 5), bool))  # two voxels outside
+    half = refine_boundary(coarse, density, SPACING, 0.35)
+    assert np.array_equal(refine_boundary(coarse, density, SPACING, 0.35, edge_level=0.5), half)
+    higher = refine_boundary(coarse, density, SPACING, 0.35, edge_level=0.6)
+    lower = refine_boundary(coarse, density, SPACING, 0.35, edge_level=0.4)
+    assert (higher <= half).all() and (half <= lower).all()  # monotone in the level
+    assert higher.sum() < half.sum() < lower.sum()
+    # on a thin blurred cortex the half-maximum edge lies outside the truth: the mask's mean density reads high
+    true_mean = density[truth].mean()
+    assert half.sum() > truth.sum() and density[half].mean() > true_mean
+    assert abs(density[higher].mean() - true_mean) < abs(density[half].mean() - true_mean)
+
+
+@pytest.mark.parametrize("bad", [0.2, 0.9, float("nan"), "half", None])
+def test_impossible_edge_levels_are_refused(bad):
+    with pytest.raises(VbmdError, match="edge level must be between 0.3 and 0.8"):
+        check_edge_level(bad)
+    density, truth = _thin_cortex_phantom()
+    with pytest.raises(VbmdError, match="edge level"):
+        refine_boundary(truth, density, SPACING, 0.25, edge_level=bad)
+
+
+def test_checkpoint_carries_the_edge_level_and_old_configs_read_as_half_maximum(tmp_path):
+    config = ModelConfig("unet2d_small", {"base": 4, "depth": 2}, spacing_mm=(0.3, 0.3, 0.3), boundary_band_mm=0.25,
+                         edge_level=0.6)
+    json_path, _ = save_checkpoint(tmp_path / "m", build_network("unet2d_small", base=4, depth=2), config)
+    assert read_config(json_path).edge_level == 0.6
+    data = json.loads(json_path.read_text())
+    del data["edge_level"]  # written before the setting existed
+    json_path.write_text(json.dumps(data))
+    assert read_config(json_path).edge_level == 0.5
+    data["edge_level"] = 0.95
+    json_path.write_text(json.dumps(data))
+    with pytest.raises(VbmdError, match="edge level"):
+        read_config(json_path)
+
+
 class DenseCore(nn.Module):
     """Marks only voxels above 800 mg HA/cm3 in a blurred scan: a boundary about one voxel inside the
     bone's edge, as a network on a coarse grid leaves it."""
@@ -126,7 +175,12 @@ def test_segment_refines_with_the_checkpoints_band_and_the_argument_overrides_it
     refined = segment(scan, model=loaded)
     plain = segment(scan, model=loaded, boundary_band_mm=0)
     assert refined.mask.header["segmentation"]["boundary_band_mm"] == 0.3
+    assert refined.mask.header["segmentation"]["edge_level"] == 0.5
     assert plain.mask.header["segmentation"]["boundary_band_mm"] == 0.0
+    assert plain.mask.header["segmentation"]["edge_level"] is None  # nothing was refined
+    pulled_in = segment(scan, model=dataclasses.replace(loaded, config=dataclasses.replace(config, edge_level=0.7)))
+    assert pulled_in.mask.header["segmentation"]["edge_level"] == 0.7
+    assert pulled_in.mask.data.sum() < refined.mask.data.sum()
     assert dice(refined.mask.data, truth) > dice(plain.mask.data, truth) + 0.02
     assert refined.mask.shape == scan.shape and refined.mask.spacing == scan.spacing
     with pytest.raises(VbmdError, match="boundary refinement band"):

@@ -82,26 +82,35 @@ def test_threshold_calibration_on_validation_pairs(tmp_path):
         write_phantom(generate_phantom(PhantomSpec(seed=seed, hand=hand, n_slices=40, spacing_mm=0.164)), tmp_path,
                       f"val{seed}")
     pairs = find_pairs(tmp_path)
-    result = calibrate_threshold(DEFAULT_CHECKPOINT, pairs, candidates=(0.3, 0.5, 0.7), threads=1, bands=(0.0, 0.25))
-    assert [(row["threshold"], row["boundary_band_mm"]) for row in result["table"]] == [
-        (0.3, 0.0), (0.5, 0.0), (0.7, 0.0), (0.3, 0.25), (0.5, 0.25), (0.7, 0.25)]
+    result = calibrate_threshold(DEFAULT_CHECKPOINT, pairs, candidates=(0.3, 0.5, 0.7), threads=1, bands=(0.0, 0.25),
+                                 levels=(0.5, 0.65))
+    # the edge level only where there is a band to refine in
+    assert [(row["threshold"], row["boundary_band_mm"], row["edge_level"]) for row in result["table"]] == [
+        (0.3, 0.0, 0.5), (0.5, 0.0, 0.5), (0.7, 0.0, 0.5), (0.3, 0.25, 0.5), (0.5, 0.25, 0.5), (0.7, 0.25, 0.5),
+        (0.3, 0.25, 0.65), (0.5, 0.25, 0.65), (0.7, 0.25, 0.65)]
     best_dice = max(row["mean_dice"] for row in result["table"])
     chosen = next(row for row in result["table"]
-                  if (row["threshold"], row["boundary_band_mm"]) == (result["threshold"], result["boundary_band_mm"]))
+                  if (row["threshold"], row["boundary_band_mm"], row["edge_level"])
+                  == (result["threshold"], result["boundary_band_mm"], result["edge_level"]))
     assert chosen["mean_dice"] >= best_dice - 0.01
     assert all(chosen["mean_abs_d100_error_pct"] <= row["mean_abs_d100_error_pct"]
                for row in result["table"] if row["mean_dice"] >= best_dice - 0.01)
     # a higher threshold shrinks the network's mask into the cortex: D100 falls; refined onto the scan's
     # edge, the boundary depends far less on the threshold
     network = [row["mean_d100_error_pct"] for row in result["table"][:3]]
-    refined = [row["mean_d100_error_pct"] for row in result["table"][3:]]
+    refined = [row["mean_d100_error_pct"] for row in result["table"][3:6]]
     assert network[0] > network[2]
     assert max(refined) - min(refined) < 0.5 * (max(network) - min(network))
+    # a higher edge level leaves out the outer rim of the blurred cortex, which is denser than the bone's
+    # mean (trabecular bone and marrow): D100 falls at every threshold
+    for half, pulled_in in zip(result["table"][3:6], result["table"][6:]):
+        assert pulled_in["mean_d100_error_pct"] < half["mean_d100_error_pct"]
 
     copy = tmp_path / "copy"
     for suffix in (".json", ".safetensors"):
         shutil.copy(DEFAULT_CHECKPOINT.with_suffix(suffix), copy.with_suffix(suffix))
-    set_checkpoint_threshold(copy.with_suffix(".json"), dict(result, threshold=0.7, boundary_band_mm=0.25))
+    set_checkpoint_threshold(copy.with_suffix(".json"), dict(result, threshold=0.7, boundary_band_mm=0.25,
+                                                             edge_level=0.65))
     _, config = load_checkpoint(copy, device="cpu")
-    assert config.boundary_band_mm == 0.25
+    assert config.boundary_band_mm == 0.25 and config.edge_level == 0.65
     assert config.threshold == 0.7 and config.training["threshold_calibration"]["cases"] == ["val6300", "val6301"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._atomic import atomic_path, non_regular_reason, write_text_atomic
 from ..errors import VbmdError
 from .architectures import ARCHITECTURE_DIMS, architecture_kwargs, ensemble_members, network_dims
-from .postprocess import MAX_BOUNDARY_BAND_MM
+from .postprocess import EDGE_LEVEL_RANGE, MAX_BOUNDARY_BAND_MM
 from .settings_check import check_config_dict
 
 if TYPE_CHECKING:  # torch is imported where a network is built, not to read a config
@@ -47,6 +47,9 @@ class ModelConfig:
     #: after thresholding, move the boundary within this many mm onto the scan's half-maximum edge
     #: (postprocess.refine_boundary); 0 keeps the network's own boundary
     boundary_band_mm: float = 0.0
+    #: where the refinement puts the edge between the darkest and brightest nearby density (0.5: the
+    #: half-maximum); chosen with the band on validation data
+    edge_level: float = 0.5
     name: str = "model"
     training: dict[str, Any] = field(default_factory=dict)
     project_version: str = ""
@@ -94,8 +97,9 @@ class ModelConfig:
             config.spacing_mm = tuple(float(s) for s in config.spacing_mm)
             config.context_mm = tuple(float(c) for c in config.context_mm)
             config.boundary_band_mm = float(config.boundary_band_mm)
+            config.edge_level = float(config.edge_level)
             numbers = [*config.spacing_mm, *config.context_mm, config.mean, config.std, config.threshold,
-                       config.crop_margin_mm, config.boundary_band_mm]
+                       config.crop_margin_mm, config.boundary_band_mm, config.edge_level]
             ok = (
                 len(config.spacing_mm) == 3
                 and len(config.context_mm) >= 1
@@ -104,13 +108,14 @@ class ModelConfig:
                 and config.std > 0
                 and 0 < config.threshold < 1
                 and 0 <= config.boundary_band_mm <= MAX_BOUNDARY_BAND_MM
+                and EDGE_LEVEL_RANGE[0] <= config.edge_level <= EDGE_LEVEL_RANGE[1]
                 and isinstance(config.kwargs, dict)
             )
         except (TypeError, ValueError):
             ok = False
         if not ok:
             raise VbmdError("checkpoint config has invalid values (spacing, context, mean/std, threshold, "
-                        "boundary band)", path)
+                        "boundary band, edge level)", path)
         check_context(config.architecture, config.context_mm, config.kwargs, path)
         return config
 

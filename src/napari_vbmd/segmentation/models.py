@@ -199,6 +199,10 @@ class LoadedModel:
     def boundary_band_mm(self) -> float:
         return float(self.config.boundary_band_mm)
 
+    @property
+    def edge_level(self) -> float:
+        return float(self.config.edge_level)
+
     def band_for(self, requested: float | None) -> float:
         """The boundary refinement band to use: the caller's, else the checkpoint's."""
         return float(requested) if requested is not None else self.boundary_band_mm
@@ -232,6 +236,7 @@ class ClassicalModel:
     sha256: str = ""
     threshold: float = 0.5
     boundary_band_mm: float = 0.0  # it snaps its own contour onto the edges
+    edge_level: float = 0.5  # never used: no band
     crop_margin_mm: float = 4.0
     dims: int = 2
 

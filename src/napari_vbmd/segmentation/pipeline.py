@@ -179,7 +179,7 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
         band = model.band_for(settings.boundary_band_mm)
         notes: dict = {}
         crop_mask = stages.finish(probability, scan, box, model.threshold, settings.hole_filling, band, cancel,
-                                  threads=settings.threads, notes=notes)
+                                  threads=settings.threads, notes=notes, edge_level=model.edge_level)
         if not crop_mask.any():
             raise VbmdError("no MC2 found in the scan (the model marked no voxel as bone)", scan.source)
         full, voi, used_range = stages.place(crop_mask, scan, box, settings.voi_mm)
@@ -187,7 +187,8 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
         mask.header = dict(scan.header)
         mask.header["segmentation"] = {"model": model.name, "hand": hand, "hand_source": decision.source,
                                        "hand_confidence": decision.confidence, "box": box.to_list(),
-                                       "boundary_band_mm": band, "joint_cut": notes.get("joint_cut")}
+                                       "boundary_band_mm": band, "edge_level": model.edge_level if band else None,
+                                       "joint_cut": notes.get("joint_cut")}
         timings["postprocess"] += time.perf_counter() - t
     return SegmentationResult(
         mask=mask,

@@ -18,6 +18,11 @@ EDGE_SMOOTHING_MM = 0.05
 EDGE_WINDOW_MM = 1.0
 #: the widest band (mm) a refinement may move the boundary by; beyond it the network's shape is lost
 MAX_BOUNDARY_BAND_MM = 2.0
+#: boundary refinement: where between the window's darkest and brightest smoothed density the edge is put
+#: (0.5: the half-maximum); a checkpoint may set its own, chosen on validation data like its band
+DEFAULT_EDGE_LEVEL = 0.5
+#: the levels a checkpoint may set: outside them the edge is no longer between soft tissue and cortex
+EDGE_LEVEL_RANGE = (0.3, 0.8)
 
 
 #: in-plane 4-connectivity, no link between slices: one ``ndimage.label`` call labels every slice apart
@@ -94,6 +99,18 @@ def check_boundary_band(band_mm) -> float:
     return band
 
 
+def check_edge_level(level) -> float:
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        value = float("nan")
+    low, high = EDGE_LEVEL_RANGE
+    if not (np.isfinite(value) and low <= value <= high):
+        raise VbmdError(f"the boundary refinement's edge level must be between {low:g} and {high:g} (0.5: the "
+                        f"half-maximum), got {level!r}")
+    return value
+
+
 def refinement_region(mask: np.ndarray, spacing, band_mm: float) -> tuple[slice, slice, slice]:
     """The slices of ``mask`` that hold it, and its in-plane bounding box widened by what
     :func:`refine_boundary` reads around it (the band and the half-maximum window)."""
@@ -106,10 +123,12 @@ def refinement_region(mask: np.ndarray, spacing, band_mm: float) -> tuple[slice,
     return tuple(region)
 
 
-def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: float) -> np.ndarray:
+def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: float,
+                    edge_level: float = DEFAULT_EDGE_LEVEL) -> np.ndarray:
     """Move the mask's in-plane boundary, within ``band_mm`` of where it is, onto the bone's edge in
     the scan: the local half-maximum of the (lightly smoothed) densities, half-way between the darkest
-    and the brightest value within :data:`EDGE_WINDOW_MM`.
+    and the brightest value within :data:`EDGE_WINDOW_MM` (``edge_level`` 0.5; another level puts the
+    edge that fraction of the way from the darkest to the brightest).
 
     A network working on a 0.3 mm grid cannot place the periosteal surface to the 82 µm of the scan,
     and vBMD is sensitive to exactly that (one voxel of cortex is ~3 % of D100); the half-maximum is
@@ -125,6 +144,7 @@ def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: flo
     slices.
     """
     band_mm = check_boundary_band(band_mm)
+    edge_level = check_edge_level(edge_level)
     mask = np.asarray(mask, dtype=bool)
     if band_mm == 0.0 or not mask.any():
         return mask
@@ -144,10 +164,15 @@ def refine_boundary(mask: np.ndarray, density: np.ndarray, spacing, band_mm: flo
         return out
     band = _by_rectangles(m, rectangles, np.logical_or) & ~core
     smooth = ndimage.gaussian_filter(density[region].astype(np.float32), (0.0, EDGE_SMOOTHING_MM / dy, EDGE_SMOOTHING_MM / dx))
-    half_max = sliding(sliding(smooth, window[1], 1, np.maximum), window[2], 2, np.maximum)
-    half_max += sliding(sliding(smooth, window[1], 1, np.minimum), window[2], 2, np.minimum)
-    half_max *= 0.5
-    refined = fill_holes_per_slice(core | (band & (smooth >= half_max)))
+    brightest = sliding(sliding(smooth, window[1], 1, np.maximum), window[2], 2, np.maximum)
+    edge = sliding(sliding(smooth, window[1], 1, np.minimum), window[2], 2, np.minimum)
+    if edge_level == 0.5:  # the half-maximum as before, to the last bit
+        edge += brightest
+        edge *= 0.5
+    else:
+        edge += np.float32(edge_level) * (brightest - edge)
+    del brightest
+    refined = fill_holes_per_slice(core | (band & (smooth >= edge)))
     labels, n = ndimage.label(refined, _IN_PLANE)
     touching = np.zeros(n + 1, dtype=bool)
     touching[labels[core]] = True

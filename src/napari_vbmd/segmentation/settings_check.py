@@ -111,7 +111,7 @@ def context_offsets_mm(values, path=None) -> tuple[float, ...]:
 
 def check_config_dict(data: dict, path=None) -> None:
     """Every field of a checkpoint config (already known to be a dict of known keys) within bounds."""
-    from .postprocess import MAX_BOUNDARY_BAND_MM
+    from .postprocess import EDGE_LEVEL_RANGE, MAX_BOUNDARY_BAND_MM
 
     check_architecture_settings(data.get("architecture"), data.get("kwargs", {}), path)
     if "spacing_mm" in data:
@@ -130,6 +130,8 @@ def check_config_dict(data: dict, path=None) -> None:
         context_offsets_mm(data["context_mm"], path)
     if "boundary_band_mm" in data:
         number(data["boundary_band_mm"], "boundary band (mm)", 0.0, MAX_BOUNDARY_BAND_MM, path)
+    if "edge_level" in data:
+        number(data["edge_level"], "boundary refinement edge level", *EDGE_LEVEL_RANGE, path)
     for key in ("name", "project_version"):
         if key in data and (not isinstance(data[key], str) or len(data[key]) > 500):
             raise VbmdError(f"{key} must be a text of at most 500 characters", path)

@@ -159,11 +159,12 @@ def from_working(probability: np.ndarray, work: Working, chunk: int = CHUNK, thr
 
 
 def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole_filling: str = "fill",
-           band_mm: float = 0.0, cancel=None, threads: int | None = None, notes: dict | None = None) -> np.ndarray:
+           band_mm: float = 0.0, cancel=None, threads: int | None = None, notes: dict | None = None,
+           edge_level: float = post.DEFAULT_EDGE_LEVEL) -> np.ndarray:
     """The crop's mask (bool): threshold, hole filling per slice, the largest 3-D component, MC2 parted
     from the proximal phalanx where the mask runs on across the joint (:mod:`.joint`; the cut is put in
     ``notes["joint_cut"]``) and, for a positive ``band_mm``, the boundary moved onto the scan's
-    half-maximum edge within that band. The slice-by-slice steps run on ``threads`` threads (the same
+    edge within that band (the half-maximum, or ``edge_level`` of the way from dark to bright). The slice-by-slice steps run on ``threads`` threads (the same
     voxels whatever the number)."""
     check_cancel(cancel)
     crop_mask = probability >= np.uint8(round(threshold * 255))
@@ -180,11 +181,12 @@ def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole
         notes["joint_cut"] = cut.to_dict(box.z0) if cut is not None else None
     if band_mm > 0 and crop_mask.any():
         check_cancel(cancel)
-        crop_mask = _refine(scan, box, crop_mask, band_mm, threads)
+        crop_mask = _refine(scan, box, crop_mask, band_mm, threads, edge_level)
     return crop_mask
 
 
-def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float, threads: int | None = None) -> np.ndarray:
+def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float, threads: int | None = None,
+            edge_level: float = post.DEFAULT_EDGE_LEVEL) -> np.ndarray:
     """Boundary refinement on MC2's own bounding box within the crop (densities of that box only).
     The refinement works slice by slice, so groups of slices go to the threads side by side."""
     sub = post.refinement_region(crop_mask, scan.spacing, band_mm)
@@ -193,7 +195,8 @@ def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float, threads
     refined = np.zeros(mask.shape, dtype=bool)
 
     def part(first: int, last: int) -> None:
-        refined[first:last] = post.refine_boundary(mask[first:last], density[first:last], scan.spacing, band_mm)
+        refined[first:last] = post.refine_boundary(mask[first:last], density[first:last], scan.spacing, band_mm,
+                                                      edge_level)
 
     run_chunks(part, mask.shape[0], threads)
     out = np.zeros_like(crop_mask, dtype=bool)

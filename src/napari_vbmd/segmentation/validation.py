@@ -53,7 +53,8 @@ def pipeline_mask(model, case: ValidationCase, hole_filling: str = "fill") -> tu
     """(uint8 native probabilities, bool mask) of ``segment()`` with ``model`` on the case's box."""
     work = stages.to_working(case.scan, case.box, case.hand, model)
     probability = stages.from_working(stages.infer(model, work), work)
-    mask = stages.finish(probability, case.scan, case.box, model.threshold, hole_filling, model.band_for(None))
+    mask = stages.finish(probability, case.scan, case.box, model.threshold, hole_filling, model.band_for(None),
+                         edge_level=model.edge_level)
     return probability, mask
 
 
