@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import importlib
 import json
 import os
 import sys
@@ -54,21 +56,16 @@ def _scan(name: str, spec, voxel_mm: float, paths, is_cached, generate, write) -
             "make": lambda cache: write(generate(spec), cache, name, overwrite=True)}
 
 
-def independent_groups(n: int, repeats: int) -> list[list[dict]]:
-    from independent import case_paths, generate, is_cached, precision_specs, write_case
-
-    return [[_scan(f"prec_indep_{spec.seed}_r{r}", spec, spec.voxel_mm, case_paths, is_cached, generate, write_case)
-             for r, spec in enumerate(specs)] for specs in precision_specs(n, repeats)]
-
-
-def independent3_groups(n: int, repeats: int) -> list[list[dict]]:
-    from independent3 import case_paths, generate, is_cached, precision_specs, write_case
-
-    return [[_scan(f"prec_indep3_{spec.seed}_r{r}", spec, spec.voxel_mm, case_paths, is_cached, generate, write_case)
-             for r, spec in enumerate(specs)] for specs in precision_specs(n, repeats)]
+def family_groups(family: str, prefix: str, n: int, repeats: int) -> list[list[dict]]:
+    """The repeat scans of an independent family (a package beside this script with the family interface)."""
+    api = importlib.import_module(family)
+    return [[_scan(f"{prefix}_{spec.seed}_r{r}", spec, spec.voxel_mm, api.case_paths, api.is_cached, api.generate,
+                   api.write_case)
+             for r, spec in enumerate(specs)] for specs in api.precision_specs(n, repeats)]
 
 
-GROUPS = {"independent": independent_groups, "independent3": independent3_groups}
+GROUPS = {"independent": functools.partial(family_groups, "independent", "prec_indep"),
+          "independent3": functools.partial(family_groups, "independent3", "prec_indep3")}
 
 
 def training_specs(n: int, repeats: int):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._atomic import atomic_path, non_regular_reason, write_text_atomic
 from ..errors import VbmdError
 from .architectures import ARCHITECTURE_DIMS, architecture_kwargs, ensemble_members, network_dims
-from .postprocess import EDGE_LEVEL_RANGE, MAX_BOUNDARY_BAND_MM
+from .postprocess import DEFAULT_EDGE_LEVEL, EDGE_LEVEL_RANGE, MAX_BOUNDARY_BAND_MM
 from .settings_check import check_config_dict
 
 if TYPE_CHECKING:  # torch is imported where a network is built, not to read a config
@@ -49,7 +49,7 @@ class ModelConfig:
     boundary_band_mm: float = 0.0
     #: where the refinement puts the edge between the darkest and brightest nearby density (0.5: the
     #: half-maximum); chosen with the band on validation data
-    edge_level: float = 0.5
+    edge_level: float = DEFAULT_EDGE_LEVEL
     name: str = "model"
     training: dict[str, Any] = field(default_factory=dict)
     project_version: str = ""

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import CancelledError, VbmdError
 from ..util import sha256_files
+from .postprocess import DEFAULT_EDGE_LEVEL
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_CHECKPOINT = BUNDLED_DIR / "default"
@@ -236,7 +237,7 @@ class ClassicalModel:
     sha256: str = ""
     threshold: float = 0.5
     boundary_band_mm: float = 0.0  # it snaps its own contour onto the edges
-    edge_level: float = 0.5  # never used: no band
+    edge_level: float = DEFAULT_EDGE_LEVEL  # never used: no band
     crop_margin_mm: float = 4.0
     dims: int = 2
 

@@ -164,8 +164,8 @@ def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole
     """The crop's mask (bool): threshold, hole filling per slice, the largest 3-D component, MC2 parted
     from the proximal phalanx where the mask runs on across the joint (:mod:`.joint`; the cut is put in
     ``notes["joint_cut"]``) and, for a positive ``band_mm``, the boundary moved onto the scan's
-    edge within that band (the half-maximum, or ``edge_level`` of the way from dark to bright). The slice-by-slice steps run on ``threads`` threads (the same
-    voxels whatever the number)."""
+    edge within that band (the half-maximum, or ``edge_level`` of the way from dark to bright). The
+    slice-by-slice steps run on ``threads`` threads (the same voxels whatever the number)."""
     check_cancel(cancel)
     crop_mask = probability >= np.uint8(round(threshold * 255))
     if hole_filling == "fill":
@@ -196,7 +196,7 @@ def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float, threads
 
     def part(first: int, last: int) -> None:
         refined[first:last] = post.refine_boundary(mask[first:last], density[first:last], scan.spacing, band_mm,
-                                                      edge_level)
+                                                   edge_level)
 
     run_chunks(part, mask.shape[0], threads)
     out = np.zeros_like(crop_mask, dtype=bool)
