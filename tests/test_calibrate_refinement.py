@@ -63,4 +63,7 @@ def test_chooses_by_the_lines_and_writes_a_calibrated_copy(tmp_path, capsys):
     assert (config.threshold, config.boundary_band_mm, config.edge_level) == (
         result["threshold"], result["boundary_band_mm"], result["edge_level"])
     assert "per_case" not in config.training["threshold_calibration"]
+    # the record it replaces is kept: the checkpoint still says how the earlier setting was chosen
+    shipped = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())["training"]["threshold_calibration"]
+    assert config.training["earlier_threshold_calibrations"][-1] == shipped
     assert "chosen (lines)" in capsys.readouterr().out

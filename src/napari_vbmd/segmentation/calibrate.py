@@ -125,6 +125,10 @@ def set_checkpoint_threshold(config_path: str | Path, calibration: dict) -> None
     data["threshold"] = float(calibration["threshold"])
     data["boundary_band_mm"] = float(calibration.get("boundary_band_mm", 0.0))
     data["edge_level"] = float(calibration.get("edge_level", post.DEFAULT_EDGE_LEVEL))
+    training = data.setdefault("training", {})
+    # a recalibration keeps the record it replaces, so the checkpoint says how each setting was chosen
+    if "threshold_calibration" in training:
+        training.setdefault("earlier_threshold_calibrations", []).append(training["threshold_calibration"])
     # the per-case figures stay with whoever ran the calibration: the checkpoint keeps the table
-    data.setdefault("training", {})["threshold_calibration"] = {k: v for k, v in calibration.items() if k != "per_case"}
+    training["threshold_calibration"] = {k: v for k, v in calibration.items() if k != "per_case"}
     write_text_atomic(config_path, json.dumps(data, indent=2) + "\n")
