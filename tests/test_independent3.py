@@ -209,3 +209,17 @@ def test_benchmark_scripts_keep_the_families_apart(tmp_path):
     groups = precision.GROUPS["independent3"](2, 2)
     assert [c["name"] for g in groups for c in g] == [
         "prec_indep3_95000_r0", "prec_indep3_95000_r1", "prec_indep3_95001_r0", "prec_indep3_95001_r1"]
+
+
+def test_review_flag_evaluation_on_a_family_gives_the_hand_and_judges_the_lines(tmp_path):
+    import eval_independent
+    import eval_review_flags
+
+    spec = small(seed=12, hand="left", voxel_mm=0.2, n_slices=40)
+    case = eval_independent.ensure_cases(tmp_path, [spec], "independent3")[0]
+    row, reasons = eval_review_flags.evaluate_case(case, "classical", 1, 0.10, hand="left")
+    truth = read_mask(case["mask"], like=read_scan(case["image"])).data != 0
+    assert row["case"] == "indep3_12" and 0.0 <= row["dice"] <= 1.0
+    assert row["within_lines"] == (row["dice"] >= 0.97 and abs(row["d100_error_pct"]) <= 1.5)
+    assert row["need_correction_flagged"] <= row["need_correction"] <= row["mask_slices"] + truth.shape[0]
+    assert sum(reasons.values()) >= row["flagged"]
