@@ -159,3 +159,21 @@ def test_the_box_around_mc2_keeps_the_geometry():
     assert sub.shape == (2, 6, 6) and np.allclose(sub.origin, (1.0, 2.2, 3.6))
     flipped = Scan(scan.data, scan.spacing, origin=scan.origin, direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert np.allclose(crop_to(flipped, (2, 8, 3, 9)).origin, (1.0, 2.2, 2.4))  # x runs the other way
+
+
+def test_a_whole_hand_cropped_to_its_bones_is_still_segmented_around_mc2(files):
+    """A field cropped to the hand is long and narrow (here 49 x 107 mm): it is a whole-hand field all
+    the same, so MC2 is found from the row of heads. Before, only square fields counted, and the
+    classical method, given the hand, marked another bone of such a field (Dice 0) without a word."""
+    from napari_vbmd.segmentation.focus import WHOLE_HAND_MIN_MM, crop_to, is_whole_hand_field
+
+    _, _, whole = files
+    ys, xs = np.nonzero((whole.image.data > 500).any(axis=0))  # every bone of the field, and 6 mm around
+    margin = int(round(6.0 / whole.image.spacing[1]))
+    box = (max(ys.min() - margin, 0), ys.max() + margin + 1, max(xs.min() - margin, 0), xs.max() + margin + 1)
+    image, truth = crop_to(whole.image, box), crop_to(whole.truth, box)
+    sides = sorted(n * s for n, s in zip(image.shape[1:], image.spacing[1:]))
+    assert sides[0] < WHOLE_HAND_MIN_MM <= sides[1] and is_whole_hand_field(image)
+    result = segment(image, model="classical", hand="left", threads=1)
+    assert result.mask.header["segmentation"]["focus_box_yx"] is not None
+    assert dice(result.mask.data.astype(bool), truth.data.astype(bool)) > 0.95

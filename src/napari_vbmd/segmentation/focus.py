@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import VbmdError
 from ..scan import Scan
 
-#: fields smaller than this in-plane (mm) cannot hold a whole hand (a crop is 32 x 40 mm)
+#: a field whose longer in-plane side is shorter than this (mm) cannot hold a whole hand (a crop around
+#: MC2 and MC3 is about 32 x 40 mm; a hand is 70-90 mm across its knuckles)
 WHOLE_HAND_MIN_MM = 60.0
 #: room around MC2's head in the box (mm): its outline reaches past the equivalent circle
 MC2_MARGIN_MM = 7.0
@@ -104,8 +105,11 @@ def crop_to(scan: Scan, box) -> Scan:
 
 
 def is_whole_hand_field(scan: Scan) -> bool:
-    """Whether the slice plane is large enough to hold a whole hand (and worth looking for a row)."""
-    return min(scan.shape[1] * scan.spacing[1], scan.shape[2] * scan.spacing[2]) >= WHOLE_HAND_MIN_MM
+    """Whether the slice plane is large enough to hold a whole hand (and worth looking for a row).
+
+    The longer side decides: a hand is 70-90 mm across its knuckles but only 30-45 mm from back to palm,
+    so a field cropped to the hand (as an operator's AIM often is) is long and narrow."""
+    return max(scan.shape[1] * scan.spacing[1], scan.shape[2] * scan.spacing[2]) >= WHOLE_HAND_MIN_MM
 
 
 def on_full_grid(result, scan: Scan, box):
