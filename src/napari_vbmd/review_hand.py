@@ -29,6 +29,8 @@ MIN_PROXIMAL_EVIDENCE = 2.0
 #: reaches the last slice segmented on that side; a mask ending farther than this short of it is not
 #: MC2's (the proximal phalanx of the same ray sits in line with MC2, distal of the joint)
 PROXIMAL_REACH_MM = 2.0
+#: what a mask stopping short of the proximal end lies on, in words
+MASK_SHORT_OF_MC2 = "MC2's proximal phalanx, or MC2 without its proximal shaft"
 
 
 @dataclass
@@ -82,7 +84,7 @@ def phalanx_concern(mask, scan, evidence, slices: tuple[int, int]) -> CaseFlag |
     """A :data:`~napari_vbmd.review.REASON_HAND` flag when, in a whole-hand field whose proximal end
     the image shows, ``mask`` stops short of that end of the slices segmented ([start, stop)): then it
     lies on MC2's proximal phalanx (in line with MC2, so :func:`hand_side_concern` cannot tell),
-    not on MC2. None when it reaches it, or when the image does not show which end is proximal."""
+    or is MC2 with its proximal shaft left out; not MC2 whole either way. None when it reaches it, or when the image does not show which end is proximal."""
     if evidence is None or evidence.problem:
         return None
     along = evidence.axis_sum("w")  # > 0: the slices run distal -> proximal
@@ -97,9 +99,12 @@ def phalanx_concern(mask, scan, evidence, slices: tuple[int, int]) -> CaseFlag |
     if short_mm <= PROXIMAL_REACH_MM:
         return None
     end = "last" if along > 0 else "first"
+    # Which of the two it is the slices alone cannot say: a network that loses MC2's shaft over its last
+    # slices (indep3_90006 of the third independent family, 2026-12-01) stops short just the same.
     return CaseFlag(
         reasons=[REASON_HAND],
         description=(f"the mask stops {short_mm:.1f} mm short of the proximal end of the scan ({end} slice), "
-                     "where MC2 leaves the field: it lies on MC2's proximal phalanx, not on MC2"),
-        details={"mask_on": "MC2's proximal phalanx", "short_of_proximal_end_mm": short_mm},
+                     "where MC2 leaves the field: it lies on MC2's proximal phalanx, or leaves MC2's shaft out "
+                     "there; either way it is not MC2 whole"),
+        details={"mask_on": MASK_SHORT_OF_MC2, "short_of_proximal_end_mm": short_mm},
     )
