@@ -9,7 +9,8 @@ the napari widget's case session makes (``session.FlagContext``: the segmentatio
 model's threshold, the scan's spacing, densities of the crop). A slice "needs a correction" when the pixels wrong (missed or
 extra against the phantom's truth) exceed ``--bad-fraction`` of its true area, on slices holding
 at least a quarter of the median true area (the bone's tips are judged by the area rule).
-Prints per-case rows and the totals recorded in docs/workflow.md.
+Prints per-case rows and the totals recorded in docs/workflow.md. A case the pipeline refuses (one
+line, nothing written: no mask reaches a reviewer) is a row with its reason, counted apart.
 
 ``--family independent|independent3`` runs it on an independent family's evaluation cases instead
 (``benchmarks/eval_independent.py``'s cache, the hand given as there): how often the desk warns a
@@ -30,6 +31,7 @@ import numpy as np
 
 from eval_default_model import ensure_phantoms, held_out_specs
 from napari_vbmd._atomic import atomic_path
+from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
@@ -45,7 +47,10 @@ def evaluate_case(case: dict, model, threads: int | None, bad_fraction: float,
                   hand: str = "auto") -> tuple[dict, Counter]:
     image = read_scan(case["image"])
     truth = read_mask(case["mask"], like=image).data != 0
-    result = segment(image, model=model, threads=threads, keep_probability=True, hand=hand)
+    try:
+        result = segment(image, model=model, threads=threads, keep_probability=True, hand=hand)
+    except VbmdError as exc:  # refused with one line: no mask reaches the reviewer, nothing to flag
+        return {"case": case["name"], "refused": str(exc).splitlines()[0], "within_lines": False}, Counter()
     d100_truth = measure_vbmd(image, truth).d100_mg_ha_cm3
     d100_error_pct = 100.0 * (measure_vbmd(image, result.mask.data).d100_mg_ha_cm3 - d100_truth) / d100_truth
     case_dice = float(dice(truth, np.asarray(result.mask.data) != 0))
@@ -99,19 +104,22 @@ def main(argv=None) -> int:
         rows.append(row)
         reasons += counted
         print(json.dumps(row), flush=True)
+    refused = [r for r in rows if "refused" in r]
+    rows_all, rows = rows, [r for r in rows if "refused" not in r]
     total = {key: sum(r[key] for r in rows) for key in ("mask_slices", "flagged", "need_correction",
                                                           "need_correction_flagged")}
     with_bad = [r for r in rows if r["need_correction"]]
     clean = [r for r in rows if not r["need_correction"]]
     summary = {
         **total,
-        "cases": len(rows),
+        "cases": len(rows_all),
+        "refused": len(refused),
         "cases_needing_correction": len(with_bad),
         "of_those_with_a_flagged_slice_needing_it": sum(r["need_correction_flagged"] > 0 for r in with_bad),
         "clean_cases_without_flags": sum(r["flagged"] == 0 for r in clean),
         "clean_cases": len(clean),
         "most_flags_in_a_clean_case": max((r["flagged"] for r in clean), default=0),
-        "cases_outside_the_lines": sum(not r["within_lines"] for r in rows),
+        "cases_outside_the_lines": sum(not r["within_lines"] for r in rows),  # of those measured (not refused)
         "of_those_with_a_flag": sum(r["flagged"] > 0 for r in rows if not r["within_lines"]),
         "cases_within_the_lines_with_a_flag": sum(r["flagged"] > 0 for r in rows if r["within_lines"]),
         "reasons": dict(reasons),
@@ -122,7 +130,7 @@ def main(argv=None) -> int:
     if args.json_out:
         with atomic_path(Path(args.json_out)) as tmp:
             Path(tmp).write_text(json.dumps({"family": args.family or "training", "model": args.model,
-                                             "rows": rows, "summary": summary}, indent=1))
+                                             "rows": rows_all, "summary": summary}, indent=1))
     return 0
 
 

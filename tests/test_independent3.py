@@ -223,3 +223,7 @@ def test_review_flag_evaluation_on_a_family_gives_the_hand_and_judges_the_lines(
     assert row["within_lines"] == (row["dice"] >= 0.97 and abs(row["d100_error_pct"]) <= 1.5)
     assert row["need_correction_flagged"] <= row["need_correction"] <= row["mask_slices"] + truth.shape[0]
     assert sum(reasons.values()) >= row["flagged"]
+    # the hand not given and not in the header of a crop: refused with one line, a row of its own
+    refused, none = eval_review_flags.evaluate_case(case, "classical", 1, 0.10, hand="auto")
+    assert refused["case"] == "indep3_12" and "cannot tell which hand" in refused["refused"]
+    assert refused["within_lines"] is False and not none
