@@ -84,7 +84,8 @@ def phalanx_concern(mask, scan, evidence, slices: tuple[int, int]) -> CaseFlag |
     """A :data:`~napari_vbmd.review.REASON_HAND` flag when, in a whole-hand field whose proximal end
     the image shows, ``mask`` stops short of that end of the slices segmented ([start, stop)): then it
     lies on MC2's proximal phalanx (in line with MC2, so :func:`hand_side_concern` cannot tell),
-    or is MC2 with its proximal shaft left out; not MC2 whole either way. None when it reaches it, or when the image does not show which end is proximal."""
+    or is MC2 with its proximal shaft left out; not MC2 whole either way. None when it reaches it, or
+    when the image does not show which end is proximal."""
     if evidence is None or evidence.problem:
         return None
     along = evidence.axis_sum("w")  # > 0: the slices run distal -> proximal
