@@ -177,3 +177,36 @@ def test_a_whole_hand_cropped_to_its_bones_is_still_segmented_around_mc2(files):
     result = segment(image, model="classical", hand="left", threads=1)
     assert result.mask.header["segmentation"]["focus_box_yx"] is not None
     assert dice(result.mask.data.astype(bool), truth.data.astype(bool)) > 0.95
+
+
+def test_a_mask_holding_mc2_and_a_neighbour_is_refused(files, monkeypatch):
+    """The classical method took MC3 in with MC2 on whole-hand fields (Dice 0.35-0.63, D100 up to +48 %):
+    the mask's centre can still lie on MC2, but its largest slice is about twice MC2's head."""
+    import napari_vbmd.segmentation.pipeline as pipeline
+    from napari_vbmd.review_hand import MAX_SECTION_OVER_HEAD, more_than_mc2_concern
+    from napari_vbmd.segmentation import focus
+
+    _, _, whole = files
+    evidence = detect_hand(whole.image).evidence
+    assert more_than_mc2_concern(whole.truth.data, whole.image, evidence) is None
+    heads = evidence.row_voxels if evidence.axis_sum("u") > 0 else evidence.row_voxels[::-1]
+    y, x = (int(round(v)) for v in heads[1])  # MC3's head, as a disk as large as MC2's section
+    largest = int(whole.truth.data.reshape(whole.truth.shape[0], -1).astype(bool).sum(1).max())
+    r = int(np.sqrt(largest / np.pi))
+    yy, xx = np.ogrid[:whole.image.shape[1], :whole.image.shape[2]]
+    both = whole.truth.data.astype(bool) | ((yy - y) ** 2 + (xx - x) ** 2 <= r * r)[None]
+    flag = more_than_mc2_concern(both, whole.image, evidence)
+    assert flag is not None and flag.details["mask_on"] == "MC2 and a neighbour"
+    assert flag.details["largest_slice_mm2"] > MAX_SECTION_OVER_HEAD * flag.details["mc2_head_mm2"]
+    assert "holds a neighbour as well" in flag.description
+
+    decision = detect_hand(whole.image)
+    result = segment(whole.image, model="classical", hand=decision)
+
+    def takes_mc3_in(scan, *args, **kwargs):
+        return dataclasses.replace(result, mask=scan.with_data(both.astype(np.uint8), kind="mask", unit="unknown"))
+
+    monkeypatch.setattr(pipeline, "_segment_field", takes_mc3_in)
+    monkeypatch.setattr(focus, "mc2_box", lambda *args: None)
+    with pytest.raises(OtherBoneError, match="times MC2's head .* holds a neighbour as well; nothing written"):
+        segment(whole.image, hand=decision)

@@ -31,6 +31,11 @@ MIN_PROXIMAL_EVIDENCE = 2.0
 PROXIMAL_REACH_MM = 2.0
 #: what a mask stopping short of the proximal end lies on, in words
 MASK_SHORT_OF_MC2 = "MC2's proximal phalanx, or MC2 without its proximal shaft"
+#: a mask whose largest slice exceeds MC2's head section in the row of heads by this factor holds more
+#: than MC2 (MC3 is about as large as MC2, so MC2 with MC3 is about twice it). Set on the training
+#: generator's 20 whole-hand development fields (32000-32095, 33000-33095): truth masks 0.95-1.23,
+#: the networks' masks up to 1.25, the classical method's masks that took in a neighbour 1.65-2.37.
+MAX_SECTION_OVER_HEAD = 1.5
 
 
 @dataclass
@@ -108,4 +113,28 @@ def phalanx_concern(mask, scan, evidence, slices: tuple[int, int]) -> CaseFlag |
                      "where MC2 leaves the field: it lies on MC2's proximal phalanx, or leaves MC2's shaft out "
                      "there; either way it is not MC2 whole"),
         details={"mask_on": MASK_SHORT_OF_MC2, "short_of_proximal_end_mm": short_mm},
+    )
+
+
+def more_than_mc2_concern(mask, scan, evidence) -> CaseFlag | None:
+    """A :data:`~napari_vbmd.review.REASON_HAND` flag when, in a whole-hand field, ``mask``'s largest
+    slice is more than :data:`MAX_SECTION_OVER_HEAD` times the section of MC2's head the row of heads
+    shows: then it holds a neighbour (MC3, the phalanx beside it) as well as MC2, and its centre may
+    still lie on MC2, so :func:`hand_side_concern` passes it. None without a row whose radial end is
+    clear, or when the mask is not that large."""
+    if evidence is None or evidence.problem or len(evidence.row_voxels) != len(HEAD_NAMES):
+        return None
+    radial = evidence.axis_sum("u")
+    if abs(radial) < MIN_RADIAL_EVIDENCE:
+        return None
+    head_mm2 = float(evidence.row_sizes_mm2[0 if radial > 0 else -1])
+    areas = np.asarray(mask).reshape(len(mask), -1).astype(bool).sum(axis=1)
+    largest_mm2 = float(areas.max()) * float(scan.spacing[1]) * float(scan.spacing[2]) if areas.size else 0.0
+    if head_mm2 <= 0 or largest_mm2 <= MAX_SECTION_OVER_HEAD * head_mm2:
+        return None
+    return CaseFlag(
+        reasons=[REASON_HAND],
+        description=(f"the mask's largest slice ({largest_mm2:.0f} mm2) is {largest_mm2 / head_mm2:.1f} times MC2's "
+                     f"head in the row of metacarpal heads ({head_mm2:.0f} mm2): it holds a neighbour as well"),
+        details={"mask_on": "MC2 and a neighbour", "largest_slice_mm2": largest_mm2, "mc2_head_mm2": head_mm2},
     )

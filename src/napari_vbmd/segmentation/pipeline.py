@@ -139,7 +139,7 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     if focus:
         result = on_full_grid(result, scan, focus)
     if refuse_other_bone and evidence is not None:
-        from ..review_hand import hand_side_concern, phalanx_concern
+        from ..review_hand import hand_side_concern, more_than_mc2_concern, phalanx_concern
 
         concern = hand_side_concern(result.mask.data, scan, evidence)
         if concern is not None:
@@ -151,6 +151,10 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if along_ray is not None:
             raise OtherBoneError(f"{along_ray.description}; nothing written: segment a crop around MC2's head "
                                  "and shaft, or check the slice range", scan.source)
+        too_wide = more_than_mc2_concern(result.mask.data, scan, evidence)
+        if too_wide is not None:
+            raise OtherBoneError(f"{too_wide.description}; nothing written: segment a crop around MC2, or try "
+                                 "another model", scan.source)
     if progress:
         progress(1, 1, "done")
     return result
