@@ -48,6 +48,7 @@ def test_the_argument_decides(files, tmp_path, capsys):
     assert code == 0
     assert (payload["hand"], payload["hand_source"], payload["hand_confidence"]) == ("left", "argument", 1.0)
     assert payload["joint_cut"] is None  # MC2 alone in the crop: nothing parted at a joint
+    assert payload["bone_unchecked"] is None  # a crop: no row of heads to check against, none expected
     log = read_mask(tmp_path / "m.aim").header["processing_log"]
     assert "Segmented as                  left hand (from argument)" in log  # the mask file records both
 
@@ -210,3 +211,27 @@ def test_a_mask_holding_mc2_and_a_neighbour_is_refused(files, monkeypatch):
     monkeypatch.setattr(focus, "mc2_box", lambda *args: None)
     with pytest.raises(OtherBoneError, match="times MC2's head .* holds a neighbour as well; nothing written"):
         segment(whole.image, hand=decision)
+
+
+def test_a_whole_hand_field_whose_mc2_cannot_be_located_says_its_mask_was_not_checked(files, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """No row of heads with a clear radial end (a fresh training-generator field, heldout_34062: the classical
+    method marked the thumb, Dice 0, D100 +41 %, and nothing was said): the answer says the bone is unchecked."""
+    import napari_vbmd.segmentation.pipeline as pipeline
+    from napari_vbmd.segmentation import focus
+
+    _, paths, whole = files
+    checked = segment(whole.image, model="default", hand="left")
+    assert checked.bone_unchecked is None  # the row of heads was found: box around MC2, bone checked
+
+    def marks_mc2(scan, settings, decision, *args):
+        return dataclasses.replace(checked, mask=checked.mask)
+
+    monkeypatch.setattr(pipeline, "_segment_field", marks_mc2)
+    monkeypatch.setattr(focus, "mc2_box", lambda *args: None)  # as when the image shows no clear row
+    result = segment(whole.image, hand="left")
+    assert result.bone_unchecked == pipeline.BONE_UNCHECKED
+    code, payload, _ = _segment(capsys, paths["whole"], "-o", tmp_path / "m.aim", "--hand", "left")
+    assert code == 0 and payload["bone_unchecked"].startswith("not checked to lie on MC2")
+    assert main(["segment", str(paths["whole"]), "-o", str(tmp_path / "t.aim"), "--hand", "left"]) == 0
+    assert "MC2   " in capsys.readouterr().out

@@ -13,6 +13,7 @@ from napari_vbmd.errors import CancelledError, VbmdError
 from napari_vbmd.export import ExportExistsError
 from napari_vbmd.io import read_mask, read_scan, write_image
 from napari_vbmd.review import flag_slices
+from napari_vbmd.segmentation.pipeline import BONE_UNCHECKED
 from napari_vbmd.session import (
     RUN_STAGES,
     CaseSession,
@@ -148,6 +149,12 @@ def test_a_run_reports_its_stages_and_the_session_holds_the_case(synthetic_case,
                                                          "(345 voxels removed); check the head's tip")
     finally:
         header["joint_cut"] = None
+    assert "MC2" not in dict(session.results_rows())  # a crop: nothing to say about the bone check
+    header["bone_unchecked"] = BONE_UNCHECKED
+    try:  # a whole-hand field whose MC2 the image could not locate says its mask was not checked
+        assert dict(session.results_rows())["MC2"].startswith("not checked to lie on MC2")
+    finally:
+        del header["bone_unchecked"]
     mask = session.history.original.copy()
     z = run.result.first_slice + 3
     ys, xs = np.nonzero(mask[z])

@@ -252,6 +252,7 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
         "hand_reason": result.hand_reason,
         "voi_slices": list(result.voi) if result.voi else None,
         "joint_cut": result.joint_cut,
+        "bone_unchecked": result.bone_unchecked,
         "figures": figures,
         "profile": dataclasses.asdict(vbmd.profile),
         "model_loaded_now": loaded_now,

@@ -102,6 +102,7 @@ def run(args) -> int:
         "hand_reason": result.hand_reason,
         "voi_slices": list(result.voi) if result.voi else None,
         "joint_cut": result.joint_cut,
+        "bone_unchecked": result.bone_unchecked,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
     if args.json:
@@ -115,6 +116,7 @@ def run(args) -> int:
         ("hand evidence", result.hand_reason),
         *vbmd_rows(vbmd),
         *([("joint", result.joint_cut["description"])] if result.joint_cut else []),
+        *([("MC2", result.bone_unchecked)] if result.bone_unchecked else []),
         ("time (s)", ", ".join(f"{k} {v:.2f}" for k, v in timings.items())),
     ])
     return 0

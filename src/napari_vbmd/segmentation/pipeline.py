@@ -36,6 +36,12 @@ Progress = Callable[[int, int, str], None]
 __all__ = ["segment", "run", "SegmentationResult", "SegmentSettings", "LoadedModel", "ClassicalModel"]
 
 
+#: said with a whole-hand field's mask when the image shows no row of metacarpal heads with a clear radial end:
+#: then no box around MC2 was made and nothing checked that the mask lies on MC2 (docs/hand.md)
+BONE_UNCHECKED = ("not checked to lie on MC2: this whole-hand field shows no row of metacarpal heads with a clear "
+                  "radial end; look at the mask, or segment a crop around MC2")
+
+
 @dataclass
 class SegmentationResult:
     mask: Scan  # uint8 0/1 on the scan's exact grid
@@ -63,6 +69,12 @@ class SegmentationResult:
     def joint_cut(self) -> dict | None:
         """Where the mask was parted from the proximal phalanx across the joint (:mod:`.joint`), or None."""
         return self.mask.header.get("segmentation", {}).get("joint_cut")
+
+    @property
+    def bone_unchecked(self) -> str | None:
+        """Why the mask of a whole-hand field could not be checked to lie on MC2 (no row of heads with a
+        clear radial end in the image), or None: a crop, or a whole-hand field whose mask was checked."""
+        return self.mask.header.get("segmentation", {}).get("bone_unchecked")
 
     @property
     def hand_decision(self) -> HandDecision:
@@ -138,6 +150,8 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     result = _segment_field(crop_to(scan, focus) if focus else scan, settings, decision, progress, cancel, timings)
     if focus:
         result = on_full_grid(result, scan, focus)
+    elif is_whole_hand_field(scan):
+        result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
     if refuse_other_bone and evidence is not None:
         from ..review_hand import hand_side_concern, more_than_mc2_concern, phalanx_concern
 

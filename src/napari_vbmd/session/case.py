@@ -262,7 +262,8 @@ class CaseSession:
             ("Model", seg.model if seg else ""),
             ("Device", seg.where if seg else ""),
             ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
-        ] + ([("Joint", self.joint_words())] if seg is not None and seg.joint_cut else [])
+        ] + ([("Joint", self.joint_words())] if seg is not None and seg.joint_cut else []) \
+            + ([("MC2", seg.bone_unchecked)] if seg is not None and seg.bone_unchecked else [])
 
     def joint_words(self) -> str:
         """Where the mask was parted from the proximal phalanx across the joint; '' when it was not."""
