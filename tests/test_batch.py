@@ -454,3 +454,13 @@ def test_the_batch_engine_imports_neither_napari_nor_qt(cohort_master):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_cohort_table_says_when_a_mask_was_not_checked_to_lie_on_mc2():
+    from napari_vbmd.batch_case import csv_row
+    from napari_vbmd.segmentation.pipeline import BONE_UNCHECKED
+
+    record = {"case": "hand1", "status": "ok", "figures": {"d100_mg_ha_cm3": 300.0}, "bone_unchecked": BONE_UNCHECKED}
+    assert csv_row(record)["bone_unchecked"] == BONE_UNCHECKED
+    assert csv_row({"case": "crop1", "status": "ok"})["bone_unchecked"] == ""  # a crop, or a checked whole hand
+    assert CSV_COLUMNS.index("bone_unchecked") == CSV_COLUMNS.index("hand_confidence") + 1

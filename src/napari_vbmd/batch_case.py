@@ -26,7 +26,7 @@ RECORD_VERSION = 2  # 2: the hand is never assumed (records of version 1 may say
 MASK_FORMATS = {"aim": ".aim", "nii.gz": ".nii.gz", "nii": ".nii", "tif": ".tif"}
 CSV_COLUMNS = [
     "case", "file", "format", "status", "this_run", "error", "sha256", "model", "model_sha256", "device",
-    "hand", "hand_source", "hand_confidence", "d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
+    "hand", "hand_source", "hand_confidence", "bone_unchecked", "d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
     "first_slice", "last_slice", "mask", "t_hash_s", "t_read_s", "t_preprocess_s", "t_inference_s",
     "t_postprocess_s", "t_write_s", "t_measure_s", "t_total_s", "worker", "finished",
 ]
@@ -278,6 +278,7 @@ def csv_row(record: dict) -> dict:
         "error": record.get("error") or "", "sha256": record.get("sha256") or "", "model": model.get("name"),
         "model_sha256": model.get("sha256"), "device": record.get("device"), "hand": record.get("hand"),
         "hand_source": record.get("hand_source"), "hand_confidence": record.get("hand_confidence"),
+        "bone_unchecked": record.get("bone_unchecked") or "",
         "mask": record.get("mask") or "", "worker": record.get("worker"), "finished": record.get("finished"),
     }
     for key in FIGURES:
