@@ -218,7 +218,8 @@ def test_a_whole_hand_field_whose_mc2_cannot_be_located_says_its_mask_was_not_ch
     """No row of heads with a clear radial end (a fresh training-generator field, heldout_34062: the classical
     method marked the thumb, Dice 0, D100 +41 %, and nothing was said): the answer says the bone is unchecked."""
     import napari_vbmd.segmentation.pipeline as pipeline
-    from napari_vbmd.segmentation import focus
+    from napari_vbmd.segmentation.hand import HandDecision
+    from napari_vbmd.segmentation.hand_image import ImageEvidence
 
     _, paths, whole = files
     checked = segment(whole.image, model="default", hand="left")
@@ -227,8 +228,11 @@ def test_a_whole_hand_field_whose_mc2_cannot_be_located_says_its_mask_was_not_ch
     def marks_mc2(scan, settings, decision, *args):
         return dataclasses.replace(checked, mask=checked.mask)
 
+    def no_row(scan, *args, **kwargs):  # as when the image shows no row of heads
+        return HandDecision(None, None, None, "no row of heads", evidence=ImageEvidence(problem="no row of heads"))
+
     monkeypatch.setattr(pipeline, "_segment_field", marks_mc2)
-    monkeypatch.setattr(focus, "mc2_box", lambda *args: None)  # as when the image shows no clear row
+    monkeypatch.setattr(pipeline, "detect_hand", no_row)
     result = segment(whole.image, hand="left")
     assert result.bone_unchecked == pipeline.BONE_UNCHECKED
     code, payload, _ = _segment(capsys, paths["whole"], "-o", tmp_path / "m.aim", "--hand", "left")

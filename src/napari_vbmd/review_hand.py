@@ -38,6 +38,13 @@ MASK_SHORT_OF_MC2 = "MC2's proximal phalanx, or MC2 without its proximal shaft"
 MAX_SECTION_OVER_HEAD = 1.5
 
 
+def mc2_locatable(evidence) -> bool:
+    """Whether a hand detection's evidence shows the row of heads MC2-MC5 with a clear radial end: then
+    MC2 is known in the field and a mask can be checked against it."""
+    return (evidence is not None and not evidence.problem and len(evidence.row_voxels) == len(HEAD_NAMES)
+            and abs(evidence.axis_sum("u")) >= MIN_RADIAL_EVIDENCE)
+
+
 @dataclass
 class CaseFlag:
     """A concern about the whole case (not one slice)."""
@@ -57,11 +64,9 @@ def hand_side_concern(mask, scan, evidence=None) -> CaseFlag | None:
         from .segmentation.hand import detect_hand
 
         evidence = detect_hand(scan).evidence
-    if evidence is None or evidence.problem or len(evidence.row_voxels) != len(HEAD_NAMES):
+    if not mc2_locatable(evidence):
         return None
     radial = evidence.axis_sum("u")
-    if abs(radial) < MIN_RADIAL_EVIDENCE:
-        return None
     heads = list(evidence.row_voxels) if radial > 0 else list(evidence.row_voxels)[::-1]  # MC2 first
     projection = np.asarray(mask).any(axis=0)
     if not projection.any():
@@ -122,11 +127,9 @@ def more_than_mc2_concern(mask, scan, evidence) -> CaseFlag | None:
     shows: then it holds a neighbour (MC3, the phalanx beside it) as well as MC2, and its centre may
     still lie on MC2, so :func:`hand_side_concern` passes it. None without a row whose radial end is
     clear, or when the mask is not that large."""
-    if evidence is None or evidence.problem or len(evidence.row_voxels) != len(HEAD_NAMES):
+    if not mc2_locatable(evidence):
         return None
     radial = evidence.axis_sum("u")
-    if abs(radial) < MIN_RADIAL_EVIDENCE:
-        return None
     head_mm2 = float(evidence.row_sizes_mm2[0 if radial > 0 else -1])
     areas = np.asarray(mask).reshape(len(mask), -1).astype(bool).sum(axis=1)
     largest_mm2 = float(areas.max()) * float(scan.spacing[1]) * float(scan.spacing[2]) if areas.size else 0.0

@@ -150,10 +150,11 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     result = _segment_field(crop_to(scan, focus) if focus else scan, settings, decision, progress, cancel, timings)
     if focus:
         result = on_full_grid(result, scan, focus)
-    elif is_whole_hand_field(scan):
+    from ..review_hand import hand_side_concern, mc2_locatable, more_than_mc2_concern, phalanx_concern
+
+    if is_whole_hand_field(scan) and not mc2_locatable(evidence):
         result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
     if refuse_other_bone and evidence is not None:
-        from ..review_hand import hand_side_concern, more_than_mc2_concern, phalanx_concern
 
         concern = hand_side_concern(result.mask.data, scan, evidence)
         if concern is not None:
