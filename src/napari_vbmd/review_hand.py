@@ -45,6 +45,12 @@ def mc2_locatable(evidence) -> bool:
             and abs(evidence.axis_sum("u")) >= MIN_RADIAL_EVIDENCE)
 
 
+def mc2_first(evidence, per_head) -> list:
+    """``per_head`` (one item per head of ``evidence``'s row, in the row's order) with MC2's first, then MC3,
+    MC4, MC5: the row runs from its radial end when the cues say so, else from its other end."""
+    return list(per_head) if evidence.axis_sum("u") > 0 else list(per_head)[::-1]
+
+
 @dataclass
 class CaseFlag:
     """A concern about the whole case (not one slice)."""
@@ -66,8 +72,7 @@ def hand_side_concern(mask, scan, evidence=None) -> CaseFlag | None:
         evidence = detect_hand(scan).evidence
     if not mc2_locatable(evidence):
         return None
-    radial = evidence.axis_sum("u")
-    heads = list(evidence.row_voxels) if radial > 0 else list(evidence.row_voxels)[::-1]  # MC2 first
+    heads = mc2_first(evidence, evidence.row_voxels)
     projection = np.asarray(mask).any(axis=0)
     if not projection.any():
         return None
@@ -129,9 +134,8 @@ def more_than_mc2_concern(mask, scan, evidence) -> CaseFlag | None:
     clear, or when the mask is not that large."""
     if not mc2_locatable(evidence):
         return None
-    radial = evidence.axis_sum("u")
-    head_mm2 = float(evidence.row_sizes_mm2[0 if radial > 0 else -1])
-    areas = np.asarray(mask).reshape(len(mask), -1).astype(bool).sum(axis=1)
+    head_mm2 = float(mc2_first(evidence, evidence.row_sizes_mm2)[0])
+    areas = np.count_nonzero(np.asarray(mask), axis=(1, 2))  # no boolean copy of a whole-hand field
     largest_mm2 = float(areas.max()) * float(scan.spacing[1]) * float(scan.spacing[2]) if areas.size else 0.0
     if head_mm2 <= 0 or largest_mm2 <= MAX_SECTION_OVER_HEAD * head_mm2:
         return None

@@ -44,12 +44,11 @@ def _head_radius(size_mm2: float) -> float:
 def mc2_box(scan: Scan, evidence) -> tuple[int, int, int, int] | None:
     """(y0, y1, x0, x1) voxel box of ``scan`` holding MC2 and MC3 and not the thumb, from the row of
     heads in ``evidence`` (a hand detection's); None without a row whose radial end is clear."""
-    from ..review_hand import mc2_locatable
+    from ..review_hand import mc2_first, mc2_locatable
 
     if not mc2_locatable(evidence):
         return None
-    radial = evidence.axis_sum("u")
-    order = [0, 1, 2, 3] if radial > 0 else [3, 2, 1, 0]
+    order = mc2_first(evidence, range(len(evidence.row_voxels)))
     dy, dx = scan.spacing[1], scan.spacing[2]
     (y2, x2), (y3, x3) = (evidence.row_voxels[order[0]], evidence.row_voxels[order[1]])
     r2 = _head_radius(evidence.row_sizes_mm2[order[0]]) + MC2_MARGIN_MM

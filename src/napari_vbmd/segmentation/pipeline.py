@@ -155,7 +155,6 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     if is_whole_hand_field(scan) and not mc2_locatable(evidence):
         result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
     if refuse_other_bone and evidence is not None:
-
         concern = hand_side_concern(result.mask.data, scan, evidence)
         if concern is not None:
             raise OtherBoneError(
