@@ -243,11 +243,12 @@ def test_vbmd_train_cli_prints_a_summary_and_refuses_bad_pairs(phantom_folder, t
     out = tmp_path / "cli"
     code = main(["train", str(phantom_folder), "-o", str(out), "--kwargs", '{"base": 4, "depth": 3}',
                  "--spacing-mm", "0.5", "--patch", "48,80", "--epochs", "1", "--steps-per-epoch", "2",
-                 "--lr", "1e-3", "--threads", "1", "--quiet", "--json"])
+                 "--lr", "1e-3", "--threads", "1", "--quiet", "--json", "--appearance", "broad"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["last_epoch"] == 1 and Path(summary["checkpoint"]).is_file()
     assert (out / "best.safetensors").is_file()
+    assert load_checkpoint(out / "best.json", device="cpu")[1].training["settings"]["appearance"] == "broad"
 
     bad = tmp_path / "bad.csv"
     other = generate_phantom(PhantomSpec(seed=9, n_slices=16, spacing_mm=0.3))
@@ -314,6 +315,55 @@ def test_flips_keep_the_hand_a_right_hand_unless_asked():
 
     with pytest.raises(VbmdError, match="unknown flips"):
         train("unused", "unused", tiny_settings(flips="mirror"), device="cpu", show_progress=False)
+
+
+def test_broad_appearance_changes_the_image_never_the_mask_and_leaves_standard_runs_as_they_were(phantom_folder, tmp_path):
+    import torch
+
+    from napari_vbmd.segmentation.sampling import _augment_2d, _broad_appearance_2d, _gaussian_blur_2d
+
+    # a bone-like disc: a thin bright shell (cortex) around fine texture, on soft tissue, five context slices
+    yy, xx = np.mgrid[:64, :96]
+    r = np.hypot(yy - 32, xx - 48)
+    texture = 150 + 120 * np.sign(np.sin(xx * 1.3) * np.sin(yy * 1.1))
+    slice_ = np.where(r < 18, texture, 0.0) + np.where((r >= 16) & (r < 18), 900.0, 0.0)
+    images = torch.tensor(np.broadcast_to(slice_, (8, 5, 64, 96)).copy(), dtype=torch.float32)
+    masks = torch.tensor((r < 18)[None, None].repeat(8, 0), dtype=torch.float32)
+
+    # "standard" is the augmentation every shipped checkpoint was trained with: the same draws, the same images
+    torch.manual_seed(0)
+    plain, _ = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(5), "none")
+    torch.manual_seed(0)
+    standard, _ = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(5), "none", "standard", 0.3)
+    assert torch.equal(plain, standard)
+
+    broad = _broad_appearance_2d(images, np.random.default_rng(5), 0.3)
+    assert torch.isfinite(broad).all() and broad.shape == images.shape
+    changed = [not torch.allclose(broad[i], images[i]) for i in range(8)]
+    assert sum(changed) >= 6  # five changes of probability 1/2 each: a sample is left alone 1 time in 32
+    assert torch.equal(broad, _broad_appearance_2d(images, np.random.default_rng(5), 0.3))  # from the generator alone
+    torch.manual_seed(1)
+    _, broad_masks = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(5), "none", "broad", 0.3)
+    torch.manual_seed(1)
+    _, standard_masks = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(5), "none", "standard", 0.3)
+    assert torch.equal(broad_masks, standard_masks)  # the truth does not depend on the acquisition
+
+    # the wider blur lowers a thin cortex's peak, as a wider point spread does; a blur keeps the mean
+    blurred = _gaussian_blur_2d(images[:1], 0.2 / 0.3)
+    assert float(blurred[0, 2, 32, 31]) < 0.9 * float(images[0, 2, 32, 31])
+    assert float(blurred.mean()) == pytest.approx(float(images[:1].mean()), rel=1e-3)
+
+    with pytest.raises(VbmdError, match="unknown appearance"):
+        _augment_2d(images.clone(), masks.clone(), np.random.default_rng(5), "none", "grainy")
+    with pytest.raises(VbmdError, match="unknown appearance"):
+        train(phantom_folder, tmp_path / "x", tiny_settings(appearance="grainy"), device="cpu", show_progress=False)
+    with pytest.raises(VbmdError, match="for 2D networks"):
+        train(phantom_folder, tmp_path / "y", tiny_settings(architecture="unet3d_isensee", kwargs={}, patch=(16, 32, 32),
+                                                            appearance="broad"), device="cpu", show_progress=False)
+    out = tmp_path / "broad"
+    train(phantom_folder, out, tiny_settings(appearance="broad", epochs=1), device="cpu", show_progress=False)
+    _, config = load_checkpoint(out / "best.json", device="cpu")
+    assert config.training["settings"]["appearance"] == "broad"
 
 
 def test_the_study_3d_unet_trains_and_its_checkpoint_segments(phantom_folder, tmp_path):

@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     p.add_argument("--flips", default="none", choices=["none", "rot180", "all"],
                    help="flip augmentation (default none: every hand is turned into a right hand, and a mirror "
                    "flip would put MC3 where MC2 belongs; rot180 keeps the hand's chirality; all = the study's flips)")
+    p.add_argument("--appearance", default="standard", choices=["standard", "broad"],
+                   help="2D networks: broad adds wider blur, weaker/stronger fine texture, compressed bone contrast, "
+                   "a smooth bias field and correlated noise to the standard augmentation (the mask never changes)")
     p.add_argument("--context-mm", type=float, nargs="+", default=[0.0], metavar="MM",
                    help="2D networks: slices given to the network as input channels, as offsets in mm along z "
                    "from the slice being segmented (default 0 = the slice alone; e.g. -4 -2 0 2 4 lets it see "
@@ -118,7 +121,7 @@ def run(args) -> int:
     settings = TrainSettings(
         architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
-        augment=not args.no_augment, flips=args.flips, average_from=args.average_from, loss=args.loss,
+        augment=not args.no_augment, flips=args.flips, appearance=args.appearance, average_from=args.average_from, loss=args.loss,
         context_mm=tuple(args.context_mm), lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         grad_clip=args.grad_clip, seed=args.seed, split_seed=args.split_seed, threshold=args.threshold, name=args.name,
         max_minutes=args.max_minutes, validate_every=args.validate_every,

@@ -2,6 +2,9 @@
 
 Augmentation: intensity scale/shift/noise, small rotations, directional blur (like motion) and, on
 request, flips (see :data:`FLIPS` and the note in :mod:`.training` on why mirror flips are off by default).
+``appearance="broad"`` adds acquisition- and texture-like changes after those (:func:`_broad_appearance_2d`):
+wider blur, weaker or stronger fine texture, compressed bone contrast, a smooth bias field and correlated
+noise, so a network does not lean on the look of the generator it was trained on.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from .preprocess import context_indices, context_offsets
 
 
 FLIPS = ("none", "rot180", "all")
+#: "standard": the augmentation every shipped checkpoint was trained with; "broad": and :func:`_broad_appearance_2d`
+APPEARANCES = ("standard", "broad")
 
 
 def _flip_axes(flips: str, rng: np.random.Generator) -> tuple[int, ...]:
@@ -31,8 +36,10 @@ def _flip_axes(flips: str, rng: np.random.Generator) -> tuple[int, ...]:
     raise VbmdError(f"unknown flips setting {flips!r}; use {', '.join(FLIPS)}")
 
 
-def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none"):
-    """images: (b, c, h, w) (c context slices), masks: (b, 1, h, w); images in mg HA/cm³ (before z-scoring)."""
+def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none",
+                appearance: str = "standard", pixel_mm: float = 0.3):
+    """images: (b, c, h, w) (c context slices), masks: (b, 1, h, w); images in mg HA/cm³ (before z-scoring).
+    ``pixel_mm``: the working grid's in-plane voxel size (only ``appearance="broad"`` uses it)."""
     b = images.shape[0]
     for i in range(b):
         axes = _flip_axes(flips, rng)
@@ -59,10 +66,70 @@ def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Genera
     scale = torch.tensor(rng.uniform(0.9, 1.1, (b, 1, 1, 1)), dtype=torch.float32)
     shift = torch.tensor(rng.uniform(-30, 30, (b, 1, 1, 1)), dtype=torch.float32)
     noise = torch.randn_like(images) * torch.tensor(rng.uniform(0, 40, (b, 1, 1, 1)), dtype=torch.float32)
-    return images * scale + shift + noise, masks
+    images = images * scale + shift + noise
+    if appearance == "broad":
+        images = _broad_appearance_2d(images, rng, pixel_mm)
+    elif appearance != "standard":
+        raise VbmdError(f"unknown appearance augmentation {appearance!r}; use {' or '.join(APPEARANCES)}")
+    return images, masks
 
 
-def _augment_3d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none"):
+def _gaussian_blur_2d(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian blur of one (1, c, h, w) sample, each channel alike, edges replicated."""
+    radius = max(1, int(math.ceil(3 * sigma_px)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = image.shape[1]
+    row = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    image = F.conv2d(F.pad(image, (radius, radius, 0, 0), mode="replicate"), row, groups=channels)
+    return F.conv2d(F.pad(image, (0, 0, radius, radius), mode="replicate"), row.transpose(-1, -2), groups=channels)
+
+
+def _broad_appearance_2d(images: torch.Tensor, rng: np.random.Generator, pixel_mm: float) -> torch.Tensor:
+    """Per sample, each with probability 1/2 and the same for every context slice (one acquisition):
+
+    - a wider point spread: Gaussian blur of sigma 0.03-0.2 mm (a thin head cortex fades below the half maximum);
+    - fine texture weaker or stronger: what a 0.6 mm blur removes scaled by 0.5-1.4 (other trabecular textures,
+      reconstruction kernels);
+    - bone contrast compressed or stretched: densities above 100 mg HA/cm³ scaled by 0.7-1.15 about 100 (faint
+      cortex, other calibrations' partial volume);
+    - a smooth bias field of up to +-50 mg HA/cm³ over 5-15 mm (cupping, beam hardening);
+    - correlated noise of SD 10-60 mg HA/cm³, correlation length 0.1-0.45 mm (other reconstruction noise).
+
+    The mask is never changed: the truth of an image does not depend on how it was acquired.
+    """
+    out = images.clone()
+    b, _, h, w = images.shape
+    for i in range(b):
+        x = out[i : i + 1]
+        if rng.random() < 0.5:
+            x = _gaussian_blur_2d(x, float(rng.uniform(0.03, 0.2)) / pixel_mm)
+        if rng.random() < 0.5:
+            smooth = _gaussian_blur_2d(x, 0.6 / pixel_mm)
+            x = smooth + (x - smooth) * float(rng.uniform(0.5, 1.4))
+        if rng.random() < 0.5:
+            pivot = 100.0
+            x = torch.where(x > pivot, pivot + (x - pivot) * float(rng.uniform(0.7, 1.15)), x)
+        if rng.random() < 0.5:
+            scale_mm = float(rng.uniform(5.0, 15.0))
+            gh, gw = max(2, int(round(h * pixel_mm / scale_mm)) + 1), max(2, int(round(w * pixel_mm / scale_mm)) + 1)
+            coarse = torch.tensor(rng.standard_normal((1, 1, gh, gw)), dtype=torch.float32)
+            field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+            field = field / field.abs().amax().clamp_min(1e-6) * float(rng.uniform(0, 50))
+            x = x + field
+        if rng.random() < 0.5:
+            white = torch.tensor(rng.standard_normal((1, x.shape[1], h, w)), dtype=torch.float32)  # slices apart
+            grain = _gaussian_blur_2d(white, float(rng.uniform(0.1, 0.45)) / pixel_mm)
+            x = x + grain / grain.std().clamp_min(1e-6) * float(rng.uniform(10, 60))
+        out[i : i + 1] = x
+    return out
+
+
+def _augment_3d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, flips: str = "none",
+                appearance: str = "standard", pixel_mm: float = 0.3):
+    if appearance != "standard":
+        raise VbmdError("appearance augmentation 'broad' is for 2D networks only")
     axes = _flip_axes(flips, rng)
     if axes:
         images, masks = images.flip(axes), masks.flip(axes)

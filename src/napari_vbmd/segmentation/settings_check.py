@@ -146,7 +146,7 @@ def check_train_settings(settings, out_dir: str | Path | None = None) -> None:
     """Every training setting within bounds, and no input the run would write over; before anything
     is read, built or written."""
     from .architectures import network_dims
-    from .training import FLIPS, LOSSES, LR_SCHEDULES
+    from .training import APPEARANCES, FLIPS, LOSSES, LR_SCHEDULES
 
     s = settings
     check_architecture_settings(s.architecture, s.kwargs, from_checkpoint=False)
@@ -168,6 +168,8 @@ def check_train_settings(settings, out_dir: str | Path | None = None) -> None:
         whole_number(size, "patch size (working voxels)", 8, 4096)
     if s.flips not in FLIPS:
         raise VbmdError(f"unknown flips setting {s.flips!r}; use {', '.join(FLIPS)}")
+    if s.appearance not in APPEARANCES:
+        raise VbmdError(f"unknown appearance augmentation {s.appearance!r}; use {' or '.join(APPEARANCES)}")
     for what, seed in (("seed", s.seed), ("split_seed", s.split_seed)):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise VbmdError(f"{what} must be a whole number >= 0, got {seed}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -51,7 +52,7 @@ from .datasets import PreparedCase, find_pairs, load_pair, prepare_case, split_b
 from .models import LoadedModel, resolve_device
 from .architectures import architecture_kwargs, network_dims
 from .networks import build_network
-from .sampling import FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D  # noqa: F401 (tests)
+from .sampling import APPEARANCES, FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D  # noqa: F401 (tests)
 from .settings_check import check_train_settings
 from .training_state import METRIC_COLUMNS, _load_resume, _refresh_batch_norm, _save_resume, _upgrade_metrics_header
 from .validation import ValidationCase, validate, validation_case
@@ -72,6 +73,7 @@ class TrainSettings:
     patch: tuple[int, ...] = (160, 160)  # 2D (h, w) or 3D (z, h, w) in working voxels
     augment: bool = True
     flips: str = "none"  # "none", "rot180" (both in-plane axes at once: keeps the hand's chirality) or "all"
+    appearance: str = "standard"  # "broad": also blur, texture, contrast, bias-field and grain changes (2D; sampling.py)
     seed: int = 0
     split_seed: int | None = None  # seed of the patient split; None: ``seed`` (members of an ensemble share one split)
     threshold: float = 0.5
@@ -188,6 +190,8 @@ def train(
         raise VbmdError(f"average_from must be an epoch between 1 and {settings.epochs}, got {settings.average_from}")
     if settings.flips not in FLIPS:
         raise VbmdError(f"unknown flips setting {settings.flips!r}; use {', '.join(FLIPS)}")
+    if settings.appearance not in APPEARANCES:
+        raise VbmdError(f"unknown appearance augmentation {settings.appearance!r}; use {' or '.join(APPEARANCES)}")
     if settings.lr_schedule not in LR_SCHEDULES:
         raise VbmdError(f"unknown learning-rate schedule {settings.lr_schedule!r}; use {' or '.join(LR_SCHEDULES)}")
     if not 0 <= settings.warmup_epochs < settings.epochs:
@@ -196,6 +200,8 @@ def train(
     if settings.grad_clip is not None and not (math.isfinite(settings.grad_clip) and settings.grad_clip > 0):
         raise VbmdError(f"grad_clip must be a positive number, got {settings.grad_clip}")
     dims = network_dims(settings.architecture)
+    if settings.appearance != "standard" and dims != 2:
+        raise VbmdError(f"appearance augmentation {settings.appearance!r} is for 2D networks; {settings.architecture} is 3D")
     context_mm = tuple(float(c) for c in settings.context_mm)
     if len(context_mm) > 1 and "in_channels" not in settings.kwargs:
         settings = dataclasses.replace(settings, kwargs={**settings.kwargs, "in_channels": len(context_mm)})
@@ -307,7 +313,8 @@ def train(
     def spent() -> bool:
         return settings.max_minutes is not None and (time.monotonic() - started) / 60 >= settings.max_minutes
 
-    augment = _augment_2d if dims == 2 else _augment_3d
+    augment = functools.partial(_augment_2d if dims == 2 else _augment_3d, appearance=settings.appearance,
+                                pixel_mm=float(config.spacing_mm[-1]))
     epoch = start_epoch - 1
     final_epoch = settings.epochs if settings.stop_after is None else min(settings.epochs, settings.stop_after)
     for epoch in range(start_epoch, final_epoch + 1):
