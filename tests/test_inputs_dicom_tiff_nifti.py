@@ -113,6 +113,24 @@ def test_a_stated_spacing_is_never_replaced(tmp_path):
     assert apply_user_spacing(scan, (0.082, 0.082, 0.082)) is scan
     with pytest.raises(VbmdError, match="contradicts it"):
         apply_user_spacing(scan, (1, 1, 1))
+    with pytest.raises(VbmdError, match=r"contradicts it \(the form's Voxel size is for files without one\)"):
+        apply_user_spacing(scan, (1, 1, 1), said_by="the form's Voxel size")
+
+
+def test_every_answer_can_say_where_its_calibration_and_voxel_size_came_from():
+    from napari_vbmd.scan import Calibration, apply_user_calibration, calibration_line, spacing_line
+
+    cal = Calibration(density_slope=1441.13599, density_intercept=-356.445007, mu_scaling=8192.0)
+    filed = Scan(np.zeros((2, 3, 4), np.int16), spacing=(0.082,) * 3, calibration=cal, unit="native")
+    assert calibration_line(filed) == "density = stored value * 0.17592 + -356.445 (file)"
+    assert spacing_line(filed) == "0.082 x 0.082 x 0.082 mm (file)"
+    bare = Scan(np.zeros((2, 3, 4), np.int16), spacing=(1.0,) * 3, header={"spacing_known": False})
+    assert calibration_line(bare) == "- (none)" and spacing_line(bare) == "unknown"
+    said = apply_user_spacing(bare, (0.5, 0.1, 0.1), said_by="the form's Voxel size")
+    assert spacing_line(said) == "0.5 x 0.1 x 0.1 mm (user (the form's Voxel size))"
+    assert calibration_line(apply_user_calibration(bare, units="mg_ha_cm3")) == "values are mg HA/cm3 (user)"
+    assert calibration_line(apply_user_calibration(bare, slope=2.0, intercept=-10)) == \
+        "density = stored value * 2 + -10 (user)"
 
 
 @pytest.mark.parametrize("description, outcome", [

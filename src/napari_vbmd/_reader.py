@@ -37,7 +37,7 @@ def read_layers(path):
         kwargs["name"] = f"{kwargs['name']} (voxel size unknown)"
         why = scan.header.get("spacing_note") or "the file does not state it"
         _notify(f"{path}: voxel size unknown ({why}); shown at 1 mm per voxel; measuring and segmenting need "
-                "the spacing (set the layer's scale, or use vbmd with --spacing Z Y X)", warning=True)
+                "the spacing (Voxel size in the Segment & measure form, or vbmd with --spacing Z Y X)", warning=True)
     return [(data, kwargs, kind)]
 
 

@@ -220,6 +220,27 @@ def calibration_source(scan: Scan) -> str | None:
     return None
 
 
+def calibration_line(scan: Scan) -> str:
+    """What a scan's values mean and who said so, in one line: 'density = stored value * 0.175918 + -356.445
+    (file)', 'values are mg HA/cm3 (user)', '- (none)'."""
+    source = calibration_source(scan) or "none"
+    cal = scan.calibration
+    if scan.unit == UNIT_DENSITY:
+        what = "values are mg HA/cm3"
+    elif cal is not None:
+        what = f"density = stored value * {cal.density_per_native:.6g} + {cal.density_intercept:.6g}"
+    else:
+        what = "-"
+    return f"{what} ({source})"
+
+
+def spacing_line(scan: Scan) -> str:
+    """The voxel size and who said so: '0.082 x 0.082 x 0.082 mm (file)', '... (user (Run form))', 'unknown'."""
+    if not scan.spacing_known:
+        return "unknown"
+    return f"{' x '.join(f'{s:g}' for s in scan.spacing)} mm ({scan.header.get('spacing_source') or 'file'})"
+
+
 def _own_calibration(scan: Scan) -> str | None:
     """A one-line account of the calibration a file states itself, or None when it states none."""
     if scan.unit == UNIT_DENSITY and calibration_source(scan) == "file":
@@ -275,28 +296,29 @@ def apply_user_calibration(
     return dataclasses.replace(scan, unit=units, header=header)
 
 
-def apply_user_spacing(scan: Scan, spacing) -> Scan:
+def apply_user_spacing(scan: Scan, spacing, said_by: str = "--spacing") -> Scan:
     """Give a scan whose file states no voxel size the user's (z, y, x) spacing in mm.
 
-    A file that states its spacing keeps it: a different one from the user is refused.
+    A file that states its spacing keeps it: a different one from the user is refused. ``said_by`` names
+    where the user said it (recorded as the spacing's source and used in the refusals).
     """
     if spacing is None:
         return scan
     try:
         values = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):
-        raise VbmdError(f"--spacing must be three numbers in mm (z y x), got {spacing!r}", scan.source) from None
+        raise VbmdError(f"{said_by} must be three numbers in mm (z y x), got {spacing!r}", scan.source) from None
     if len(values) != 3 or not all(np.isfinite(v) and 0 < v <= 100 for v in values):
-        raise VbmdError(f"--spacing must be three positive sizes in mm up to 100 (z y x), got {spacing!r}", scan.source)
+        raise VbmdError(f"{said_by} must be three positive sizes in mm up to 100 (z y x), got {spacing!r}", scan.source)
     if scan.spacing_known:
         if np.allclose(values, scan.spacing, rtol=1e-4):
             return scan
         raise VbmdError(
-            f"the file states its voxel size ({', '.join(f'{v:g}' for v in scan.spacing)} mm); --spacing "
-            f"{' '.join(f'{v:g}' for v in values)} contradicts it (--spacing is for files without one)",
+            f"the file states its voxel size ({', '.join(f'{v:g}' for v in scan.spacing)} mm); {said_by} "
+            f"{' '.join(f'{v:g}' for v in values)} contradicts it ({said_by} is for files without one)",
             scan.source,
         )
-    header = {**scan.header, "spacing_known": True, "spacing_source": "user (--spacing)"}
+    header = {**scan.header, "spacing_known": True, "spacing_source": f"user ({said_by})"}
     header.pop("spacing_note", None)
     return dataclasses.replace(scan, spacing=values, header=header)
 

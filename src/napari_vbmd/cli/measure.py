@@ -5,7 +5,7 @@ import sys
 
 from ..io import read_mask
 from ..measure import measure_vbmd
-from ..scan import calibration_source
+from ..scan import calibration_line
 from ._common import add_calibration_arguments, read_image_argument
 from ._output import print_json, print_table, vbmd_rows
 
@@ -39,31 +39,19 @@ def parse_slice_range(text: str | None):
     return first, last
 
 
-def _calibration_line(image) -> str:
-    source = calibration_source(image) or "none"
-    cal = image.calibration
-    if image.unit == "mg_ha_cm3":
-        what = "values are mg HA/cm3"
-    elif cal is not None:
-        what = f"density = stored value * {cal.density_per_native:.6g} + {cal.density_intercept:.6g}"
-    else:
-        what = "-"
-    return f"{what} ({source})"
-
-
 def run(args) -> int:
     slices = parse_slice_range(args.slices)
     image = read_image_argument(args, args.image)
     mask = read_mask(args.mask)
     result = measure_vbmd(image, mask, slices=slices, allow_other_scan=args.allow_other_scan)
     if args.json:
-        print_json({"image": args.image, "mask": args.mask, "calibration": _calibration_line(image),
+        print_json({"image": args.image, "mask": args.mask, "calibration": calibration_line(image),
                     "spacing_mm": list(image.spacing), **result.to_dict()})
         return 0
     rows = [
         ("image", args.image),
         ("mask", args.mask),
-        ("calibration", _calibration_line(image)),
+        ("calibration", calibration_line(image)),
         *vbmd_rows(result),
     ]
     rows += [("note", note) for note in result.notes]

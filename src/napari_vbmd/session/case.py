@@ -20,7 +20,7 @@ from ..correction import CorrectionStats
 from ..errors import CancelledError, VbmdError
 from ..measure import VbmdResult, measure_vbmd
 from ..review import REASON_HAND, ReviewStore, SliceFlag
-from ..scan import Scan
+from ..scan import Scan, calibration_line, spacing_line
 from .flags import FlagContext
 from .hand_words import decision_words, hand_evidence, source_words
 from .history import MaskHistory
@@ -258,6 +258,8 @@ class CaseSession:
             ("Volume (mm³)", f"{r.volume_mm3:.1f}"),
             ("Slices", f"{r.n_slices} ({r.first_slice}–{r.last_slice})"),
             ("Mean slice area (mm²)", f"{r.mean_slice_area_mm2:.2f}"),
+            ("Calibration", calibration_line(self.scan)),
+            ("Voxel size", spacing_line(self.scan)),
             ("Hand", decision_words(seg.hand_decision) if seg else ""),
             ("Model", seg.model if seg else ""),
             ("Device", seg.where if seg else ""),

@@ -224,6 +224,7 @@ class SegmentMeasureWidget(QWidget):
         layer = self.run_tab.scan_layer()
         if layer is None:
             raise VbmdError("open a scan first (File › Open, or File › Open Sample › napari-vbmd)")
+        word = self.run_tab.user_word()  # refuses while the file and the person both leave something unsaid
         if self.run_tab.hand.needs_choice():
             self.status_label.setText(f"Choose the hand of {scan_name(layer)}, left or right, then press Run.")
         settings = self.run_tab.settings(self.threads)  # refuses an undecided hand
@@ -238,7 +239,7 @@ class SegmentMeasureWidget(QWidget):
                     "the case's record (exported reports list it with its operations).\n\nRun again?"):
                 show_info("not run: the corrected mask stays as it is")
                 return
-        make_scan = scan_maker(layer)
+        make_scan = scan_maker(layer, word=word)
         models = self.models
         self._run_layer = layer
         self.run_button.setEnabled(False)

@@ -4,6 +4,11 @@ When a scan is chosen its hand is looked for in a worker (the file's header, els
 1.3 s of CPU on a 1536 x 1536 x 110 field, benchmarks/bench_hand_look.py) and shown in the Hand
 control; when neither decides it, the control is marked, a notification asks for the hand, and Run
 refuses until left or right is chosen.
+
+A file that does not say what its values mean (a TIFF, a NIfTI, a DICOM series without a density
+calibration) or how large its voxels are shows a Values row and a Voxel size row under Scan: the
+person says it there (never guessed; recorded with the result, like `--units/--slope/--intercept` and
+`--spacing` on the command line), and Run refuses until it is said.
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
 
 from ..errors import VbmdError
-from ..layers import layer_to_scan, native_if_lossless
+from ..layers import METADATA_KEY, layer_to_scan, native_if_lossless
+from ..scan import UNIT_DENSITY, apply_user_calibration, apply_user_spacing
 from ..segmentation.postprocess import MAX_BOUNDARY_BAND_MM
 from ..session import RunSettings
 from ._hand import HandControl
@@ -23,19 +29,42 @@ MODEL_CHOICES = ("default", "unet2d", "unet3d", "classical", "checkpoint file")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 RANGE_CHOICES = ("whole scan", "slice range", "standard VOI")
 MODELS_BAND = -0.05  # the band control's minimum: "the model's own"
+NOT_GIVEN, DENSITY_VALUES, LINEAR_VALUES = "not given", "mg HA/cm³", "value × slope + intercept"
+VALUES_CHOICES = (NOT_GIVEN, DENSITY_VALUES, LINEAR_VALUES)
+SAID_IN_FORM = "the Run form's Voxel size"
 
 
-def scan_maker(layer, native: bool = True):
+def scan_maker(layer, native: bool = True, word: dict | None = None):
     """A function that rebuilds ``layer``'s scan (in a worker thread): the scanner's integers where the
-    layer's densities came from them (``native``), so the figures are exactly those `vbmd measure` gives."""
+    layer's densities came from them (``native``), so the figures are exactly those `vbmd measure` gives.
+    ``word``: what the person said about a file that does not say it (``spacing``, ``units``, ``slope``,
+    ``intercept``), applied as the command line's options are."""
     data, metadata = np.asarray(layer.data), dict(layer.metadata)
     scale, translate = tuple(layer.scale), tuple(layer.translate)
+    word = dict(word or {})
 
     def make():
         scan = layer_to_scan(data, metadata, scale=scale, translate=translate, kind="image")
+        scan = apply_user_spacing(scan, word.get("spacing"), said_by=SAID_IN_FORM)
+        scan = apply_user_calibration(scan, units=word.get("units"), slope=word.get("slope"),
+                                      intercept=word.get("intercept"))
         return native_if_lossless(scan) if native else scan
 
     return make
+
+
+def file_says_values(layer) -> bool:
+    """Whether the layer's file says what its values mean (a calibration, or densities already)."""
+    meta = layer.metadata.get(METADATA_KEY) or {}
+    return meta.get("calibration") is not None or meta.get("layer_unit", meta.get("unit")) == UNIT_DENSITY
+
+
+def file_says_spacing(layer) -> bool:
+    """Whether the layer's voxel size is known: stated by its file, or set on the layer since."""
+    meta = layer.metadata.get(METADATA_KEY) or {}
+    if (meta.get("header") or {}).get("spacing_known", True):
+        return True
+    return not np.allclose(tuple(layer.scale)[-3:], meta.get("spacing", (1.0, 1.0, 1.0)))
 
 
 def look_for_hand(scan, progress=None, cancel=None):
@@ -52,8 +81,9 @@ def look_for_hand(scan, progress=None, cancel=None):
 
 
 def scan_name(layer) -> str:
-    """The layer's name without the unit napari-vbmd's reader adds ("scan.aim (mg HA/cm3)" -> "scan.aim")."""
-    return layer.name.replace(" (mg HA/cm3)", "")
+    """The layer's name without what napari-vbmd's reader adds ("scan.aim (mg HA/cm3)" -> "scan.aim",
+    "scan.tif (voxel size unknown)" -> "scan.tif")."""
+    return layer.name.replace(" (mg HA/cm3)", "").replace(" (voxel size unknown)", "")
 
 
 def compact(widget) -> None:
@@ -76,9 +106,29 @@ class RunSection(QWidget):
         self.hand_runner = WorkRunner(self)
         self._hand_layer = None  # the layer whose hand the control shows (or is looking for)
         self._hand_data = None  # that layer's data then: a decision is reused only for the same data
+        self._hand_word = None  # and what the person had said about it (spacing, values) then
         self._looking_at = None  # (layer, data) of the look in progress
         self.scan = mw.ComboBox(label="Scan", choices=self._scan_choices, nullable=True,
                                 tooltip="the image layer to segment (in mg HA/cm³ when the file is calibrated)")
+        self.values = mw.ComboBox(label="Values", choices=VALUES_CHOICES, value=NOT_GIVEN,
+                                  tooltip="this file does not say what its values mean: say it here (recorded "
+                                          "with the result; nothing is assumed)")
+        self.slope = mw.FloatSpinBox(label="Slope", min=-1e6, max=1e6, step=0.001, value=1.0,
+                                     tooltip="density (mg HA/cm³) = value × slope + intercept")
+        self.slope.native.setDecimals(6)
+        self.intercept = mw.FloatSpinBox(label="Intercept", min=-1e5, max=1e5, step=1.0, value=0.0,
+                                         tooltip="mg HA/cm³; density = value × slope + intercept")
+        self.intercept.native.setDecimals(3)
+        self.voxel_sizes = [mw.FloatSpinBox(min=0.0, max=100.0, step=0.001, value=0.0, tooltip=f"{axis} (mm)")
+                            for axis in ("z", "y", "x")]
+        for size in self.voxel_sizes:
+            size.native.setDecimals(4)
+            size.native.setSpecialValueText("?")
+        self.voxel = mw.Container(label="Voxel size (mm)", layout="horizontal", labels=False, widgets=self.voxel_sizes,
+                                  tooltip="z, y, x: this file does not state its voxel size; give it here")
+        self.voxel.margins = (0, 0, 0, 0)
+        self.needs_values = self.needs_spacing = False  # the chosen scan's file says neither (own state: a
+        # hidden dock's widgets are all invisible, so visibility cannot tell)
         self.model = mw.ComboBox(label="Model", choices=MODEL_CHOICES, value="default",
                                  tooltip="default: the bundled model; classical: no network; "
                                          "checkpoint file: a NAME.json from vbmd train")
@@ -100,9 +150,9 @@ class RunSection(QWidget):
                                    widgets=[self.first, mw.Label(value="to"), self.last, self.from_view])
         self.slices.margins = (0, 0, 0, 0)
         self.voi = mw.FloatSpinBox(label="VOI length (mm)", min=0.5, max=200.0, value=10.0)
-        self.form = mw.Container(widgets=[self.scan, self.model, self.checkpoint, self.device, self.hand, self.band,
+        self.form = mw.Container(widgets=[self.scan, self.values, self.slope, self.intercept, self.voxel, self.model, self.checkpoint, self.device, self.hand, self.band,
                                           self.region, self.slices, self.voi])
-        for widget in (self.scan, self.model, self.device, self.region, self.hand):
+        for widget in (self.scan, self.values, self.model, self.device, self.region, self.hand):
             compact(widget)
         self.run_button = mw.PushButton(text="Run")
         self.cancel_button = mw.PushButton(text="Cancel")
@@ -115,11 +165,17 @@ class RunSection(QWidget):
         layout.addStretch(1)
 
         self.model.changed.connect(self._on_model)
-        self.scan.changed.connect(lambda *_: self.look_for_hand())
+        self.scan.changed.connect(lambda *_: self._on_scan())
+        self.values.changed.connect(lambda *_: self._on_word())
+        for control in (self.slope, self.intercept, *self.voxel_sizes):
+            control.changed.connect(lambda *_: self._on_word(look=False))
+        for control in (self.slope, self.intercept, *self.voxel_sizes):  # look again once a number is typed in
+            control.native.editingFinished.connect(self.look_for_hand)
         self.region.changed.connect(self._on_region)
         self.from_view.changed.connect(self._range_from_view)
         self._on_model(self.model.value)
         self._on_region(self.region.value)
+        self._show_word_controls()
 
     # -- the form ------------------------------------------------------------------------------------
     def _scan_choices(self, widget=None):
@@ -140,6 +196,54 @@ class RunSection(QWidget):
 
     def scan_layer(self):
         return self.scan.value
+
+    # -- what the file does not say ----------------------------------------------------------------
+    def _on_scan(self) -> None:
+        layer = self.scan.value
+        self.needs_values = layer is not None and not file_says_values(layer)
+        self.needs_spacing = layer is not None and not file_says_spacing(layer)
+        self._show_word_controls()
+        self.look_for_hand()
+
+    def _on_word(self, look: bool = True) -> None:
+        self._show_word_controls()
+        if look:
+            self.look_for_hand()
+
+    def _show_word_controls(self) -> None:
+        self.values.visible = self.needs_values
+        self.slope.visible = self.intercept.visible = self.needs_values and self.values.value == LINEAR_VALUES
+        self.voxel.visible = self.needs_spacing
+
+    def missing_word(self) -> str:
+        """What Run still needs to be told about the chosen scan ('' when nothing)."""
+        missing = []
+        if self.needs_spacing and not all(size.value > 0 for size in self.voxel_sizes):
+            missing.append("its voxel size (Voxel size: z, y, x in mm)")
+        if self.needs_values and self.values.value == NOT_GIVEN:
+            missing.append("what its values are (Values: mg HA/cm³, or value × slope + intercept)")
+        return " and ".join(missing)
+
+    def user_word(self) -> dict:
+        """What the person said about the chosen scan, for :func:`scan_maker`; refuses while something
+        the file does not say is not said either."""
+        layer = self.scan.value
+        missing = self.missing_word()
+        if missing:
+            raise VbmdError(f"{scan_name(layer)}: the file does not state {missing}; give "
+                            f"{'them' if ' and ' in missing else 'it'} in the Run form")
+        word = {}
+        if self.needs_spacing:
+            word["spacing"] = tuple(float(size.value) for size in self.voxel_sizes)
+        if self.needs_values:
+            if self.values.value == DENSITY_VALUES:
+                word["units"] = UNIT_DENSITY
+            else:
+                if self.slope.value == 0:
+                    raise VbmdError(f"the slope for {scan_name(layer)}'s values is 0: every voxel would read the "
+                                    "same density")
+                word["slope"], word["intercept"] = float(self.slope.value), float(self.intercept.value)
+        return word
 
     def _on_model(self, value) -> None:
         self.checkpoint.visible = value == "checkpoint file"
@@ -175,12 +279,16 @@ class RunSection(QWidget):
         """Resolve the chosen scan's hand (header, else image) in a worker and show it in the control."""
         layer = self.scan.value
         if layer is None:
-            self._hand_layer = self._hand_data = None
+            self._hand_layer = self._hand_data = self._hand_word = None
             self.hand.clear()
             return
-        if layer is self._hand_layer and layer.data is self._hand_data:
+        word = None if self.missing_word() else self.user_word()
+        if layer is self._hand_layer and layer.data is self._hand_data and word == self._hand_word:
             return
-        self._hand_layer, self._hand_data = layer, layer.data
+        self._hand_layer, self._hand_data, self._hand_word = layer, layer.data, word
+        if word is None:
+            self.hand.show_failed(f"give {self.missing_word()} first")
+            return
         self.hand.looking()
         if self.hand_runner.busy:  # the look in progress stops; its end starts this one
             self.hand_runner.cancel()
@@ -188,23 +296,23 @@ class RunSection(QWidget):
         self._start_look(layer)
 
     def _start_look(self, layer) -> None:
-        make = scan_maker(layer, native=False)  # densities average as the integers do: no copy needed
-        self._looking_at = (layer, layer.data)
+        make = scan_maker(layer, native=False, word=self._hand_word)  # densities average as the integers do
+        self._looking_at = (layer, layer.data, self._hand_word)
         self.hand_runner.start(lambda progress, cancel: look_for_hand(make(), progress, cancel),
                                description=f"Looking for the hand of {layer.name}",
-                               on_result=lambda found: self._hand_found(layer, *found),
+                               on_result=lambda found, word=self._hand_word: self._hand_found(layer, word, *found),
                                on_error=lambda exc: self._hand_failed(layer, exc),
                                on_cancelled=lambda: None, on_finished=self._look_done)
 
     def _look_done(self) -> None:
         done, self._looking_at = self._looking_at, None
         layer = self._hand_layer
-        looked = done is not None and done[0] is layer and done[1] is layer.data
+        looked = done is not None and done[0] is layer and done[1] is layer.data and done[2] == self._hand_word
         if layer is not None and not looked and not self.hand_runner.busy:
             self._start_look(layer)  # the scan changed while the last look ran
 
-    def _hand_found(self, layer, decision, seen) -> None:
-        if layer is not self._hand_layer or layer.data is not self._hand_data:
+    def _hand_found(self, layer, word, decision, seen) -> None:
+        if layer is not self._hand_layer or layer.data is not self._hand_data or word != self._hand_word:
             return
         self.hand.show_auto(decision, seen)
         if self.hand.needs_choice():
@@ -226,7 +334,8 @@ class RunSection(QWidget):
         if self.hand.needs_choice():
             raise VbmdError(f"Run needs the hand (left or right) of {scan_name(layer)}: {self.hand.why()}")
         auto = self.hand.auto
-        if auto is not None and layer is self._hand_layer and layer.data is self._hand_data:
+        if auto is not None and layer is self._hand_layer and layer.data is self._hand_data \
+                and self._hand_word == (None if self.missing_word() else self.user_word()):
             return auto
         return None
 
