@@ -81,6 +81,18 @@ def test_a_bare_tiff_is_asked_for_its_voxel_size_and_values_and_then_measures_as
     expected = measure_vbmd(aim, np.asarray(widget.labels_layer.data) > 0).d100_mg_ha_cm3
     assert float(table["D100 (mg HA/cm³)"]) == pytest.approx(expected, abs=0.06)  # shown to 0.1
     assert widget.session.result.d100_mg_ha_cm3 == pytest.approx(expected, rel=1e-5)
+    # the scan is drawn on the voxel size given, under its mask; the name drops "(voxel size unknown)"
+    assert tuple(layer.scale) == (0.25, 0.25, 0.25) == tuple(widget.labels_layer.scale)
+    assert layer.name == "bare.tif" and widget.labels_layer.name == "bare.tif MC2"
+    assert form.voxel.native.isHidden() and not form.values.native.isHidden()  # the values stay the form's
+
+    # what was said belongs to that scan: another bare file starts blank, and coming back restores it
+    [other] = viewer.open(str(files["tif"]), plugin="napari-vbmd")
+    form.scan.value = other
+    assert form.needs_spacing and form.values.value == "not given" and all(s.value == 0 for s in form.voxel_sizes)
+    form.scan.value = layer
+    assert form.values.value == "value × slope + intercept"
+    assert form.slope.value == pytest.approx(aim.calibration.density_per_native, abs=1e-6)
 
     # a file that says both shows neither row
     [aim_layer] = viewer.open(str(files["aim"]), plugin="napari-vbmd")

@@ -27,7 +27,7 @@ from ._worker import WorkRunner, confirm, reports_errors
 from .workflow_correct import CorrectSection
 from .workflow_export import ExportSection
 from .workflow_review import ReviewSection
-from .workflow_run import RunSection, scan_maker, scan_name
+from .workflow_run import RunSection, adopt_word, scan_maker, scan_name
 
 TABS = ("1 Run", "2 Review", "3 Correct", "4 Export")
 SECTION_TABS = {"segment": 0, "run": 0, "results": 1, "review": 1, "correct": 2, "export": 3}
@@ -57,6 +57,7 @@ class SegmentMeasureWidget(QWidget):
         self.threads = default_threads()
         self.scan_layer = None
         self._run_layer = None  # the scan layer of the run in progress
+        self._run_word = {}  # what the person said about that scan's file (values, voxel size)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -240,6 +241,7 @@ class SegmentMeasureWidget(QWidget):
                 show_info("not run: the corrected mask stays as it is")
                 return
         make_scan = scan_maker(layer, word=word)
+        self._run_word = word
         models = self.models
         self._run_layer = layer
         self.run_button.setEnabled(False)
@@ -284,10 +286,15 @@ class SegmentMeasureWidget(QWidget):
             return
         if layer != self.scan_layer:
             self._close_case("")
+        rescaled = "spacing" in self._run_word
+        adopt_word(layer, run.scan, self._run_word)
+        self.run_tab.refresh_word()
         fallback = layer.name.replace(" (mg HA/cm3)", "").split(" ")[0]
         kept = self.session.adopt(run, case=self.session.case if layer == self.scan_layer else case_name(run.scan, fallback))
         self.scan_layer = layer
         self._show_mask(run, layer, kept)
+        if rescaled:
+            self.viewer.reset_view()  # the scan was drawn at 1 mm per voxel until now
         self.export_tab.fill_defaults(self.session.default_export_folder(), self.session.case)
         self.run_tab.hand.show_decision(self.session.hand_words().removeprefix("hand: "))
         self._enable_case_tools(True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from magicgui import widgets as mw
 from napari.utils.notifications import show_warning
-from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QSizePolicy, QVBoxLayout, QWidget
 
 from ..errors import VbmdError
 from ..layers import METADATA_KEY, layer_to_scan, native_if_lossless
@@ -51,6 +51,24 @@ def scan_maker(layer, native: bool = True, word: dict | None = None):
         return native_if_lossless(scan) if native else scan
 
     return make
+
+
+def adopt_word(layer, scan, word: dict) -> None:
+    """After a run: the layer keeps what the person said about it (the form shows it again when the
+    layer is chosen), and a voxel size given in the form becomes the layer's scale, so the scan and its
+    mask are drawn on one grid; the name loses "(voxel size unknown)"."""
+    if not word:
+        return
+    meta = dict(layer.metadata.get(METADATA_KEY) or {})
+    meta["said"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in word.items()}
+    if "spacing" in word:
+        header = dict(meta.get("header") or {})
+        header.update(spacing_known=True, spacing_source=scan.header.get("spacing_source", "user"))
+        header.pop("spacing_note", None)
+        meta.update(header=header, spacing=list(scan.spacing))
+        layer.scale = tuple(scan.spacing)
+        layer.name = layer.name.replace(" (voxel size unknown)", "")
+    layer.metadata = {**layer.metadata, METADATA_KEY: meta}
 
 
 def file_says_values(layer) -> bool:
@@ -124,9 +142,13 @@ class RunSection(QWidget):
         for size in self.voxel_sizes:
             size.native.setDecimals(4)
             size.native.setSpecialValueText("?")
+            size.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)  # three fit a narrow dock
+            size.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.voxel = mw.Container(label="Voxel size (mm)", layout="horizontal", labels=False, widgets=self.voxel_sizes,
                                   tooltip="z, y, x: this file does not state its voxel size; give it here")
         self.voxel.margins = (0, 0, 0, 0)
+        for size in self.voxel_sizes:  # napari's style sheet gives spin boxes a minimum width too wide for three
+            size.native.setStyleSheet("QDoubleSpinBox { min-width: 36px; }")
         self.needs_values = self.needs_spacing = False  # the chosen scan's file says neither (own state: a
         # hidden dock's widgets are all invisible, so visibility cannot tell)
         self.model = mw.ComboBox(label="Model", choices=MODEL_CHOICES, value="default",
@@ -199,11 +221,27 @@ class RunSection(QWidget):
 
     # -- what the file does not say ----------------------------------------------------------------
     def _on_scan(self) -> None:
+        self._restore_word(self.scan.value)
+        self.refresh_word()
+        self.look_for_hand()
+
+    def refresh_word(self) -> None:
+        """Show the Values and Voxel size rows as far as the chosen layer's file (or a run since) leaves
+        them unsaid."""
         layer = self.scan.value
         self.needs_values = layer is not None and not file_says_values(layer)
         self.needs_spacing = layer is not None and not file_says_spacing(layer)
         self._show_word_controls()
-        self.look_for_hand()
+
+    def _restore_word(self, layer) -> None:
+        """What was said about this layer before, or nothing: a word is never carried to another scan."""
+        said = ((layer.metadata.get(METADATA_KEY) or {}).get("said") or {}) if layer is not None else {}
+        with self.values.changed.blocked():
+            self.values.value = (DENSITY_VALUES if said.get("units") == UNIT_DENSITY
+                                 else LINEAR_VALUES if "slope" in said else NOT_GIVEN)
+        self.slope.value, self.intercept.value = float(said.get("slope", 1.0)), float(said.get("intercept", 0.0))
+        for size, value in zip(self.voxel_sizes, said.get("spacing") or (0.0, 0.0, 0.0)):
+            size.value = float(value)
 
     def _on_word(self, look: bool = True) -> None:
         self._show_word_controls()
@@ -215,13 +253,13 @@ class RunSection(QWidget):
         self.slope.visible = self.intercept.visible = self.needs_values and self.values.value == LINEAR_VALUES
         self.voxel.visible = self.needs_spacing
 
-    def missing_word(self) -> str:
+    def missing_word(self, short: bool = False) -> str:
         """What Run still needs to be told about the chosen scan ('' when nothing)."""
         missing = []
         if self.needs_spacing and not all(size.value > 0 for size in self.voxel_sizes):
-            missing.append("its voxel size (Voxel size: z, y, x in mm)")
+            missing.append("voxel size" if short else "its voxel size (Voxel size: z, y, x in mm)")
         if self.needs_values and self.values.value == NOT_GIVEN:
-            missing.append("what its values are (Values: mg HA/cm³, or value × slope + intercept)")
+            missing.append("values" if short else "what its values are (Values: mg HA/cm³, or value × slope + intercept)")
         return " and ".join(missing)
 
     def user_word(self) -> dict:
@@ -287,7 +325,7 @@ class RunSection(QWidget):
             return
         self._hand_layer, self._hand_data, self._hand_word = layer, layer.data, word
         if word is None:
-            self.hand.show_failed(f"give {self.missing_word()} first")
+            self.hand.show_failed(f"give the {self.missing_word(short=True)} above first")
             return
         self.hand.looking()
         if self.hand_runner.busy:  # the look in progress stops; its end starts this one
