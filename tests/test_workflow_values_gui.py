@@ -109,9 +109,10 @@ def test_values_already_in_density_and_a_slope_of_zero(make_napari_viewer, files
     viewer, layer, widget, errors = _open(make_napari_viewer, path, monkeypatch)
     form = widget.run_tab
     assert form.needs_values and not form.needs_spacing
-    form.hand.choice.value = "right"
-    form.values.value = "value × slope + intercept"
     form.slope.value = 0.0
+    form.values.value = "value × slope + intercept"  # the hand is not looked for with a slope of 0 either
+    assert "could not look" in form.hand.source.value and "is 0" in form.hand.source.value
+    form.hand.choice.value = "right"
     _run(qtbot, widget)
     assert "slope" in errors[-1] and "is 0" in errors[-1]
     form.values.value = "mg HA/cm³"

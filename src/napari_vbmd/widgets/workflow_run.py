@@ -125,7 +125,7 @@ class RunSection(QWidget):
         self._hand_layer = None  # the layer whose hand the control shows (or is looking for)
         self._hand_data = None  # that layer's data then: a decision is reused only for the same data
         self._hand_word = None  # and what the person had said about it (spacing, values) then
-        self._looking_at = None  # (layer, data) of the look in progress
+        self._looking_at = None  # (layer, data, word) of the look in progress
         self.scan = mw.ComboBox(label="Scan", choices=self._scan_choices, nullable=True,
                                 tooltip="the image layer to segment (in mg HA/cm³ when the file is calibrated)")
         self.values = mw.ComboBox(label="Values", choices=VALUES_CHOICES, value=NOT_GIVEN,
@@ -172,8 +172,9 @@ class RunSection(QWidget):
                                    widgets=[self.first, mw.Label(value="to"), self.last, self.from_view])
         self.slices.margins = (0, 0, 0, 0)
         self.voi = mw.FloatSpinBox(label="VOI length (mm)", min=0.5, max=200.0, value=10.0)
-        self.form = mw.Container(widgets=[self.scan, self.values, self.slope, self.intercept, self.voxel, self.model, self.checkpoint, self.device, self.hand, self.band,
-                                          self.region, self.slices, self.voi])
+        self.form = mw.Container(widgets=[self.scan, self.values, self.slope, self.intercept, self.voxel, self.model,
+                                          self.checkpoint, self.device, self.hand, self.band, self.region, self.slices,
+                                          self.voi])
         for widget in (self.scan, self.values, self.model, self.device, self.region, self.hand):
             compact(widget)
         self.run_button = mw.PushButton(text="Run")
@@ -189,9 +190,8 @@ class RunSection(QWidget):
         self.model.changed.connect(self._on_model)
         self.scan.changed.connect(lambda *_: self._on_scan())
         self.values.changed.connect(lambda *_: self._on_word())
-        for control in (self.slope, self.intercept, *self.voxel_sizes):
+        for control in (self.slope, self.intercept, *self.voxel_sizes):  # looked for again once a number is in
             control.changed.connect(lambda *_: self._on_word(look=False))
-        for control in (self.slope, self.intercept, *self.voxel_sizes):  # look again once a number is typed in
             control.native.editingFinished.connect(self.look_for_hand)
         self.region.changed.connect(self._on_region)
         self.from_view.changed.connect(self._range_from_view)
@@ -320,12 +320,16 @@ class RunSection(QWidget):
             self._hand_layer = self._hand_data = self._hand_word = None
             self.hand.clear()
             return
-        word = None if self.missing_word() else self.user_word()
-        if layer is self._hand_layer and layer.data is self._hand_data and word == self._hand_word:
+        try:
+            word, unsaid = self.user_word(), ""
+        except VbmdError as exc:  # not said yet, or said wrongly (a slope of 0)
+            word, unsaid = None, (f"give the {self.missing_word(short=True)} above first" if self.missing_word()
+                                  else exc.problem)
+        if layer is self._hand_layer and layer.data is self._hand_data and word == self._hand_word and word is not None:
             return
         self._hand_layer, self._hand_data, self._hand_word = layer, layer.data, word
         if word is None:
-            self.hand.show_failed(f"give the {self.missing_word(short=True)} above first")
+            self.hand.show_failed(unsaid)
             return
         self.hand.looking()
         if self.hand_runner.busy:  # the look in progress stops; its end starts this one
@@ -373,7 +377,7 @@ class RunSection(QWidget):
             raise VbmdError(f"Run needs the hand (left or right) of {scan_name(layer)}: {self.hand.why()}")
         auto = self.hand.auto
         if auto is not None and layer is self._hand_layer and layer.data is self._hand_data \
-                and self._hand_word == (None if self.missing_word() else self.user_word()):
+                and self._hand_word == self.user_word():
             return auto
         return None
 
