@@ -35,6 +35,8 @@ def test_segment_writes_mask_and_prints_json(scan_file, tmp_path, capsys, suffix
     assert set(payload["timings_s"]) == {"read", "load", "preprocess", "inference", "postprocess", "write", "total"}
     assert payload["model"] == "classical" and payload["mask"] == str(out)
     image = read_scan(image_path)
+    assert payload["calibration"].endswith("(file)") and payload["calibration"].startswith("density = stored value *")
+    assert payload["voxel_size"] == f"{' x '.join(f'{s:g}' for s in image.spacing)} mm (file)"
     mask = read_mask(out, like=image)
     assert mask.shape == image.shape
     assert dice(mask.data, truth) > 0.93

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
+from ..scan import calibration_line, spacing_line
 from ._common import add_calibration_arguments, positive_int, read_image_argument
 from ._output import print_json, print_table, vbmd_rows
 
@@ -91,6 +92,8 @@ def run(args) -> int:
     vbmd = measure_vbmd(image, result.mask)
     payload = {
         "image": args.image,
+        "calibration": calibration_line(image),
+        "voxel_size": spacing_line(image),
         **vbmd.to_dict(),
         "model": result.model,
         "device": result.device,
@@ -114,6 +117,8 @@ def run(args) -> int:
         ("model", f"{result.model} on {result.where}"),
         ("hand", result.hand_decision.describe()),
         ("hand evidence", result.hand_reason),
+        ("calibration", calibration_line(image)),
+        ("voxel size", spacing_line(image)),
         *vbmd_rows(vbmd),
         *([("joint", result.joint_cut["description"])] if result.joint_cut else []),
         *([("MC2", result.bone_unchecked)] if result.bone_unchecked else []),
