@@ -408,6 +408,10 @@ def test_nifti_scan_gives_the_aims_figures_and_a_nifti_mask(cohort_master, check
     assert rows["left"]["mask"].endswith("_mask.aim")
     assert rows["left_densities"]["n_voxels"] == rows["left"]["n_voxels"]
     assert rows["left_densities"]["d100_mg_ha_cm3"] == pytest.approx(rows["left"]["d100_mg_ha_cm3"], abs=0.01)
+    # each row says what its values meant, and who said so: the AIM's log; the NIfTI's densities are its own
+    assert rows["left"]["calibration"].startswith("density = stored value *") and rows["left"]["calibration"].endswith("(file)")
+    assert rows["left_densities"]["calibration"] == "values are mg HA/cm3 (file)"
+    assert rows["left"]["voxel_size"] == rows["left_densities"]["voxel_size"] != ""
 
 
 @pytest.mark.shared_data

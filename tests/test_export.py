@@ -200,6 +200,9 @@ def test_the_report_says_which_hand_and_where_that_came_from(tmp_path, case):
     assert report["hand_reason"] == why
     row = next(csv.DictReader(open(written["report_csv"])))
     assert (row["hand"], row["hand_source"], row["hand_confidence"], row["hand_reason"]) == ("left", "image", "0.997", why)
+    # and what the values meant and how large the voxels were, and who said so
+    assert report["calibration"] == row["calibration"] and report["calibration"].endswith("(file)")
+    assert row["voxel_size"] == f"{' x '.join(f'{s:g}' for s in image.spacing)} mm (file)"
     # not given: the scan header's hand, said to come from the header
     (tmp_path / "b").mkdir()
     out, written, _, _ = _export(tmp_path / "b", image, original, final)

@@ -26,7 +26,8 @@ RECORD_VERSION = 2  # 2: the hand is never assumed (records of version 1 may say
 MASK_FORMATS = {"aim": ".aim", "nii.gz": ".nii.gz", "nii": ".nii", "tif": ".tif"}
 CSV_COLUMNS = [
     "case", "file", "format", "status", "this_run", "error", "sha256", "model", "model_sha256", "device",
-    "hand", "hand_source", "hand_confidence", "bone_unchecked", "d100_mg_ha_cm3", "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
+    "hand", "hand_source", "hand_confidence", "bone_unchecked", "calibration", "voxel_size", "d100_mg_ha_cm3",
+    "sd_mg_ha_cm3", "n_voxels", "volume_mm3", "n_slices", "mean_slice_area_mm2",
     "first_slice", "last_slice", "mask", "t_hash_s", "t_read_s", "t_preprocess_s", "t_inference_s",
     "t_postprocess_s", "t_write_s", "t_measure_s", "t_total_s", "worker", "finished",
 ]
@@ -211,7 +212,7 @@ def process_case(case: Case, job: Job) -> dict:
 def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) -> dict:
     from .io import read_scan, write_mask
     from .measure import measure_vbmd
-    from .scan import apply_user_calibration
+    from .scan import apply_user_calibration, calibration_line, spacing_line
     from .segmentation.hand import resolve_hand
     from .segmentation.pipeline import run
 
@@ -253,6 +254,8 @@ def _segment_and_measure(case: Case, job: Job, out_mask: Path, timings: dict) ->
         "voi_slices": list(result.voi) if result.voi else None,
         "joint_cut": result.joint_cut,
         "bone_unchecked": result.bone_unchecked,
+        "calibration": calibration_line(image),  # a cohort mixes files' own calibrations and the user's
+        "voxel_size": spacing_line(image),
         "figures": figures,
         "profile": dataclasses.asdict(vbmd.profile),
         "model_loaded_now": loaded_now,
@@ -279,6 +282,7 @@ def csv_row(record: dict) -> dict:
         "model_sha256": model.get("sha256"), "device": record.get("device"), "hand": record.get("hand"),
         "hand_source": record.get("hand_source"), "hand_confidence": record.get("hand_confidence"),
         "bone_unchecked": record.get("bone_unchecked") or "",
+        "calibration": record.get("calibration") or "", "voxel_size": record.get("voxel_size") or "",
         "mask": record.get("mask") or "", "worker": record.get("worker"), "finished": record.get("finished"),
     }
     for key in FIGURES:

@@ -24,7 +24,7 @@ from .errors import VbmdError
 from .layers import native_if_lossless
 from .measure import VbmdResult
 from .review import ReviewStore, review_path
-from .scan import Scan
+from .scan import Scan, calibration_line, spacing_line
 from .util import input_sha256, sha256_file, timestamp
 
 MASK_FORMATS = {"aim": ".aim", "nifti": ".nii.gz", "tiff": ".tif"}
@@ -179,6 +179,8 @@ def build_report(
         "hand_source": hand_source if hand else None,
         "hand_confidence": hand_confidence if hand else None,
         "hand_reason": (hand_reason or "") if hand else "",
+        "calibration": calibration_line(image),
+        "voxel_size": spacing_line(image),
         "segmentation_seconds": seconds,
         "review_status": review.status if review else "unreviewed",
         "slices_reviewed": review.counts()["reviewed"] if review else 0,
@@ -195,7 +197,7 @@ def build_report(
 
 CSV_COLUMNS = (
     "case", "scan_file", "scan_sha256", "model", "device", "hand", "hand_source", "hand_confidence", "hand_reason",
-    "review_status", "reviewer", "exported_at",
+    "calibration", "voxel_size", "review_status", "reviewer", "exported_at",
     "d100_mg_ha_cm3", "sd_mg_ha_cm3", "volume_mm3", "n_voxels", "n_slices", "mean_slice_area_mm2",
     "voxels_added", "voxels_removed", "d100_before_mg_ha_cm3", "d100_after_mg_ha_cm3",
     "corrected_by", "corrected_at", "mask_file",
