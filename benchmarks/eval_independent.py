@@ -1,7 +1,7 @@
 """A segmentation model on the independent phantom family (never trained or tuned on), once per model.
 
     python benchmarks/eval_independent.py --model default [--n 48] [--cache DIR] [--out docs] [--label NAME]
-        [--family independent|independent3]
+        [--family independent|independent3|independent4]
 
 The cases (``independent.evaluation_specs``: both hands, cropped and whole-hand fields, 0.082 and
 0.061 mm voxels, XtremeCT and XtremeCT II calibrations, motion 0-3, erosions 0-3) are written once
@@ -43,10 +43,11 @@ from napari_vbmd.measure import measure_vbmd  # noqa: E402
 
 from napari_vbmd.segmentation.calibrate import LINE_DICE as DICE_TARGET  # noqa: E402  issue 20's lines, defined once
 from napari_vbmd.segmentation.calibrate import LINE_ERROR_PCT as ERROR_TARGET_PCT  # noqa: E402
-FAMILIES = ("independent", "independent3")
+FAMILIES = ("independent", "independent3", "independent4")
 #: per family: case-name prefix, default cache, output-file prefix
 _NAMING = {"independent": ("indep", "/tmp/vbmd-independent-eval", "independent-validation"),
-           "independent3": ("indep3", "/tmp/vbmd-independent3-eval", "independent3-validation")}
+           "independent3": ("indep3", "/tmp/vbmd-independent3-eval", "independent3-validation"),
+           "independent4": ("indep4", "/tmp/vbmd-independent4-eval", "independent4-validation")}
 
 
 def family_module(family: str = "independent"):
@@ -192,9 +193,10 @@ def main(argv=None) -> int:
     parser.add_argument("--label", help="name in the output files (default: the model's name)")
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--family", choices=FAMILIES, default="independent",
-                        help="phantom family (default independent; independent3: the third family)")
+                        help="phantom family (default independent; independent3: the third family; "
+                        "independent4: the fourth, docs/independent-phantoms-v4.md)")
     parser.add_argument("--cache", help="case folder (default /tmp/vbmd-independent-eval, or "
-                        "/tmp/vbmd-independent3-eval for --family independent3)")
+                        "/tmp/vbmd-independent3-eval / -independent4-eval for --family independent3 / independent4)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs"))
     parser.add_argument("--threads", type=int)
     parser.add_argument("--generate-only", action="store_true")
