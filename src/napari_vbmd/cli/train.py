@@ -121,7 +121,8 @@ def run(args) -> int:
     settings = TrainSettings(
         architecture=args.architecture, kwargs=kwargs, spacing_mm=spacing, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr, patch=patch,
-        augment=not args.no_augment, flips=args.flips, appearance=args.appearance, average_from=args.average_from, loss=args.loss,
+        augment=not args.no_augment, flips=args.flips, appearance=args.appearance, average_from=args.average_from,
+        loss=args.loss,
         context_mm=tuple(args.context_mm), lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         grad_clip=args.grad_clip, seed=args.seed, split_seed=args.split_seed, threshold=args.threshold, name=args.name,
         max_minutes=args.max_minutes, validate_every=args.validate_every,

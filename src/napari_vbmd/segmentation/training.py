@@ -52,7 +52,9 @@ from .datasets import PreparedCase, find_pairs, load_pair, prepare_case, split_b
 from .models import LoadedModel, resolve_device
 from .architectures import architecture_kwargs, network_dims
 from .networks import build_network
-from .sampling import APPEARANCES, FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D  # noqa: F401 (tests)
+from .sampling import (  # noqa: F401 (tests)
+    APPEARANCES, FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D,
+)
 from .settings_check import check_train_settings
 from .training_state import METRIC_COLUMNS, _load_resume, _refresh_batch_norm, _save_resume, _upgrade_metrics_header
 from .validation import ValidationCase, validate, validation_case
@@ -201,7 +203,8 @@ def train(
         raise VbmdError(f"grad_clip must be a positive number, got {settings.grad_clip}")
     dims = network_dims(settings.architecture)
     if settings.appearance != "standard" and dims != 2:
-        raise VbmdError(f"appearance augmentation {settings.appearance!r} is for 2D networks; {settings.architecture} is 3D")
+        raise VbmdError(f"appearance augmentation {settings.appearance!r} is for 2D networks; "
+                        f"{settings.architecture} is 3D")
     context_mm = tuple(float(c) for c in settings.context_mm)
     if len(context_mm) > 1 and "in_channels" not in settings.kwargs:
         settings = dataclasses.replace(settings, kwargs={**settings.kwargs, "in_channels": len(context_mm)})

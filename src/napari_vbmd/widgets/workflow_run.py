@@ -259,7 +259,8 @@ class RunSection(QWidget):
         if self.needs_spacing and not all(size.value > 0 for size in self.voxel_sizes):
             missing.append("voxel size" if short else "its voxel size (Voxel size: z, y, x in mm)")
         if self.needs_values and self.values.value == NOT_GIVEN:
-            missing.append("values" if short else "what its values are (Values: mg HA/cm³, or value × slope + intercept)")
+            missing.append("values" if short
+                           else "what its values are (Values: mg HA/cm³, or value × slope + intercept)")
         return " and ".join(missing)
 
     def user_word(self) -> dict:
