@@ -166,9 +166,14 @@ def test_whole_field_shows_the_row_of_heads(crop_and_whole):
     assert whole.info["truth_voxels"] == pytest.approx(crop.info["truth_voxels"], rel=0.02)
 
 
-def test_pose_changes_voxels_keeps_volume(crop_and_whole):
+def test_pose_changes_voxels_keeps_volume(crop_and_whole, tmp_path):
     crop = crop_and_whole[0]
-    moved = gen.generate(gen.IndependentSpec(seed=4013, voxel_mm=0.3, n_slices=30, pose=gen.Pose.draw(40130)))
+    spec = gen.IndependentSpec(seed=4013, voxel_mm=0.3, n_slices=30, pose=gen.Pose.draw(40130))
+    moved = gen.generate(spec)
+    gen.write_case(moved, tmp_path, "moved")  # a repeat scan is found again (its pose is written to 6 decimals)
+    assert gen.is_cached(tmp_path, "moved", spec)
+    assert not gen.is_cached(tmp_path, "moved", gen.IndependentSpec(seed=4013, voxel_mm=0.3, n_slices=30,
+                                                                    pose=gen.Pose.draw(40131)))
     assert not np.array_equal(moved.truth.data, crop.truth.data) or moved.truth.shape != crop.truth.shape
     # a repeat scan of the same hand: the bone's volume in the field stays within a few per cent
     assert moved.info["truth_voxels"] == pytest.approx(crop.info["truth_voxels"], rel=0.06)

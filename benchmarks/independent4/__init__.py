@@ -358,7 +358,7 @@ def is_cached(out_dir, name: str, spec: IndependentSpec) -> bool:
     except (OSError, ValueError):
         return False
     return (info.get("generator") == GENERATOR and info.get("generator_version") == GENERATOR_VERSION
-            and info.get("spec") == spec.to_dict())
+            and info.get("spec") == _jsonable(spec.to_dict()))  # as written: floats to 6 decimals (a pose's)
 
 
 def write_case(case: Case, out_dir, name: str, overwrite: bool = False) -> dict:
