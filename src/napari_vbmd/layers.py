@@ -70,6 +70,15 @@ def scan_to_layer_data(scan: Scan, name: str | None = None) -> tuple:
     return (data, kwargs, "image")
 
 
+def layer_spacing_known(metadata: dict | None, scale=None) -> bool:
+    """Whether a layer's voxel size is known: stated by its file, or set on the layer since (a file that
+    states none is shown at 1 mm per voxel; a scale other than that is the user's)."""
+    meta = (metadata or {}).get(METADATA_KEY) or {}
+    if (meta.get("header") or {}).get("spacing_known", True) is not False:
+        return True
+    return scale is not None and not np.allclose(tuple(scale)[-3:], meta.get("spacing", (1.0, 1.0, 1.0)))
+
+
 def layer_to_scan(data, metadata: dict | None, scale=None, translate=None, kind: str | None = None) -> Scan:
     """Rebuild a scan from a layer's data, its metadata and (when no metadata) its scale/translate."""
     data = np.asarray(data)
@@ -83,8 +92,7 @@ def layer_to_scan(data, metadata: dict | None, scale=None, translate=None, kind:
     kind = kind or meta.get("kind", "image")
     unit = meta.get("layer_unit", meta.get("unit", "unknown")) if kind == "image" else "unknown"
     header = dict(meta.get("header") or {})
-    if header.get("spacing_known") is False and scale is not None and not np.allclose(
-            spacing, meta.get("spacing", (1.0, 1.0, 1.0))):
+    if header.get("spacing_known") is False and layer_spacing_known(metadata, scale):
         # the file stated no voxel size and the user has since set the layer's scale: that is the spacing
         header.update(spacing_known=True, spacing_source="napari layer scale")
         header.pop("spacing_note", None)

@@ -137,7 +137,8 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
                                                                                           cancel=cancel)
     require_hand(decision, scan)
     evidence = decision.evidence
-    if evidence is None and is_whole_hand_field(scan):
+    whole_field = is_whole_hand_field(scan)
+    if evidence is None and whole_field:
         seen = detect_hand(scan, cancel=cancel)  # the row of heads, to find MC2 in the field
         evidence = seen.evidence
         if seen.decided and seen.hand != decision.hand:
@@ -152,7 +153,7 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         result = on_full_grid(result, scan, focus)
     from ..review_hand import hand_side_concern, mc2_locatable, more_than_mc2_concern, phalanx_concern
 
-    if is_whole_hand_field(scan) and not mc2_locatable(evidence):
+    if whole_field and not mc2_locatable(evidence):
         result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
     if refuse_other_bone and evidence is not None:
         concern = hand_side_concern(result.mask.data, scan, evidence)

@@ -190,10 +190,6 @@ def train(
             raise VbmdError(f"{what} must be a whole number >= 0, got {seed}")
     if settings.average_from is not None and not 1 <= settings.average_from <= settings.epochs:
         raise VbmdError(f"average_from must be an epoch between 1 and {settings.epochs}, got {settings.average_from}")
-    if settings.flips not in FLIPS:
-        raise VbmdError(f"unknown flips setting {settings.flips!r}; use {', '.join(FLIPS)}")
-    if settings.appearance not in APPEARANCES:
-        raise VbmdError(f"unknown appearance augmentation {settings.appearance!r}; use {' or '.join(APPEARANCES)}")
     if settings.lr_schedule not in LR_SCHEDULES:
         raise VbmdError(f"unknown learning-rate schedule {settings.lr_schedule!r}; use {' or '.join(LR_SCHEDULES)}")
     if not 0 <= settings.warmup_epochs < settings.epochs:
@@ -201,7 +197,7 @@ def train(
                         f"got {settings.warmup_epochs}")
     if settings.grad_clip is not None and not (math.isfinite(settings.grad_clip) and settings.grad_clip > 0):
         raise VbmdError(f"grad_clip must be a positive number, got {settings.grad_clip}")
-    dims = network_dims(settings.architecture)
+    dims = network_dims(settings.architecture)  # with --init the checkpoint's, which check_train_settings did not see
     if settings.appearance != "standard" and dims != 2:
         raise VbmdError(f"appearance augmentation {settings.appearance!r} is for 2D networks; "
                         f"{settings.architecture} is 3D")

@@ -18,7 +18,7 @@ from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QSizePolicy, QVBoxLayout, QWidget
 
 from ..errors import VbmdError
-from ..layers import METADATA_KEY, layer_to_scan, native_if_lossless
+from ..layers import METADATA_KEY, layer_spacing_known, layer_to_scan, native_if_lossless
 from ..scan import UNIT_DENSITY, apply_user_calibration, apply_user_spacing
 from ..segmentation.postprocess import MAX_BOUNDARY_BAND_MM
 from ..session import RunSettings
@@ -75,14 +75,6 @@ def file_says_values(layer) -> bool:
     """Whether the layer's file says what its values mean (a calibration, or densities already)."""
     meta = layer.metadata.get(METADATA_KEY) or {}
     return meta.get("calibration") is not None or meta.get("layer_unit", meta.get("unit")) == UNIT_DENSITY
-
-
-def file_says_spacing(layer) -> bool:
-    """Whether the layer's voxel size is known: stated by its file, or set on the layer since."""
-    meta = layer.metadata.get(METADATA_KEY) or {}
-    if (meta.get("header") or {}).get("spacing_known", True):
-        return True
-    return not np.allclose(tuple(layer.scale)[-3:], meta.get("spacing", (1.0, 1.0, 1.0)))
 
 
 def look_for_hand(scan, progress=None, cancel=None):
@@ -230,7 +222,7 @@ class RunSection(QWidget):
         them unsaid."""
         layer = self.scan.value
         self.needs_values = layer is not None and not file_says_values(layer)
-        self.needs_spacing = layer is not None and not file_says_spacing(layer)
+        self.needs_spacing = layer is not None and not layer_spacing_known(layer.metadata, layer.scale)
         self._show_word_controls()
 
     def _restore_word(self, layer) -> None:
