@@ -15,14 +15,21 @@ def disc(radius: float, size: int = 100) -> np.ndarray:
     return (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius ** 2
 
 
+def head(depth_px: float) -> float:
+    """The radius (px) of MC2's section ``depth_px`` from the tip of a spherical head of radius 40 px."""
+    return float(np.sqrt(max(0.0, 2 * 40.0 * depth_px - depth_px ** 2))) if depth_px < 40 else 40.0
+
+
 def two_bones(phalanx_slices: int = 25, bridge_radius: float = 10.0):
     """Slices 0.. the phalanx's base (radius 35 px), then a narrow bridge over the joint (5 slices), then
-    MC2 (radius 40 px) to the last slice; densities: bone 300 mg HA/cm3, the joint space 40."""
+    MC2: a dome (the head, from 5 px below its tip) widening to 40 px, to the last slice; densities: bone
+    300 mg HA/cm3, the joint space 40."""
     n = phalanx_slices + 5 + 60
     mask = np.zeros((n, 100, 100), dtype=bool)
     mask[:phalanx_slices] = disc(35)
     mask[phalanx_slices:phalanx_slices + 5] = disc(bridge_radius)
-    mask[phalanx_slices + 5:] = disc(40)
+    for k, z in enumerate(range(phalanx_slices + 5, n)):
+        mask[z] = disc(head(5 + k))
     density = np.where(mask, 300.0, 0.0).astype(np.float32)
     density[phalanx_slices:phalanx_slices + 5] = np.where(mask[phalanx_slices:phalanx_slices + 5], 40.0, 0.0)
     return mask, density
@@ -68,8 +75,44 @@ def test_a_slice_the_network_left_half_out_is_no_joint(monkeypatch):
     assert cut is None and np.array_equal(out, mask)
     import napari_vbmd.segmentation.joint as joint
 
-    monkeypatch.setattr(joint, "HULL_RATIO", 10.0)  # the areas alone would take it for a joint
-    assert find_waist(mask, SPACING)[0] in (40, 41, 42)
+    for rule in ("HULL_RATIO", "MAX_REMOVED_FRACTION", "DOME_RATIO"):  # the areas alone would take it for a joint
+        monkeypatch.setattr(joint, rule, 10.0)
+    assert find_waist(mask, SPACING).slice in (40, 41, 42)
+
+
+def notch(section: np.ndarray, keep_px: int = 16) -> np.ndarray:
+    """What a network that lost most of a section leaves: a strip along one side (compact: the hull narrows too)."""
+    out = section.copy()
+    out[:, keep_px:] = False
+    return out
+
+
+def test_a_notch_the_network_left_in_the_shaft_is_no_joint(monkeypatch):
+    """Slices where a network lost most of the shaft narrow the mask and its outline, and the far side is the
+    smaller: every rule but the dome holds. MC2 is back at full width a slice beyond the notch, where a head
+    would begin as a dome, so nothing is cut there, and the joint is still found."""
+    import napari_vbmd.segmentation.joint as joint
+
+    mask, density = two_bones()
+    n = mask.shape[0]
+    mask[n - 12:n - 10] = notch(mask[n - 12])  # two slices, 1 mm before the proximal end
+    density[n - 12:n - 10] = np.where(mask[n - 12:n - 10], 300.0, 0.0)
+    monkeypatch.setattr(joint, "DOME_RATIO", 10.0)  # without the dome rule, the notch is taken for the joint
+    assert joint.find_waist(mask, SPACING).slice in (n - 12, n - 11)
+    monkeypatch.undo()
+    out, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
+    assert cut is not None and 25 <= cut.slice <= 29 and cut.kept == "higher"
+    assert not out[:25].any()
+    np.testing.assert_array_equal(out[30:], mask[30:])  # the shaft beyond the notch stays
+
+
+def test_a_mask_that_starts_at_full_width_beyond_a_waist_is_not_cut():
+    """A waist followed at once by the full section (no dome) is not MC2's head meeting the phalanx."""
+    mask, density = two_bones()
+    mask[30:] = disc(40)
+    density[30:] = np.where(mask[30:], 300.0, 0.0)
+    out, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
+    assert cut is None and np.array_equal(out, mask)
 
 
 def test_two_sides_of_like_size_are_not_cut():
