@@ -111,7 +111,8 @@ class Waist:
 def find_waist(mask: np.ndarray, spacing) -> Waist | None:
     """The mask's joint waist (every rule of the module met), or None."""
     pixel = float(spacing[1]) * float(spacing[2])
-    areas = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1) * pixel
+    per_slice = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+    areas = per_slice * pixel
     present = np.flatnonzero(areas)
     if present.size < 3:
         return None
@@ -132,7 +133,6 @@ def find_waist(mask: np.ndarray, spacing) -> Waist | None:
             hulls[z] = _hull_area(mask[z]) * pixel
         return hulls[z]
 
-    per_slice = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
     before = np.concatenate([[0], np.cumsum(per_slice)])  # voxels in slices < z
     for _, z, below, above in sorted(candidates):
         lower_side = [hull(k) for k in range(z - 1, max(first, z - reach) - 1, -1)]  # outward from the waist
