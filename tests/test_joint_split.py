@@ -106,6 +106,24 @@ def test_a_notch_the_network_left_in_the_shaft_is_no_joint(monkeypatch):
     np.testing.assert_array_equal(out[30:], mask[30:])  # the shaft beyond the notch stays
 
 
+def test_a_narrowing_midway_along_the_bone_does_not_hide_the_joint(monkeypatch):
+    """A notch that parts the mask into sides of like size is no joint (the volume rule); the joint is
+    looked for among the other candidates, not given up."""
+    import napari_vbmd.segmentation.joint as joint
+
+    mask, density = two_bones()
+    middle = 64  # MC2 at full width; a little more than a third of the mask beyond the notch
+    mask[middle:middle + 2] = notch(mask[middle], keep_px=13)
+    density[middle:middle + 2] = np.where(mask[middle:middle + 2], 300.0, 0.0)
+    monkeypatch.setattr(joint, "DOME_RATIO", 10.0)  # only the volume rule stands between the notch and a cut
+    monkeypatch.setattr(joint, "MAX_REMOVED_FRACTION", 10.0)
+    assert joint.find_waist(mask, SPACING).slice in (middle, middle + 1)  # the narrowest candidate
+    monkeypatch.setattr(joint, "MAX_REMOVED_FRACTION", 0.5)
+    out, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
+    assert cut is not None and 25 <= cut.slice <= 29
+    np.testing.assert_array_equal(out[30:], mask[30:])
+
+
 def test_a_mask_that_starts_at_full_width_beyond_a_waist_is_not_cut():
     """A waist followed at once by the full section (no dome) is not MC2's head meeting the phalanx."""
     mask, density = two_bones()
