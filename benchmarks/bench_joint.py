@@ -51,9 +51,9 @@ def main(argv=None) -> int:
         real_finish = stages.finish
 
         def capture(probability, scan_, box, threshold, hole_filling="fill", band_mm=0.0, cancel=None, threads=None,
-                    notes=None):
-            seen.update(probability=probability, scan=scan_, box=box, threshold=threshold, band=band_mm)
-            return real_finish(probability, scan_, box, threshold, hole_filling, band_mm, cancel, threads, notes)
+                    notes=None, **more):
+            seen.update(probability=probability, scan=scan_, box=box, threshold=threshold, band=band_mm, more=more)
+            return real_finish(probability, scan_, box, threshold, hole_filling, band_mm, cancel, threads, notes, **more)
 
         stages.finish = capture
         try:
@@ -61,11 +61,11 @@ def main(argv=None) -> int:
         finally:
             stages.finish = real_finish
         call = (seen["probability"], seen["scan"], seen["box"], seen["threshold"], "fill", seen["band"])
-        with_split = best(lambda: stages.finish(*call, threads=args.threads), args.repeat)
+        with_split = best(lambda: stages.finish(*call, threads=args.threads, **seen["more"]), args.repeat)
         real_split = stages.separate_at_joint
         stages.separate_at_joint = lambda mask, densities, spacing: (mask, None)
         try:
-            without = best(lambda: stages.finish(*call, threads=args.threads), args.repeat)
+            without = best(lambda: stages.finish(*call, threads=args.threads, **seen["more"]), args.repeat)
         finally:
             stages.separate_at_joint = real_split
         component = post.keep_largest_component(post.fill_holes_per_slice(
