@@ -115,10 +115,11 @@ def test_a_narrowing_midway_along_the_bone_does_not_hide_the_joint(monkeypatch):
     middle = 64  # MC2 at full width; a little more than a third of the mask beyond the notch
     mask[middle:middle + 2] = notch(mask[middle], keep_px=13)
     density[middle:middle + 2] = np.where(mask[middle:middle + 2], 300.0, 0.0)
+    volume_rule = joint.MAX_REMOVED_FRACTION
     monkeypatch.setattr(joint, "DOME_RATIO", 10.0)  # only the volume rule stands between the notch and a cut
     monkeypatch.setattr(joint, "MAX_REMOVED_FRACTION", 10.0)
     assert joint.find_waist(mask, SPACING).slice in (middle, middle + 1)  # the narrowest candidate
-    monkeypatch.setattr(joint, "MAX_REMOVED_FRACTION", 0.5)
+    monkeypatch.setattr(joint, "MAX_REMOVED_FRACTION", volume_rule)
     out, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
     assert cut is not None and 25 <= cut.slice <= 29
     np.testing.assert_array_equal(out[30:], mask[30:])

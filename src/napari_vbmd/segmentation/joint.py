@@ -135,12 +135,12 @@ def find_waist(mask: np.ndarray, spacing) -> Waist | None:
 
     before = np.concatenate([[0], np.cumsum(per_slice)])  # voxels in slices < z
     for _, z, below, above in sorted(candidates):
+        lower, higher = int(before[z]), int(before[-1] - before[z + 1])
+        if min(lower, higher) > MAX_REMOVED_FRACTION * max(lower, higher):
+            continue  # decided by counts alone: before any hull is drawn
         lower_side = [hull(k) for k in range(z - 1, max(first, z - reach) - 1, -1)]  # outward from the waist
         higher_side = [hull(k) for k in range(z + 1, min(last + 1, z + reach + 1))]
         if hull(z) > HULL_RATIO * min(max(lower_side), max(higher_side)):
-            continue
-        lower, higher = int(before[z]), int(before[-1] - before[z + 1])
-        if min(lower, higher) > MAX_REMOVED_FRACTION * max(lower, higher):
             continue
         kept = higher_side if higher >= lower else lower_side
         if max(kept[:dome]) > DOME_RATIO * max(kept):
