@@ -348,6 +348,18 @@ def test_broad_appearance_changes_the_image_never_the_mask_and_leaves_standard_r
     _, standard_masks = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(5), "none", "standard", 0.3)
     assert torch.equal(broad_masks, standard_masks)  # the truth does not depend on the acquisition
 
+    # "broad-half": the standard augmentation for every sample, then the broad changes for about half of them
+    halves = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        std, std_masks = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(seed), "none", "standard", 0.3)
+        torch.manual_seed(seed)
+        half, half_masks = _augment_2d(images.clone(), masks.clone(), np.random.default_rng(seed), "none",
+                                       "broad-half", 0.3)
+        assert torch.equal(half_masks, std_masks)
+        halves += [torch.equal(half[i], std[i]) for i in range(8)]
+    assert 12 <= sum(halves) <= 36  # 48 samples, each left at the standard look with probability 1/2 (+ 1/64)
+
     # the wider blur lowers a thin cortex's peak, as a wider point spread does; a blur keeps the mean
     blurred = _gaussian_blur_2d(images[:1], 0.2 / 0.3)
     assert float(blurred[0, 2, 32, 31]) < 0.9 * float(images[0, 2, 32, 31])
@@ -364,6 +376,9 @@ def test_broad_appearance_changes_the_image_never_the_mask_and_leaves_standard_r
     train(phantom_folder, out, tiny_settings(appearance="broad", epochs=1), device="cpu", show_progress=False)
     _, config = load_checkpoint(out / "best.json", device="cpu")
     assert config.training["settings"]["appearance"] == "broad"
+    out = tmp_path / "broad-half"
+    train(phantom_folder, out, tiny_settings(appearance="broad-half", epochs=1), device="cpu", show_progress=False)
+    assert load_checkpoint(out / "best.json", device="cpu")[1].training["settings"]["appearance"] == "broad-half"
 
 
 def test_the_study_3d_unet_trains_and_its_checkpoint_segments(phantom_folder, tmp_path):

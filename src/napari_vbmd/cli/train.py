@@ -58,9 +58,10 @@ def register(subparsers) -> None:
     p.add_argument("--flips", default="none", choices=["none", "rot180", "all"],
                    help="flip augmentation (default none: every hand is turned into a right hand, and a mirror "
                    "flip would put MC3 where MC2 belongs; rot180 keeps the hand's chirality; all = the study's flips)")
-    p.add_argument("--appearance", default="standard", choices=["standard", "broad"],
+    p.add_argument("--appearance", default="standard", choices=["standard", "broad", "broad-half"],
                    help="2D networks: broad adds wider blur, weaker/stronger fine texture, compressed bone contrast, "
-                   "a smooth bias field and correlated noise to the standard augmentation (the mask never changes)")
+                   "a smooth bias field and correlated noise to the standard augmentation (the mask never changes); "
+                   "broad-half gives those changes to half of the samples (each with probability 1/2)")
     p.add_argument("--context-mm", type=float, nargs="+", default=[0.0], metavar="MM",
                    help="2D networks: slices given to the network as input channels, as offsets in mm along z "
                    "from the slice being segmented (default 0 = the slice alone; e.g. -4 -2 0 2 4 lets it see "

@@ -4,7 +4,8 @@ Augmentation: intensity scale/shift/noise, small rotations, directional blur (li
 request, flips (see :data:`FLIPS` and the note in :mod:`.training` on why mirror flips are off by default).
 ``appearance="broad"`` adds acquisition- and texture-like changes after those (:func:`_broad_appearance_2d`):
 wider blur, weaker or stronger fine texture, compressed bone contrast, a smooth bias field and correlated
-noise, so a network does not lean on the look of the generator it was trained on.
+noise, so a network does not lean on the look of the generator it was trained on. ``"broad-half"`` gives
+each sample those changes with probability 1/2, so half of what the network sees keeps the standard look.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from .preprocess import context_indices, context_offsets
 
 
 FLIPS = ("none", "rot180", "all")
-#: "standard": the augmentation every shipped checkpoint was trained with; "broad": and :func:`_broad_appearance_2d`
-APPEARANCES = ("standard", "broad")
+#: "standard": the augmentation every shipped checkpoint was trained with; "broad": and :func:`_broad_appearance_2d`;
+#: "broad-half": :func:`_broad_appearance_2d` on each sample with probability 1/2
+APPEARANCES = ("standard", "broad", "broad-half")
 
 
 def _flip_axes(flips: str, rng: np.random.Generator) -> tuple[int, ...]:
@@ -69,6 +71,10 @@ def _augment_2d(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Genera
     images = images * scale + shift + noise
     if appearance == "broad":
         images = _broad_appearance_2d(images, rng, pixel_mm)
+    elif appearance == "broad-half":
+        chosen = [i for i in range(b) if rng.random() < 0.5]
+        if chosen:
+            images[chosen] = _broad_appearance_2d(images[chosen], rng, pixel_mm)
     elif appearance != "standard":
         raise VbmdError(f"unknown appearance augmentation {appearance!r}; use {' or '.join(APPEARANCES)}")
     return images, masks
