@@ -186,11 +186,15 @@ def test_the_review_flags_point_at_the_head_s_tip_after_a_cut():
     kept, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
     box = Box(0, mask.shape[0], 0, 100, 0, 100)
     plain = FlagContext(box, None, density, 0.5, SPACING)
-    context = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice)
+    context = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice,
+                          joint_removed_below=cut.kept == "higher")
     first = int(np.flatnonzero(kept.any(axis=(1, 2)))[0])
     flagged = {f.slice_index: f for f in context.flags(kept)}
     assert REASON_JOINT in flagged[first].reasons
-    assert f"parted from the proximal phalanx at slice {cut.slice}: check the head's tip" in flagged[first].describe()
+    assert (f"parted from the proximal phalanx at slice {cut.slice} and the bone below it removed: check that it "
+            "was the phalanx, not MC2") in flagged[first].describe()
+    unsided = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice)  # e.g. an older review file
+    assert "the bone beyond it removed" in {f.slice_index: f for f in unsided.flags(kept)}[first].describe()
     others = {f.slice_index: f.reasons for f in plain.flags(kept)}
     stripped = {z: [r for r in f.reasons if r != REASON_JOINT] for z, f in flagged.items()}
     assert {z: reasons for z, reasons in stripped.items() if reasons} == others  # the other flags as without it

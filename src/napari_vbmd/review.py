@@ -57,10 +57,12 @@ class SliceFlag:
             REASON_HOLE: "hole of {hole_area_mm2:.2f} mm² inside the mask (marrow left out?)",
             REASON_HAND: "check the hand side: {flagged_fraction:.0%} of the mask's slices are flagged "
                          "(the mask of another bone?)",
-            REASON_JOINT: "the mask was parted from the proximal phalanx at slice {joint_cut_slice:.0f}: "
-                          "check the head's tip",
+            REASON_JOINT: "the mask was parted from the proximal phalanx at slice {joint_cut_slice:.0f} and the "
+                          "bone {joint_side} removed: check that it was the phalanx, not MC2",
         }
-        return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details) for r in self.reasons)
+        side = {1.0: "below it", 0.0: "above it"}.get(self.details.get("joint_removed_below"), "beyond it")
+        return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details, joint_side=side)
+                                                        for r in self.reasons)
 
 
 def _in_plane(spacing) -> tuple[float, float]:

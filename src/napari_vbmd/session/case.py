@@ -272,8 +272,9 @@ class CaseSession:
         cut = self.segmentation.joint_cut if self.segmentation else None
         if not cut:
             return ""
+        side = {"higher": "below it", "lower": "above it"}.get(cut.get("kept"), "beyond it")
         return (f"parted from the proximal phalanx at slice {cut['slice']} "
-                f"({cut['removed_voxels']} voxels removed); check the head's tip")
+                f"({cut['removed_voxels']} voxels {side} removed); check that they were the phalanx, not MC2")
 
     def hand_words(self) -> str:
         """'hand: left (found in the image, confidence 0.997)', 'hand: right (you chose)'."""

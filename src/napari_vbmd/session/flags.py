@@ -28,6 +28,7 @@ class FlagContext:
     threshold: float  # where the model's probability was cut
     spacing: tuple[float, float, float]  # mm (z, y, x)
     joint_cut_slice: int | None = None  # where the pipeline parted the mask from the phalanx (scan slice)
+    joint_removed_below: bool | None = None  # the removed bone lay at lower slice numbers than the cut
 
     @classmethod
     def from_segmentation(cls, scan: "Scan", segmentation: "SegmentationResult") -> "FlagContext":
@@ -36,7 +37,8 @@ class FlagContext:
         box = segmentation.box
         cut = segmentation.joint_cut
         return cls(box, segmentation.probability, density_block(scan, box.slices), float(segmentation.threshold),
-                   tuple(float(s) for s in scan.spacing), int(cut["slice"]) if cut else None)
+                   tuple(float(s) for s in scan.spacing), int(cut["slice"]) if cut else None,
+                   cut["kept"] == "higher" if cut else None)
 
     def flags(self, mask) -> list[SliceFlag]:
         """The slices of ``mask`` (the whole scan's grid) that need a look, numbered in the scan."""
@@ -47,7 +49,8 @@ class FlagContext:
         return self._joint(flags, mask)
 
     def _joint(self, flags: list[SliceFlag], mask) -> list[SliceFlag]:
-        """The mask's slice nearest to where it was parted from the phalanx, flagged (the head's tip)."""
+        """The mask's slice nearest to where it was parted from the phalanx, flagged (the head's tip where the
+        cut was right; the reviewer is told on which side the removed bone lay)."""
         if self.joint_cut_slice is None:
             return flags
         present = np.flatnonzero(np.asarray(mask).reshape(np.shape(mask)[0], -1).any(axis=1))
@@ -55,6 +58,8 @@ class FlagContext:
             return flags
         z = int(present[np.argmin(np.abs(present - self.joint_cut_slice))])
         detail = {"joint_cut_slice": float(self.joint_cut_slice)}
+        if self.joint_removed_below is not None:
+            detail["joint_removed_below"] = float(self.joint_removed_below)
         for flag in flags:
             if flag.slice_index == z:
                 flag.reasons.append(REASON_JOINT)
