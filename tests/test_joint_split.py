@@ -198,3 +198,44 @@ def test_the_review_flags_point_at_the_head_s_tip_after_a_cut():
     others = {f.slice_index: f.reasons for f in plain.flags(kept)}
     stripped = {z: [r for r in f.reasons if r != REASON_JOINT] for z, f in flagged.items()}
     assert {z: reasons for z, reasons in stripped.items() if reasons} == others  # the other flags as without it
+
+
+def shaft_with_tapered_notch(tip_slice: int):
+    """MC2 alone, not run on across the joint: the head's tip at ``tip_slice``, the shaft to the stack's
+    last slice, and 1.6 mm before the notch (2 slices of radius 10 px, 18 slices from the end) the mask
+    tapers from full width down to it, as where a network gradually loses the bone."""
+    n = 120
+    mask = np.zeros((n, 100, 100), dtype=bool)
+    for z in range(tip_slice, n):
+        radius = head(z - tip_slice + 2)
+        if 80 <= z < 100:
+            radius = min(radius, 40.0 - 30.0 * (z - 80) / 20)
+        elif z in (100, 101):
+            radius = 10.0
+        mask[z] = disc(radius)
+    return mask
+
+
+def test_a_tapered_notch_near_the_shaft_end_is_no_joint_where_mc2_ends_inside_the_scan():
+    """MC2 leaves the field of view proximally: a cut that would keep a bone ending inside the scan and
+    throw away the piece that runs out of it is a notch in the shaft. The taper makes the kept side look
+    like a dome, so only the stack-end rule can tell (its limit: where the mask also reaches the other end
+    of the stack, through a phalanx or a head that touches it, the rule cannot, and the notch is cut)."""
+    mask = shaft_with_tapered_notch(tip_slice=10)
+    assert find_waist(mask, SPACING) is None
+    out, cut = separate_at_joint(mask, lambda z0, z1: np.full((z1 - z0, 100, 100), 300.0, np.float32), SPACING)
+    assert cut is None and np.array_equal(out, mask)
+
+    reaching = shaft_with_tapered_notch(tip_slice=0)  # the same bone, its tip on the stack's first slice
+    waist = find_waist(reaching, SPACING)
+    assert waist is not None and waist.slice in (100, 101) and not waist.keep_higher
+
+
+def test_a_joint_is_still_cut_where_mc2_stops_a_slice_or_two_short_of_the_stack_end():
+    mask, density = two_bones()
+    mask[-3:], density[-3:] = False, 0.0  # the network left the last 3 slices (0.25 mm) out
+    out, cut = separate_at_joint(mask, lambda z0, z1: density[z0:z1], SPACING)
+    assert cut is not None and cut.kept == "higher" and not out[:25].any()
+
+    mask[-20:], density[-20:] = False, 0.0  # MC2 ending 1.6 mm inside the scan while the phalanx runs out of it
+    assert find_waist(mask, SPACING) is None

@@ -25,7 +25,13 @@ A waist is only taken for a joint when
   :data:`DOME_RATIO` of the widest within :data:`WAIST_WINDOW_MM`. Where a network lost a piece of
   the shaft or the head, the mask narrows at a notch and is back at full width a slice or two
   beyond it: cutting there would throw away MC2's own bone (the fourth independent family's
-  indep4_80022 lost its shaft that way).
+  indep4_80022 lost its shaft that way);
+- the kept side runs on to the end of the stack if the removed side does: a scan of the MCP joint
+  holds MC2's head and part of its shaft, never its base, so MC2 always leaves the field of view
+  proximally. A candidate whose removed side reaches an end of the stack (within
+  :data:`STACK_END_MM`) while the kept side stops short of the other end would keep a piece of bone
+  that ends inside the scan and throw away the one that runs out of it: a notch in the shaft, not
+  the joint.
 
 The candidates are tried from the narrowest (relative to its sides) on; the first that meets every
 rule is the joint.
@@ -58,6 +64,12 @@ MAX_REMOVED_FRACTION = 0.5
 #: network left in a shaft, back at full width within 1 mm, gives 0.97-1.0
 DOME_MM = 1.0
 DOME_RATIO = 0.9
+#: a side "reaches the end of the stack" when its last slice is within this far (mm) of the stack's
+#: first or last slice (the network may leave the outermost slice or two out). On the training
+#: generator's 26 masks cut at a joint the kept side reached the end (0 mm) every time; of 52 notches
+#: carved 1 mm from the end of their correct MC2 masks with a 2 mm taper (which the dome rule passes),
+#: 4 are still cut: those whose head's tip lies within 0.5 mm of the stack's other end
+STACK_END_MM = 0.5
 #: the watershed's seeds: MC2's side from this far (mm) beyond the waist, the phalanx's from this far
 #: (the cup's rim reaches about 1 mm back around the head, so MC2's seed starts beyond it)
 KEEP_SEED_MM = 1.0
@@ -134,10 +146,14 @@ def find_waist(mask: np.ndarray, spacing) -> Waist | None:
         return hulls[z]
 
     before = np.concatenate([[0], np.cumsum(per_slice)])  # voxels in slices < z
+    slack = _slices(STACK_END_MM, spacing)
+    at_start, at_end = first <= slack, last >= mask.shape[0] - 1 - slack
     for _, z, below, above in sorted(candidates):
         lower, higher = int(before[z]), int(before[-1] - before[z + 1])
         if min(lower, higher) > MAX_REMOVED_FRACTION * max(lower, higher):
             continue  # decided by counts alone: before any hull is drawn
+        if (at_start and not at_end) if higher >= lower else (at_end and not at_start):
+            continue  # the removed side runs out of the scan, the kept one ends inside it: MC2's shaft would go
         lower_side = [hull(k) for k in range(z - 1, max(first, z - reach) - 1, -1)]  # outward from the waist
         higher_side = [hull(k) for k in range(z + 1, min(last + 1, z + reach + 1))]
         if hull(z) > HULL_RATIO * min(max(lower_side), max(higher_side)):
