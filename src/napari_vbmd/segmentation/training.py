@@ -75,7 +75,9 @@ class TrainSettings:
     patch: tuple[int, ...] = (160, 160)  # 2D (h, w) or 3D (z, h, w) in working voxels
     augment: bool = True
     flips: str = "none"  # "none", "rot180" (both in-plane axes at once: keeps the hand's chirality) or "all"
-    appearance: str = "standard"  # "broad": also blur, texture, contrast, bias-field and grain changes (2D; sampling.py); "broad-half": on half the samples
+    # "broad": also blur, texture, contrast, bias-field and grain changes (2D; sampling.py); "broad-half": on half
+    # the samples
+    appearance: str = "standard"
     seed: int = 0
     split_seed: int | None = None  # seed of the patient split; None: ``seed`` (members of an ensemble share one split)
     threshold: float = 0.5
