@@ -358,7 +358,8 @@ def test_broad_appearance_changes_the_image_never_the_mask_and_leaves_standard_r
                                        "broad-half", 0.3)
         assert torch.equal(half_masks, std_masks)
         halves += [torch.equal(half[i], std[i]) for i in range(8)]
-    assert 12 <= sum(halves) <= 36  # 48 samples, each left at the standard look with probability 1/2 (+ 1/64)
+    # 48 samples, each left at the standard look with probability 1/2 + 1/64 (a chosen one that draws none of the five)
+    assert 12 <= sum(halves) <= 36
 
     # the wider blur lowers a thin cortex's peak, as a wider point spread does; a blur keeps the mean
     blurred = _gaussian_blur_2d(images[:1], 0.2 / 0.3)
