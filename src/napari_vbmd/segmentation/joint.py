@@ -152,16 +152,17 @@ def find_waist(mask: np.ndarray, spacing) -> Waist | None:
         lower, higher = int(before[z]), int(before[-1] - before[z + 1])
         if min(lower, higher) > MAX_REMOVED_FRACTION * max(lower, higher):
             continue  # decided by counts alone: before any hull is drawn
-        if (at_start and not at_end) if higher >= lower else (at_end and not at_start):
+        keep_higher = higher >= lower
+        if (at_start and not at_end) if keep_higher else (at_end and not at_start):
             continue  # the removed side runs out of the scan, the kept one ends inside it: MC2's shaft would go
         lower_side = [hull(k) for k in range(z - 1, max(first, z - reach) - 1, -1)]  # outward from the waist
         higher_side = [hull(k) for k in range(z + 1, min(last + 1, z + reach + 1))]
         if hull(z) > HULL_RATIO * min(max(lower_side), max(higher_side)):
             continue
-        kept = higher_side if higher >= lower else lower_side
+        kept = higher_side if keep_higher else lower_side
         if max(kept[:dome]) > DOME_RATIO * max(kept):
             continue
-        return Waist(z, float(areas[z]), (below, above), higher >= lower)
+        return Waist(z, float(areas[z]), (below, above), keep_higher)
     return None
 
 
