@@ -193,7 +193,7 @@ def test_the_review_flags_point_at_the_head_s_tip_after_a_cut():
     assert REASON_JOINT in flagged[first].reasons
     assert (f"parted from the proximal phalanx at slice {cut.slice} and the bone below it removed: check that it "
             "was the phalanx, not MC2") in flagged[first].describe()
-    unsided = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice)  # e.g. an older review file
+    unsided = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice)  # built without the side
     assert "the bone beyond it removed" in {f.slice_index: f for f in unsided.flags(kept)}[first].describe()
     others = {f.slice_index: f.reasons for f in plain.flags(kept)}
     stripped = {z: [r for r in f.reasons if r != REASON_JOINT] for z, f in flagged.items()}

@@ -146,7 +146,8 @@ def test_a_run_reports_its_stages_and_the_session_holds_the_case(synthetic_case,
     header["joint_cut"] = {"slice": 12, "kept": "higher", "removed_voxels": 345}
     try:  # a mask parted from the phalanx says so where the results are read
         assert dict(session.results_rows())["Joint"] == ("parted from the proximal phalanx at slice 12 "
-                                                         "(345 voxels below it removed); check that they were the phalanx, not MC2")
+                                                         "(345 voxels below it removed); check that they were "
+                                                         "the phalanx, not MC2")
     finally:
         header["joint_cut"] = None
     assert "MC2" not in dict(session.results_rows())  # a crop: nothing to say about the bone check

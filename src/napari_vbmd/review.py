@@ -60,9 +60,15 @@ class SliceFlag:
             REASON_JOINT: "the mask was parted from the proximal phalanx at slice {joint_cut_slice:.0f} and the "
                           "bone {joint_side} removed: check that it was the phalanx, not MC2",
         }
-        side = {1.0: "below it", 0.0: "above it"}.get(self.details.get("joint_removed_below"), "beyond it")
+        below = self.details.get("joint_removed_below")
+        side = joint_removed_side(None if below is None else bool(below))
         return f"slice {self.slice_index}: " + "; ".join(words[r].format(**self.details, joint_side=side)
                                                         for r in self.reasons)
+
+
+def joint_removed_side(removed_below: bool | None) -> str:
+    """Where the bone a joint cut removed lay, in slice numbers: "below it", "above it", or "beyond it" (unknown)."""
+    return "beyond it" if removed_below is None else "below it" if removed_below else "above it"
 
 
 def _in_plane(spacing) -> tuple[float, float]:

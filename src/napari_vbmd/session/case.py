@@ -19,7 +19,7 @@ from .. import correction, naming
 from ..correction import CorrectionStats
 from ..errors import CancelledError, VbmdError
 from ..measure import VbmdResult, measure_vbmd
-from ..review import REASON_HAND, ReviewStore, SliceFlag
+from ..review import REASON_HAND, ReviewStore, SliceFlag, joint_removed_side
 from ..scan import Scan, calibration_line, spacing_line
 from .flags import FlagContext
 from .hand_words import decision_words, hand_evidence, source_words
@@ -272,7 +272,7 @@ class CaseSession:
         cut = self.segmentation.joint_cut if self.segmentation else None
         if not cut:
             return ""
-        side = {"higher": "below it", "lower": "above it"}.get(cut.get("kept"), "beyond it")
+        side = joint_removed_side(cut["kept"] == "higher" if cut.get("kept") else None)
         return (f"parted from the proximal phalanx at slice {cut['slice']} "
                 f"({cut['removed_voxels']} voxels {side} removed); check that they were the phalanx, not MC2")
 
