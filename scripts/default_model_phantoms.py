@@ -5,6 +5,11 @@
 Seeds 1000..1047 a cohort (both hands, 110 slices and twelve of 320, cropped and 8 whole fields of view,
 0.082 and 0.123 mm voxels, motion grades 0-3, 0-3 erosions, XtremeCT I and II), seeds 1048..1079 eroded
 heads. Phantoms already in OUT_DIR from the same spec are kept. Also used by scripts/train_mixed_candidate.sh.
+
+The eight whole fields are drawn without the thumb and the palmar arch (``PhantomSpec(thumb=False)``), as the
+generator drew them when the shipped networks were trained (2026-11-25; generator 3 added the thumb on
+2026-11-30): with them the training split's normalisation statistics are the shipped model's to the last digit
+(mean 52.06028366088867, std 219.77230834960938), and with the thumb they are not (24.35 / 233.25).
 """
 import csv, sys
 from pathlib import Path
@@ -24,6 +29,7 @@ def spec_of(k: int) -> PhantomSpec:
             motion_grade=k % 4,
             erosions=(k // 4) % 4,
             scanner="xtremect2" if k % 5 in (1, 3) else "xtremect1",
+            thumb=not full,  # the whole fields as generator 2 drew them (no thumb), as the shipped networks were trained
         )
     j = k - 48  # then 32 eroded heads (1-3 erosions each), half of them 320 slices long
     return PhantomSpec(

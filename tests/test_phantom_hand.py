@@ -2,6 +2,7 @@
 be left out of the header; both XtremeCT voxel sizes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -10,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 from napari_vbmd.cli import main
+from napari_vbmd.errors import VbmdError
 from napari_vbmd.io import read_scan
 from napari_vbmd.phantom import (
     CROPPED_FOV_MM,
@@ -106,3 +108,28 @@ def test_xtremect2_voxels_of_61_um(fov, shape):
     phantom = generate_phantom(PhantomSpec(seed=7, fov=fov, n_slices=60, spacing_mm=0.061, scanner="xtremect2"))
     assert phantom.image.shape == shape and phantom.image.spacing == (0.061,) * 3
     assert phantom.truth.data.any() and 150 < phantom.truth_info["d100_mg_ha_cm3"] < 500
+
+
+def test_a_whole_field_without_the_thumb_is_generator_2s_voxels():
+    """PhantomSpec(thumb=False) draws a whole-hand field as generator 2 did (no thumb, no palmar arch), which
+    is what the bundled model's eight whole-field training phantoms were; the digests are of generator 2's
+    output (the code of 2026-11-25, commit 52ffabc), so scripts/default_model_phantoms.py makes its data."""
+    spec = PhantomSpec(seed=9, fov="full", n_slices=36, spacing_mm=0.25, motion_grade=1, erosions=1, thumb=False)
+    phantom = generate_phantom(spec)
+    assert hashlib.sha256(phantom.image.data.tobytes()).hexdigest() == (
+        "ee46a7f40f9e02bb28c833c8b305c287b69ea7dc90f5cdbab4e1907cb19890f9")
+    assert hashlib.sha256(phantom.truth.data.tobytes()).hexdigest() == (
+        "4d1779127a8b374a0b4cc0eab85f3c78ad5ed8c0d865c424b179a10754127ab3")
+    assert phantom.truth_info["design"]["thumb"] is None
+    assert len(_sections(phantom.image.density()[-1], 0.25)) == 4  # MC2-MC5, no thumb
+    assert spec.validated().to_dict()["thumb"] is False
+    assert "thumb" not in PhantomSpec(seed=9, fov="full").validated().to_dict()  # caches from before it still match
+    with pytest.raises(VbmdError, match="thumb must be true or false"):
+        PhantomSpec(thumb="no").validated()
+
+
+def test_a_crop_is_the_same_with_or_without_the_thumb():
+    with_thumb = generate_phantom(PhantomSpec(seed=7, n_slices=24, spacing_mm=0.25))
+    without = generate_phantom(PhantomSpec(seed=7, n_slices=24, spacing_mm=0.25, thumb=False))
+    assert np.array_equal(with_thumb.image.data, without.image.data)
+    assert np.array_equal(with_thumb.truth.data, without.truth.data)

@@ -87,6 +87,14 @@ def _layout(spec: PhantomSpec, anatomy: _Anatomy, rng) -> _Grid:
         y0 = int(np.clip(round(y_start / h), 0, full_n - ny))
         box = (y0, y0 + ny, x0, x0 + nx)
         return _Grid(h, spec.n_slices, full_n, box, (y0, x0), (spec.n_slices, ny, nx))
+    if not spec.thumb:  # generator 2's region: the rotated envelope's half-sizes, + 6 mm (its exact arithmetic)
+        (hx, hy), (ax, ay) = anatomy.hand_centre, anatomy.hand_half
+        half_x, half_y = (abs(c) * ax + abs(s) * ay) + 6.0, (abs(s) * ax + abs(c) * ay) + 6.0
+        if abs(anatomy.rotation) <= 1e-9:
+            half_x, half_y = ax + 6.0, ay + 6.0
+        y0, y1 = max(int(math.floor((hy - half_y) / h)), 0), min(int(math.ceil((hy + half_y) / h)), full_n)
+        x0, x1 = max(int(math.floor((hx - half_x) / h)), 0), min(int(math.ceil((hx + half_x) / h)), full_n)
+        return _Grid(h, spec.n_slices, full_n, (y0, y1, x0, x1), (0, 0), (spec.n_slices, full_n, full_n))
     from .phantom_hand import hand_bounds
 
     # the hand's envelope and the thumb's lobe (which moves radially towards slice 0), rotated, + 6 mm
@@ -105,7 +113,8 @@ def generate_phantom(spec: PhantomSpec | None = None, progress: Progress | None 
     spec = (spec or PhantomSpec()).validated()
     started = time.perf_counter()
     rngs = _streams(spec.seed)
-    anatomy = _draw_anatomy(spec, rngs["anatomy"], rngs["density"], rngs["scanner"], rngs["erosion"], rngs["hand"],
+    anatomy = _draw_anatomy(spec, rngs["anatomy"], rngs["density"], rngs["scanner"], rngs["erosion"],
+                            rngs["hand"] if spec.thumb else None,
                             rngs["broad"])
     grid = _layout(spec, anatomy, rngs["layout"])
     pose = phantom_pose.pose_of(spec.seed, spec.pose_seed)

@@ -59,6 +59,9 @@ class PhantomSpec:
     # "study": the ranges of the study's simulated scanner and hands; "broad": domain randomisation for
     # training (phantom_broad.py: thinner and thicker cortices, wider blur and noise, other textures, ...)
     variation: str = "study"
+    # False: a whole-hand field as generator 2 drew it, without the thumb and the palmar arch (the bundled
+    # default model's eight whole-field training phantoms, scripts/default_model_phantoms.py); crops are the same
+    thumb: bool = True
 
     def validated(self) -> "PhantomSpec":
         def bad(message):
@@ -100,6 +103,8 @@ class PhantomSpec:
             bad(f"pose seed must be a non-negative integer, got {self.pose_seed!r}")
         if self.variation not in VARIATIONS:
             bad(f"variation must be one of {', '.join(VARIATIONS)}, got {self.variation!r}")
+        if not isinstance(self.thumb, (bool, np.bool_)):
+            bad(f"thumb must be true or false, got {self.thumb!r}")
         return dataclasses.replace(
             self,
             seed=int(self.seed),
@@ -110,6 +115,7 @@ class PhantomSpec:
             d100_target=None if self.d100_target is None else float(self.d100_target),
             hand_in_header=bool(self.hand_in_header),
             pose_seed=None if self.pose_seed is None else int(self.pose_seed),
+            thumb=bool(self.thumb),
         )
 
     def to_dict(self) -> dict:
@@ -118,6 +124,8 @@ class PhantomSpec:
             del out["hand_in_header"]
         if out["pose_seed"] is None:  # unposed phantoms keep the spec they always had
             del out["pose_seed"]
+        if out["thumb"]:
+            del out["thumb"]
         if out["variation"] == "study":  # study phantoms keep the spec they always had
             del out["variation"]
         return out
