@@ -25,8 +25,10 @@
 # epoch 24 for seed 0 (0.973) and epoch 28 for seed 1 (0.972); calibration 5 min. The seed-0 run was made on
 # 2026-11-24, the seed-1 run and the ensemble on 2026-11-25; step 2's seed-0 command rerun on 2026-11-25 gave
 # the same metrics epoch by epoch and every tensor of the shipped first member bit for bit. Every epoch's
-# randomness derives from its number and the seed, so a rerun gives the same weights on the same CPU and thread
-# count (float rounding may differ elsewhere). Without the gradient clip, Adam at lr
+# randomness derives from its number and the seed, so a rerun gave the same weights on the same CPU and thread
+# count (float rounding may differ elsewhere). That held for the code of 2026-11-25; since the preparation and
+# validation changed on 2026-11-30 (resampling in NumPy, validation through the pipeline), a rerun of seed 0 on
+# the same data gives another network of this recipe (docs/default-model.md, "Reproducing the shipped weights"). Without the gradient clip, Adam at lr
 # 1e-3 threw a converged run off at epoch 41 (docs/default-model.md); the run stops at 40 epochs. No flips:
 # every hand is turned into a right hand before the network sees it, and a mirror flip would teach it that MC2
 # may sit where MC3 is (the first default model, trained with flips, marked MC3 on 2 of 21 unseen phantoms).
