@@ -84,8 +84,9 @@ def at_grid_phases(scan, box: Box, hand: str, model, base: np.ndarray) -> np.nda
                                  threads=1)
         shifted = stages.from_working(stages.infer(model, work), work, threads=1).astype(np.float32)
         iy0, iy1, ix0, ix1 = max(y0, box.y0), min(y1, box.y1), max(x0, box.x0), min(x1, box.x1)
-        total[:, iy0 - box.y0:iy1 - box.y0, ix0 - box.x0:ix1 - box.x0] += shifted[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
-        count[iy0 - box.y0:iy1 - box.y0, ix0 - box.x0:ix1 - box.x0] += 1
+        inside = (slice(iy0 - box.y0, iy1 - box.y0), slice(ix0 - box.x0, ix1 - box.x0))
+        total[:, inside[0], inside[1]] += shifted[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+        count[inside] += 1
     return np.clip(np.rint(total / count), 0, 255).astype(np.uint8)
 
 
@@ -120,8 +121,8 @@ def cache(args) -> int:
             meta["box"] = [[s.start, s.stop] for s in result.box.slices]
             arrays[label] = result.probability
             if args.grid_phases:
-                arrays[f"{label}@phases"] = at_grid_phases(image, result.box, result.mask.header["segmentation"]["hand"],
-                                                           model, result.probability)
+                hand_used = result.mask.header["segmentation"]["hand"]
+                arrays[f"{label}@phases"] = at_grid_phases(image, result.box, hand_used, model, result.probability)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, meta=json.dumps(meta), **arrays)
@@ -158,16 +159,19 @@ def score(args) -> int:
             row = {"case": name, "model": label, "threshold": threshold, "band": band}
             probability = probabilities(kept, label)
             if probability is None:
-                row.update(dice=0.0, d100_error_pct=float("nan"), failure="; ".join(meta["failures"].values()) or "not cached")
+                why = "; ".join(meta["failures"].values()) or "not cached"
+                row.update(dice=0.0, d100_error_pct=float("nan"), failure=why)
             else:
                 mask = stages.finish(probability, image, box, threshold, "fill", band)
                 total = int(mask.sum()) + int(truth.sum())
                 dice = 2 * int(np.logical_and(mask, truth[box.slices]).sum()) / total if total else 1.0
                 d100 = float(density[mask].mean()) if mask.any() else float("nan")
-                row.update(dice=dice, d100_error_pct=100.0 * (d100 - meta["d100_truth"]) / meta["d100_truth"], failure="")
+                error = 100.0 * (d100 - meta["d100_truth"]) / meta["d100_truth"]
+                row.update(dice=dice, d100_error_pct=error, failure="")
             rows.append(row)
-        print(name, " ".join(f"{r['model']} {r['threshold']:g}/{r['band']:g}: Dice {r['dice']:.4f} {r['d100_error_pct']:+.2f}%"
-                             for r in rows[-len(settings):]), file=sys.stderr, flush=True)
+        line = " ".join(f"{r['model']} {r['threshold']:g}/{r['band']:g}: Dice {r['dice']:.4f} "
+                        f"{r['d100_error_pct']:+.2f}%" for r in rows[-len(settings):])
+        print(name, line, file=sys.stderr, flush=True)
     with atomic_path(Path(args.out)) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -181,8 +185,8 @@ def score(args) -> int:
         finite = errors[np.isfinite(errors)]
         d100 = (f"|D100 error| mean {np.abs(finite).mean():.2f} %, mean {finite.mean():+.2f} %" if finite.size
                 else "no D100 (every case a miss)")
-        print(f"{label} {threshold:g}/{band:g} mm: {within}/{len(mine)} within both lines, Dice mean {dices.mean():.4f}, "
-              f"{d100}")
+        print(f"{label} {threshold:g}/{band:g} mm: {within}/{len(mine)} within both lines, "
+              f"Dice mean {dices.mean():.4f}, {d100}")
     return 0
 
 

@@ -29,7 +29,7 @@ def spec_of(k: int) -> PhantomSpec:
             motion_grade=k % 4,
             erosions=(k // 4) % 4,
             scanner="xtremect2" if k % 5 in (1, 3) else "xtremect1",
-            thumb=not full,  # the whole fields as generator 2 drew them (no thumb), as the shipped networks were trained
+            thumb=not full,  # whole fields as generator 2 drew them (no thumb): what the shipped networks saw
         )
     j = k - 48  # then 32 eroded heads (1-3 erosions each), half of them 320 slices long
     return PhantomSpec(
