@@ -20,8 +20,8 @@ unshifted crop). A refusal is recorded, and scores as a miss.
 ``score`` finishes the kept probabilities with the pipeline's own ``stages.finish`` (threshold, hole
 filling, largest component, joint split, boundary refinement) at each ``LABEL:THRESHOLD:BAND``; LABEL is a
 cached model, ``A+B`` the mean of two, or ``A@phases``. Dice against the truth on the crop and D100 from the
-crop's densities, as ``calibrate_refinement.py`` scores them. What the pipeline checks after finishing (a
-mask not on MC2 in a whole-hand field) is not applied here.
+crop's densities by ``calibrate.mask_scores``, as ``calibrate_refinement.py`` scores them. What the pipeline
+checks after finishing (a mask not on MC2 in a whole-hand field) is not applied here.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from napari_vbmd._atomic import atomic_path
 from napari_vbmd.errors import VbmdError
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.segmentation import stages
+from napari_vbmd.segmentation.calibrate import mask_scores
 from napari_vbmd.segmentation.preprocess import Box, density_block
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -153,8 +154,8 @@ def score(args) -> int:
             kept = {key: stored[key] for key in stored.files if key != "meta"}
         image = read_scan(image_path)
         truth = read_mask(mask_path, like=image).data.astype(bool)
-        box = Box(*(v for pair in meta.get("box", [[0, 0]] * 3) for v in pair))
-        density = density_block(image, box.slices) if "box" in meta else None
+        box = Box(*(v for pair in meta["box"] for v in pair)) if "box" in meta else None  # none: every model refused
+        density = density_block(image, box.slices) if box is not None else None
         for label, threshold, band in settings:
             row = {"case": name, "model": label, "threshold": threshold, "band": band}
             probability = probabilities(kept, label)
@@ -162,10 +163,7 @@ def score(args) -> int:
                 why = "; ".join(meta["failures"].values()) or "not cached"
                 row.update(dice=0.0, d100_error_pct=float("nan"), failure=why)
             else:
-                mask = stages.finish(probability, image, box, threshold, "fill", band)
-                total = int(mask.sum()) + int(truth.sum())
-                dice = 2 * int(np.logical_and(mask, truth[box.slices]).sum()) / total if total else 1.0
-                d100 = float(density[mask].mean()) if mask.any() else float("nan")
+                dice, d100 = mask_scores(probability, image, box, density, truth, threshold, band)
                 error = 100.0 * (d100 - meta["d100_truth"]) / meta["d100_truth"]
                 row.update(dice=dice, d100_error_pct=error, failure="")
             rows.append(row)

@@ -28,10 +28,11 @@
 # randomness derives from its number and the seed, so a rerun gave the same weights on the same CPU and thread
 # count (float rounding may differ elsewhere). That held for the code of 2026-11-25; since the preparation and
 # validation changed on 2026-11-30 (resampling in NumPy, validation through the pipeline), a rerun of seed 0 on
-# the same data gives another network of this recipe (docs/default-model.md, "Reproducing the shipped weights"). Without the gradient clip, Adam at lr
-# 1e-3 threw a converged run off at epoch 41 (docs/default-model.md); the run stops at 40 epochs. No flips:
-# every hand is turned into a right hand before the network sees it, and a mirror flip would teach it that MC2
-# may sit where MC3 is (the first default model, trained with flips, marked MC3 on 2 of 21 unseen phantoms).
+# the same data gives another network of this recipe (docs/default-model.md, "Reproducing the shipped weights").
+# Without the gradient clip, Adam at lr 1e-3 threw a converged run off at epoch 41 (docs/default-model.md); the
+# run stops at 40 epochs. No flips: every hand is turned into a right hand before the network sees it, and a
+# mirror flip would teach it that MC2 may sit where MC3 is (the first default model, trained with flips,
+# marked MC3 on 2 of 21 unseen phantoms).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${1:-/tmp/vbmd-default-model}"

@@ -37,7 +37,7 @@ LINE_DICE = 0.97
 LINE_ERROR_PCT = 1.5
 
 
-def _scores(probability: np.ndarray, image, box, density_crop: np.ndarray, truth: np.ndarray, threshold: float,
+def mask_scores(probability: np.ndarray, image, box, density_crop: np.ndarray, truth: np.ndarray, threshold: float,
             band_mm: float = 0.0, edge_level: float = post.DEFAULT_EDGE_LEVEL):
     """(Dice, D100) of the mask the pipeline keeps at ``threshold``, ``band_mm`` and ``edge_level``
     (:func:`.stages.finish`)."""
@@ -86,7 +86,7 @@ def calibrate_threshold(checkpoint, pairs: list[Pair], candidates=DEFAULT_CANDID
         d100_truth = float(density_block(image, truth_box)[truth[truth_box]].mean())
         row = {"case": pair.case}
         for t, b, f in settings:
-            dice, d100 = _scores(result.probability, image, result.box, density_crop, truth, t, b, f)
+            dice, d100 = mask_scores(result.probability, image, result.box, density_crop, truth, t, b, f)
             row[t, b, f] = (dice, 100.0 * (d100 - d100_truth) / d100_truth)
         per_case.append(row)
         if log:
