@@ -1,7 +1,7 @@
 """A segmentation model on the independent phantom family (never trained or tuned on), once per model.
 
     python benchmarks/eval_independent.py --model default [--n 48] [--cache DIR] [--out docs] [--label NAME]
-        [--family independent|independent3|independent4]
+        [--family independent|independent3|independent4|independent5]
 
 The cases (``independent.evaluation_specs``: both hands, cropped and whole-hand fields, 0.082 and
 0.061 mm voxels, XtremeCT and XtremeCT II calibrations, motion 0-3, erosions 0-3) are written once
@@ -17,6 +17,9 @@ docs/independent-validation.md records.
 ``/tmp/vbmd-independent3-eval`` by default, its records carry ``"family": "independent3"`` and it
 writes ``<out>/independent3-validation-<label>.json`` and ``.csv``, so the results of the two
 families never overwrite each other. Without ``--family`` the output is what it always was.
+``--family independent4`` and ``--family independent5`` do the same for the fourth and fifth families
+(``benchmarks/independent5``, seeds from 60 000, docs/independent-phantoms-v5.md: cases ``indep5_<seed>``
+in ``/tmp/vbmd-independent5-eval``, written to ``<out>/independent5-validation-<label>.json`` and ``.csv``).
 
 This family is for validation only: never choose a model, a threshold or a setting on it.
 """
@@ -43,11 +46,12 @@ from napari_vbmd.measure import measure_vbmd  # noqa: E402
 
 from napari_vbmd.segmentation.calibrate import LINE_DICE as DICE_TARGET  # noqa: E402  issue 20's lines, defined once
 from napari_vbmd.segmentation.calibrate import LINE_ERROR_PCT as ERROR_TARGET_PCT  # noqa: E402
-FAMILIES = ("independent", "independent3", "independent4")
+FAMILIES = ("independent", "independent3", "independent4", "independent5")
 #: per family: case-name prefix, default cache, output-file prefix
 _NAMING = {"independent": ("indep", "/tmp/vbmd-independent-eval", "independent-validation"),
            "independent3": ("indep3", "/tmp/vbmd-independent3-eval", "independent3-validation"),
-           "independent4": ("indep4", "/tmp/vbmd-independent4-eval", "independent4-validation")}
+           "independent4": ("indep4", "/tmp/vbmd-independent4-eval", "independent4-validation"),
+           "independent5": ("indep5", "/tmp/vbmd-independent5-eval", "independent5-validation")}
 
 
 def family_module(family: str = "independent"):
@@ -194,9 +198,11 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--family", choices=FAMILIES, default="independent",
                         help="phantom family (default independent; independent3: the third family; "
-                        "independent4: the fourth, docs/independent-phantoms-v4.md)")
+                        "independent4: the fourth, docs/independent-phantoms-v4.md; "
+                        "independent5: the fifth, docs/independent-phantoms-v5.md)")
     parser.add_argument("--cache", help="case folder (default /tmp/vbmd-independent-eval, or "
-                        "/tmp/vbmd-independent3-eval / -independent4-eval for --family independent3 / independent4)")
+                        "/tmp/vbmd-independent3-eval / -independent4-eval / -independent5-eval for --family "
+                        "independent3 / independent4 / independent5)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs"))
     parser.add_argument("--threads", type=int)
     parser.add_argument("--generate-only", action="store_true")

@@ -12,7 +12,8 @@ at least a quarter of the median true area (the bone's tips are judged by the ar
 Prints per-case rows and the totals recorded in docs/workflow.md. A case the pipeline refuses (one
 line, nothing written: no mask reaches a reviewer) is a row with its reason, counted apart.
 
-``--family independent|independent3|independent4`` runs it on an independent family's evaluation cases instead
+``--family independent|independent3|independent4|independent5`` runs it on an independent family's evaluation
+cases instead
 (``benchmarks/eval_independent.py``'s cache, the hand given as there): how often the desk warns a
 reviewer where a model trained on another generator goes wrong. Each row also carries the case's Dice
 and D100 error, so the summary can say how many cases outside issue 20's lines have a flag at all.
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="default")
     parser.add_argument("--sets", default="5000,6000", help="first seeds of the held-out sets")
     parser.add_argument("--n", type=int, help="cases per set (default 24; 48 for --family)")
-    parser.add_argument("--family", choices=("independent", "independent3", "independent4"),
+    parser.add_argument("--family", choices=("independent", "independent3", "independent4", "independent5"),
                         help="an independent family's evaluation cases instead of --sets (hand given)")
     parser.add_argument("--cache", help="case folder for --family (default: eval_independent.py's)")
     parser.add_argument("--threads", type=int)

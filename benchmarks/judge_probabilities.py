@@ -8,8 +8,9 @@ working grid ("Candidate H"), each finished at any threshold and band.
 
 SET is ``study:FIRST_SEED:N`` or ``broad:FIRST_SEED:N`` (phantoms as benchmarks/eval_default_model.py makes
 them, written once to ``--phantoms``, default /tmp/vbmd-judge-phantoms), optionally ``:K0-K1`` for a part of
-the set (its cases keep the whole set's pattern), or ``independent4:N`` (the fourth family's evaluation
-cases, hand given, in /tmp/vbmd-independent4-eval unless ``--phantoms``).
+the set (its cases keep the whole set's pattern), or ``independent4:N`` / ``independent5:N`` (the fourth or
+fifth family's evaluation cases, hand given, in /tmp/vbmd-independent4-eval or /tmp/vbmd-independent5-eval
+unless ``--phantoms``).
 
 ``cache`` runs the real pipeline per case and model (``segment(..., keep_probability=True)``, band 0, the
 threshold lowered to 0.1 so that nothing is refused for emptiness) and keeps the probabilities on the crop
@@ -60,14 +61,15 @@ def cases_for(text: str, phantoms: str | None) -> list[tuple[str, str, str, str,
             specs = specs[k0:k1]
         cases = default_family.ensure_phantoms(Path(phantoms or "/tmp/vbmd-judge-phantoms"), specs)
         return [(c["name"], c["image"], c["mask"], c["truth"], None) for c in cases]
-    if parts[0] == "independent4":
+    if parts[0] in ("independent4", "independent5"):
         import eval_independent as independent
 
-        cases = independent.ensure_cases(Path(phantoms or "/tmp/vbmd-independent4-eval"),
-                                         independent.family_module("independent4").evaluation_specs(int(parts[1])),
-                                         "independent4")
+        family = parts[0]
+        cases = independent.ensure_cases(Path(phantoms or f"/tmp/vbmd-{family}-eval"),
+                                         independent.family_module(family).evaluation_specs(int(parts[1])),
+                                         family)
         return [(c["name"], c["image"], c["mask"], c["truth"], c["spec"].hand) for c in cases]
-    raise VbmdError(f"a set is study:FIRST:N, broad:FIRST:N[:K0-K1] or independent4:N, got {text!r}")
+    raise VbmdError(f"a set is study:FIRST:N, broad:FIRST:N[:K0-K1], independent4:N or independent5:N, got {text!r}")
 
 
 def at_grid_phases(scan, box: Box, hand: str, model, base: np.ndarray) -> np.ndarray:

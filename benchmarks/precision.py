@@ -1,6 +1,7 @@
 """Short-term (repeat-scan) precision of D100 for a model, as the field reports it.
 
-    python benchmarks/precision.py --family independent|independent3|independent4|training --model default|classical|PATH
+    python benchmarks/precision.py --family independent|independent3|independent4|independent5|training
+        --model default|classical|PATH
         [--n 20] [--repeats 3] [--voi-mm 4] [--cache DIR] [--out docs] [--label NAME]
 
 Each of ``--n`` phantom anatomies is scanned ``--repeats`` times, each time repositioned (in-plane
@@ -14,6 +15,8 @@ degrees and moves up to 0.3 mm along the bone), with fresh noise and a motion gr
   scans named ``prec_indep3_<seed>_r<r>``; docs/independent-phantoms-v3.md);
 - ``--family independent4``: the fourth family, ``benchmarks/independent4`` (precision_specs, seeds from
   85 000, the same design; scans named ``prec_indep4_<seed>_r<r>``; docs/independent-phantoms-v4.md);
+- ``--family independent5``: the fifth family, ``benchmarks/independent5`` (precision_specs, seeds from
+  65 000, the same design; scans named ``prec_indep5_<seed>_r<r>``; docs/independent-phantoms-v5.md);
 - ``--family training``: the generator the bundled model was trained on (``napari_vbmd.phantom``,
   ``PhantomSpec.pose_seed``), cropped fields at 0.082 mm, both scanners and hands.
 
@@ -68,7 +71,8 @@ def family_groups(family: str, prefix: str, n: int, repeats: int) -> list[list[d
 
 GROUPS = {"independent": functools.partial(family_groups, "independent", "prec_indep"),
           "independent3": functools.partial(family_groups, "independent3", "prec_indep3"),
-          "independent4": functools.partial(family_groups, "independent4", "prec_indep4")}
+          "independent4": functools.partial(family_groups, "independent4", "prec_indep4"),
+          "independent5": functools.partial(family_groups, "independent5", "prec_indep5")}
 
 
 def training_specs(n: int, repeats: int):
@@ -176,7 +180,8 @@ def markdown(s: dict, family: str, label: str, voi_mm: float) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("independent", "independent3", "independent4", "training"), required=True)
+    parser.add_argument("--family", choices=("independent", "independent3", "independent4", "independent5", "training"),
+                        required=True)
     parser.add_argument("--model", default="default", help="default, classical, or a checkpoint path")
     parser.add_argument("--label", help="name in the output files (default: the model's name)")
     parser.add_argument("--n", type=int, default=20, help="anatomies (default 20)")
