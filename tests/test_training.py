@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from napari_vbmd.cli import main
@@ -184,6 +185,11 @@ def test_training_writes_metrics_per_epoch_and_the_best_checkpoint(trained):
     assert config.training["val_metrics"]["dice"] == pytest.approx(max(dices), abs=1e-5)
     assert config.name == "tiny" and config.spacing_mm == (0.5, 0.5, 0.5)
     assert config.std > 0 and config.training["loss"] == "dice"
+    env = config.training["environment"]  # what a failed reproduction needs to know
+    import scipy
+    assert (env["torch"], env["numpy"], env["scipy"]) == (torch.__version__, np.__version__, scipy.__version__)
+    assert env["torch_threads"] >= 1 and env["device"] == "cpu" and env["python"].count(".") == 2
+    assert env["code"] is None or len(env["code"].split("+")[0]) == 40
 
     split = json.loads((out / "split.json").read_text())
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (4, 1, 1)

@@ -56,7 +56,8 @@ from .sampling import (  # noqa: F401 (tests)
     APPEARANCES, FLIPS, _augment_2d, _augment_3d, _flip_axes, _Sampler2D, _Sampler3D,
 )
 from .settings_check import check_train_settings
-from .training_state import METRIC_COLUMNS, _load_resume, _refresh_batch_norm, _save_resume, _upgrade_metrics_header
+from .training_state import (METRIC_COLUMNS, _load_resume, _refresh_batch_norm, _save_resume, _upgrade_metrics_header,
+                             training_environment)
 from .validation import ValidationCase, validate, validation_case
 
 STUDY_DEFAULTS = {2: {"lr": 1e-5, "batch_size": 4}, 3: {"lr": 1e-4, "batch_size": 1}}
@@ -264,6 +265,7 @@ def train(
             "lr_schedule": settings.lr_schedule,
             "warmup_epochs": settings.warmup_epochs,
             "grad_clip": settings.grad_clip,
+            "environment": training_environment(torch_device),
         },
     )
     build_kwargs = dict(settings.kwargs)

@@ -16,6 +16,47 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_dice", "val_iou", "val_auc", "val_
                   "grad_norm"]
 
 
+def training_environment(device) -> dict:
+    """What a run's arithmetic depends on besides its data and settings, kept with its checkpoint: a rerun of
+    the shipped recipe on the same data gave other weights under other library versions (docs/default-model.md,
+    "Candidate R"), and without this record nobody could say afterwards what had changed."""
+    import platform
+
+    import scipy
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "torch_threads": torch.get_num_threads(), "device": str(device),
+            "machine": platform.machine(), "cpu": _cpu_name(), "code": _code_revision()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor()
+
+
+def _code_revision() -> str | None:
+    """The git commit of the napari_vbmd source this run uses (``+dirty`` when its tracked files differ from
+    it), or None when it is not a git checkout (an installed package)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--",
+                                str(here.parent)], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty.strip() else head or None
+
+
 def _save_resume(out_dir: Path, optimizer, state: dict) -> None:
     from safetensors.torch import save_file
 
