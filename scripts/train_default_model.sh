@@ -26,9 +26,12 @@
 # 2026-11-24, the seed-1 run and the ensemble on 2026-11-25; step 2's seed-0 command rerun on 2026-11-25 gave
 # the same metrics epoch by epoch and every tensor of the shipped first member bit for bit. Every epoch's
 # randomness derives from its number and the seed, so a rerun gave the same weights on the same CPU and thread
-# count (float rounding may differ elsewhere). That held for the code of 2026-11-25; since the preparation and
-# validation changed on 2026-11-30 (resampling in NumPy, validation through the pipeline), a rerun of seed 0 on
-# the same data gives another network of this recipe (docs/default-model.md, "Reproducing the shipped weights").
+# count (float rounding may differ elsewhere). That held for the code and environment of 2026-11-25 and no
+# longer does: with today's code the seed-0 and seed-1 runs are other networks (candidate R: 86 of 168
+# development phantoms within issue 20's lines against the shipped model's 118), and the code of 2026-11-25 in
+# today's environment (other library versions) gives another seed-0 run too. The data are the shipped model's
+# (docs/default-model.md, "Reproducing the shipped weights" and "Candidate R"). Each run now records its
+# environment in its checkpoint (training.environment).
 # Without the gradient clip, Adam at lr 1e-3 threw a converged run off at epoch 41 (docs/default-model.md); the
 # run stops at 40 epochs. No flips: every hand is turned into a right hand before the network sees it, and a
 # mirror flip would teach it that MC2 may sit where MC3 is (the first default model, trained with flips,
