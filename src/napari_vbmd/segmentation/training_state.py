@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,6 @@ def training_environment(device) -> dict:
     """What a run's arithmetic depends on besides its data and settings, kept with its checkpoint: a rerun of
     the shipped recipe on the same data gave other weights under other library versions (docs/default-model.md,
     "Candidate R"), and without this record nobody could say afterwards what had changed."""
-    import platform
-
     import scipy
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
@@ -36,16 +36,12 @@ def _cpu_name() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor()
 
 
 def _code_revision() -> str | None:
     """The git commit of the napari_vbmd source this run uses (``+dirty`` when its tracked files differ from
     it), or None when it is not a git checkout (an installed package)."""
-    import subprocess
-
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
