@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from eval_default_model import ensure_phantoms, held_out_specs
+from eval_independent import FAMILIES
 from napari_vbmd._atomic import atomic_path
 from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="default")
     parser.add_argument("--sets", default="5000,6000", help="first seeds of the held-out sets")
     parser.add_argument("--n", type=int, help="cases per set (default 24; 48 for --family)")
-    parser.add_argument("--family", choices=("independent", "independent3", "independent4", "independent5"),
+    parser.add_argument("--family", choices=FAMILIES,
                         help="an independent family's evaluation cases instead of --sets (hand given)")
     parser.add_argument("--cache", help="case folder for --family (default: eval_independent.py's)")
     parser.add_argument("--threads", type=int)

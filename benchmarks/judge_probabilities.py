@@ -40,7 +40,7 @@ from napari_vbmd._atomic import atomic_path
 from napari_vbmd.errors import VbmdError
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.segmentation import stages
-from napari_vbmd.segmentation.calibrate import mask_scores
+from napari_vbmd.segmentation.calibrate import LINE_DICE, LINE_ERROR_PCT, mask_scores
 from napari_vbmd.segmentation.preprocess import Box, density_block
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -181,7 +181,7 @@ def score(args) -> int:
         mine = [r for r in rows if (r["model"], r["threshold"], r["band"]) == (label, threshold, band)]
         dices = np.array([r["dice"] for r in mine])
         errors = np.array([r["d100_error_pct"] for r in mine])
-        within = int(((dices >= 0.97) & (np.abs(errors) <= 1.5)).sum())
+        within = int(((dices >= LINE_DICE) & (np.abs(errors) <= LINE_ERROR_PCT)).sum())
         finite = errors[np.isfinite(errors)]
         d100 = (f"|D100 error| mean {np.abs(finite).mean():.2f} %, mean {finite.mean():+.2f} %" if finite.size
                 else "no D100 (every case a miss)")

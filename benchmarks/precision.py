@@ -180,8 +180,7 @@ def markdown(s: dict, family: str, label: str, voi_mm: float) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("independent", "independent3", "independent4", "independent5", "training"),
-                        required=True)
+    parser.add_argument("--family", choices=(*GROUPS, "training"), required=True)
     parser.add_argument("--model", default="default", help="default, classical, or a checkpoint path")
     parser.add_argument("--label", help="name in the output files (default: the model's name)")
     parser.add_argument("--n", type=int, default=20, help="anatomies (default 20)")

@@ -38,7 +38,7 @@ LINE_ERROR_PCT = 1.5
 
 
 def mask_scores(probability: np.ndarray, image, box, density_crop: np.ndarray, truth: np.ndarray, threshold: float,
-            band_mm: float = 0.0, edge_level: float = post.DEFAULT_EDGE_LEVEL):
+                band_mm: float = 0.0, edge_level: float = post.DEFAULT_EDGE_LEVEL):
     """(Dice, D100) of the mask the pipeline keeps at ``threshold``, ``band_mm`` and ``edge_level``
     (:func:`.stages.finish`)."""
     crop_mask = finish(probability, image, box, threshold, "fill", band_mm, edge_level=edge_level)
