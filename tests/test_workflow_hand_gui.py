@@ -95,6 +95,23 @@ def test_a_headerless_crop_asks_for_the_hand_and_the_chosen_hand_reaches_the_rep
     assert hand.marked and "Run refused: the mask lay on another bone" in hand.source.value
     assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
 
+    # a mask of MC2 and a neighbour together: the model's doing, not the hand's; the Hand line is not marked
+    from napari_vbmd.segmentation.focus import TwoBonesError
+
+    def two_bones(scan, settings, **kwargs):
+        raise TwoBonesError("the mask holds two bones side by side on 40 of its 110 slices (MC2 and a neighbour "
+                            "taken in together): its density is neither's; nothing written: try another model",
+                            scan.source)
+
+    hand.choice.value = "auto"
+    hand.choice.value = "left"
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "run", two_bones)
+        _run(qtbot, widget)
+    assert "holds two bones side by side" in shown["errors"][-1] and shown["errors"][-1].count("\n") == 0
+    assert not hand.marked and hand.source.value == "left (you chose)"
+    assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
+
     hand.choice.value = "auto"
     hand.choice.value = "left"
     assert not hand.marked and hand.source.value == "left (you chose)" and not hand.needs_choice()

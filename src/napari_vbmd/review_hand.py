@@ -145,3 +145,53 @@ def more_than_mc2_concern(mask, scan, evidence) -> CaseFlag | None:
                      f"head in the row of metacarpal heads ({head_mm2:.0f} mm2): it holds a neighbour as well"),
         details={"mask_on": "MC2 and a neighbour", "largest_slice_mm2": largest_mm2, "mc2_head_mm2": head_mm2},
     )
+
+
+#: a slice of a mask is thinned by this much from its outline before its bones are counted: two bones
+#: taken in together are two sections, or one joined by a bridge through the blur narrower than twice this
+#: (a metacarpal's own section, however lobed, flattened or eroded, stays one piece)
+SECTION_THINNING_MM = 1.0
+#: a part left after the thinning counts as a bone when it is at least this thick (radius; every
+#: metacarpal's section is, from the head down the shaft; small bits of cortex are not)
+BONE_SECTION_RADIUS_MM = 2.5
+#: a mask holding two bones in more than this fraction of its slices holds a neighbour as well as MC2
+MAX_TWO_BONE_SLICES = 0.10
+
+
+def bones_per_slice(mask, spacing) -> np.ndarray:
+    """For each slice of ``mask`` (z, y, x) the number of bones its section holds: the parts left after
+    thinning it by :data:`SECTION_THINNING_MM` that are at least :data:`BONE_SECTION_RADIUS_MM` thick.
+    0 on slices without mask. Works on any field of view; needs no row of heads."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask)
+    sampling = (float(spacing[1]), float(spacing[2]))
+    counts = np.zeros(mask.shape[0], dtype=np.int32)
+    for z in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+        section = mask[z].astype(bool)
+        ys, xs = np.nonzero(section)
+        section = np.pad(section[ys.min():ys.max() + 1, xs.min():xs.max() + 1], 1)
+        depth = ndimage.distance_transform_edt(section, sampling=sampling)
+        parts, n = ndimage.label(depth > SECTION_THINNING_MM)
+        if n:
+            thickest = ndimage.maximum(depth, parts, np.arange(1, n + 1))
+            counts[z] = int(np.count_nonzero(np.asarray(thickest) >= BONE_SECTION_RADIUS_MM))
+    return counts
+
+
+def two_bones_concern(mask, spacing) -> CaseFlag | None:
+    """A :data:`~napari_vbmd.review.REASON_HAND` flag when ``mask`` holds two bones side by side (MC2 and
+    MC3, or a phalanx) in more than :data:`MAX_TWO_BONE_SLICES` of its slices (:func:`bones_per_slice`).
+    Any field of view: a crop has no row of heads to check the mask's size against
+    (:func:`more_than_mc2_concern`), and a mask of two bones measures a density of neither."""
+    counts = bones_per_slice(mask, spacing)
+    slices = int(np.count_nonzero(np.asarray(mask).reshape(len(counts), -1).any(axis=1)))
+    two = int(np.count_nonzero(counts >= 2))
+    if not slices or two <= MAX_TWO_BONE_SLICES * slices:
+        return None
+    return CaseFlag(
+        reasons=[REASON_HAND],
+        description=(f"the mask holds two bones side by side on {two} of its {slices} slices (MC2 and a "
+                     "neighbour taken in together): its density is neither's"),
+        details={"mask_on": "MC2 and a neighbour", "two_bone_slices": two, "mask_slices": slices},
+    )

@@ -37,6 +37,10 @@ class OtherBoneError(VbmdError):
     """The mask the model made lies on another bone than MC2."""
 
 
+class TwoBonesError(OtherBoneError):
+    """The mask the model made holds MC2 and a neighbour together (any field of view)."""
+
+
 def _head_radius(size_mm2: float) -> float:
     return math.sqrt(size_mm2 / math.pi)
 

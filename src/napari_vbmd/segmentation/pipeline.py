@@ -119,8 +119,9 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     """Segment MC2 in ``scan`` as ``settings`` say; see the module docstring for the steps.
 
     Raises HandUndecidedError when nothing decides the hand, and OtherBoneError (unless
-    ``refuse_other_bone`` is False) when, in a whole-hand field, the mask does not lie on MC2."""
-    from .focus import OtherBoneError, crop_to, is_whole_hand_field, mc2_box, on_full_grid
+    ``refuse_other_bone`` is False) when, in a whole-hand field, the mask does not lie on MC2, or, in
+    any field, it holds MC2 and a neighbour together (TwoBonesError)."""
+    from .focus import OtherBoneError, TwoBonesError, crop_to, is_whole_hand_field, mc2_box, on_full_grid
 
     timings = {"read": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     if not isinstance(scan, Scan):
@@ -151,7 +152,8 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     result = _segment_field(crop_to(scan, focus) if focus else scan, settings, decision, progress, cancel, timings)
     if focus:
         result = on_full_grid(result, scan, focus)
-    from ..review_hand import hand_side_concern, mc2_locatable, more_than_mc2_concern, phalanx_concern
+    from ..review_hand import (hand_side_concern, mc2_locatable, more_than_mc2_concern, phalanx_concern,
+                               two_bones_concern)
 
     if whole_field and not mc2_locatable(evidence):
         result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
@@ -170,9 +172,19 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if too_wide is not None:
             raise OtherBoneError(f"{too_wide.description}; nothing written: segment a crop around MC2, or try "
                                  "another model", scan.source)
+    if refuse_other_bone:
+        two_bones = two_bones_concern(result.mask.data, scan.spacing)
+        if two_bones is not None:
+            raise TwoBonesError(f"{two_bones.description}; nothing written: try another model "
+                                f"({_other_model(result.model)}), or contour MC2 by hand", scan.source)
     if progress:
         progress(1, 1, "done")
     return result
+
+
+def _other_model(model) -> str:
+    """The model to try when ``model``'s mask was refused, in words."""
+    return "the default model" if str(model) == "classical" else "the classical method, or another checkpoint"
 
 
 def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision, progress, cancel,
