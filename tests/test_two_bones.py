@@ -118,3 +118,30 @@ def test_a_crop_mask_holding_mc2_and_a_neighbour_is_refused_and_nothing_is_writt
     err = capsys.readouterr().err.strip()
     assert code == 2 and not out.exists() and list(tmp_path.iterdir()) == []
     assert err.count("\n") == 0 and "crop.aim" in err and "holds two bones side by side" in err
+
+
+def test_the_benchmark_scores_truth_and_a_model_and_records_refusals(tmp_path, capsys):
+    """benchmarks/eval_two_bones.py, which the check's figures in docs/hand.md come from, on one small phantom."""
+    import csv
+    import sys
+    from pathlib import Path
+
+    from napari_vbmd.phantom_cohort import write_phantom
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import eval_two_bones
+
+    write_phantom(crop(seed=9, hand="left", hand_in_header=True), tmp_path, "heldout_9")
+    out = tmp_path / "two-bones.csv"
+    assert eval_two_bones.main(["--cache", str(tmp_path), "--models", "truth", "classical", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["case"], r["model"]) for r in rows] == [("heldout_9", "truth"), ("heldout_9", "classical")]
+    truth, classical = rows
+    assert (float(truth["dice"]), int(truth["two_bone_slices"]), truth["refused"]) == (1.0, 0, "")
+    assert int(truth["mask_slices"]) > 0 and truth["over_the_line"] == "False"
+    assert float(classical["dice"]) > 0.9 and classical["refused"] == ""
+    assert "truth: 1 masks, 0 with any slice of two bones, 0 over the line; refused 0" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert eval_two_bones.main(["--cache", str(empty), "--csv", str(tmp_path / "none.csv")]) == 2
+    assert not (tmp_path / "none.csv").exists()

@@ -7,7 +7,8 @@ starts on (the larger heads and the thumb are radial) can be found in the image 
 the hand (:mod:`napari_vbmd.segmentation.hand_image`), so the mask can be checked against it:
 :func:`hand_side_concern` says "check the hand side" when the mask does not lie on the head at
 the radial end. (Every slice flag also says so when most of a mask's slices are flagged; see
-:func:`napari_vbmd.review.flag_slices`.) Engine code: no napari, no Qt.
+:func:`napari_vbmd.review.flag_slices`.) In any field, a crop too, :func:`two_bones_concern` says when a
+mask holds two bones side by side (MC2 and a neighbour taken in together). Engine code: no napari, no Qt.
 """
 from __future__ import annotations
 

@@ -1,0 +1,101 @@
+"""How many slices of each mask hold two bones, and which masks the pipeline refuses: the record the
+two-bones check (``review_hand.two_bones_concern``) was set and checked on.
+
+    python benchmarks/eval_two_bones.py --cache /tmp/r34/dev --models truth default --csv dev-a.csv
+    python benchmarks/eval_two_bones.py --cache /tmp/r34/dev --models classical --csv dev-b.csv
+
+``--cache`` is a folder of the training generator's phantoms (``heldout_<seed>.aim`` with ``_mask.aim`` and
+``_truth.json``, as ``eval_default_model.py`` writes them). Each model runs through the pipeline as ``vbmd
+segment`` does (the hand from the case's header); a refused case is run again without the refusals, so its
+mask is still scored: Dice, its volume over the truth's, and its slices holding two bones (``bones_per_slice``)
+beside the refusal's line. ``truth`` scores the truth masks themselves. Phantoms of an independent family
+are not for this script: a setting is never chosen on them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_vbmd.errors import VbmdError
+from napari_vbmd.evaluation.metrics import dice
+from napari_vbmd.io import read_mask, read_scan
+from napari_vbmd.review_hand import MAX_TWO_BONE_SLICES, bones_per_slice
+from napari_vbmd.segmentation.models import load
+from napari_vbmd.segmentation.pipeline import run
+from napari_vbmd.segmentation.settings import SegmentSettings
+
+
+def score(mask: np.ndarray, truth: np.ndarray, spacing) -> dict:
+    counts = bones_per_slice(mask, spacing)
+    slices = int(np.count_nonzero(mask.reshape(mask.shape[0], -1).any(axis=1)))
+    two = int(np.count_nonzero(counts >= 2))
+    return {"dice": dice(truth, mask), "volume_over_truth": float(mask.sum()) / float(truth.sum()),
+            "mask_slices": slices, "two_bone_slices": two, "two_bone_fraction": two / slices if slices else 0.0,
+            "over_the_line": bool(slices and two > MAX_TWO_BONE_SLICES * slices)}
+
+
+def evaluate(cache: Path, models: list[str], threads: int | None, part: tuple[int, int] = (0, 1)) -> list[dict]:
+    loaded = {name: load(name, device="cpu") for name in models if name != "truth"}
+    rows = []
+    images = sorted(p for p in cache.glob("heldout_*.aim") if not p.name.endswith("_mask.aim"))
+    for image_path in images[part[0]::part[1]]:
+        case = image_path.stem
+        image = read_scan(image_path)
+        truth = read_mask(cache / f"{case}_mask.aim", like=image).data.astype(bool)
+        info = json.loads((cache / f"{case}_truth.json").read_text())
+        for name in models:
+            t = time.perf_counter()
+            refused = ""
+            if name == "truth":
+                mask = truth
+            else:
+                settings = SegmentSettings(model=loaded[name], threads=threads)
+                try:
+                    mask = run(image, settings).mask.data.astype(bool)
+                except VbmdError as exc:
+                    refused = str(exc).splitlines()[0]
+                    mask = run(image, settings, refuse_other_bone=False).mask.data.astype(bool)
+            row = {"case": case, "hand": info["hand"], "fov": info["fov"], "spacing_mm": info["spacing_mm"],
+                   "model": name, **score(mask, truth, image.spacing), "refused": refused,
+                   "seconds": time.perf_counter() - t}
+            rows.append(row)
+            print(f"{case} {name}: Dice {row['dice']:.3f}, {row['two_bone_slices']} of {row['mask_slices']} slices "
+                  f"with two bones {'REFUSED ' + refused if refused else ''}", file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", required=True, type=Path)
+    parser.add_argument("--models", nargs="+", default=["truth", "default", "classical"])
+    parser.add_argument("--csv", required=True, type=Path)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--part", default="0/1", help="K/N: every N-th case from the K-th (one process per core)")
+    args = parser.parse_args(argv)
+    k, n = (int(v) for v in args.part.split("/"))
+    rows = evaluate(args.cache, args.models, args.threads, (k, n))
+    if not rows:
+        print(f"{args.cache}: no heldout_*.aim cases", file=sys.stderr)
+        return 2
+    tmp = args.csv.with_name(args.csv.name + ".part")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(args.csv)
+    for name in args.models:
+        mine = [r for r in rows if r["model"] == name]
+        print(f"{name}: {len(mine)} masks, {sum(r['two_bone_slices'] > 0 for r in mine)} with any slice of two bones, "
+              f"{sum(r['over_the_line'] for r in mine)} over the line; refused {sum(bool(r['refused']) for r in mine)} "
+              f"({sum('two bones' in r['refused'] for r in mine)} for two bones)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

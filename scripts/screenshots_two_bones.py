@@ -1,0 +1,78 @@
+"""A screenshot of the Segment & measure widget when a mask of two bones is refused, for docs/hand.md.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_two_bones.py [--out docs/images]
+
+A crop of the training generator's broad variation (seed 40000, a right hand, MC2 beside MC3) is run with the
+classical method, which takes MC3 in with MC2 there: the run is refused with the engine's one line as a
+notification, nothing is added, and the Hand control is left as chosen (the model's doing, not the hand's).
+Saved as docs/images/two_bones_refused.png (1600 x 1000).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images")
+    args = parser.parse_args(argv)
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")  # napari's own toast
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_vbmd.io import write_image
+    from napari_vbmd.phantom import PhantomSpec, generate_phantom
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="vbmd-two-bones-shot-"))
+    case = generate_phantom(PhantomSpec(seed=40000, hand="right", fov="cropped", n_slices=110, spacing_mm=0.082,
+                                        motion_grade=0, erosions=0, scanner="xtremect1", variation="broad",
+                                        hand_in_header=False))  # benchmarks/eval_default_model.py's 40000
+    path = write_image(work / "patient40.aim", case.image)
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1600, 1000)
+    app = QApplication.instance()
+
+    def wait(predicate, timeout=600.0, settle=0.0):
+        end = time.perf_counter() + timeout
+        while not predicate() and time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.01)
+        end = time.perf_counter() + settle
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.01)
+
+    viewer.open(str(path), plugin="napari-vbmd")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
+    widget.run_tab.model.value = "classical"
+    widget.run_tab.device.value = "cpu"
+    hand = widget.run_tab.hand
+    wait(lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
+    hand.choice.value = "right"
+    viewer.dims.set_point(0, case.image.shape[0] // 2 * case.image.spacing[0])
+    viewer.reset_view()
+    widget.run()
+    wait(lambda: not widget.busy, settle=1.0)
+    if widget.labels_layer is not None:
+        raise SystemExit("the run was not refused: the classical method's mask held one bone on this crop")
+    shot = args.out / "two_bones_refused.png"
+    widget.show_section("run")
+    wait(lambda: False, timeout=0.0, settle=0.6)
+    viewer.window.screenshot(str(shot), flash=False, canvas_only=False)
+    print("wrote", shot, "|", widget.status_label.text())
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
