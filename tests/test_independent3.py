@@ -217,12 +217,15 @@ def test_review_flag_evaluation_on_a_family_gives_the_hand_and_judges_the_lines(
 
     spec = small(seed=12, hand="left", voxel_mm=0.2, n_slices=40)
     case = eval_independent.ensure_cases(tmp_path, [spec], "independent3")[0]
-    row, reasons = eval_review_flags.evaluate_case(case, "classical", 1, 0.10, hand="left")
+    row, reasons = eval_review_flags.evaluate_case(case, "default", 1, 0.10, hand="left")
     truth = read_mask(case["mask"], like=read_scan(case["image"])).data != 0
     assert row["case"] == "indep3_12" and 0.0 <= row["dice"] <= 1.0
     assert row["within_lines"] == (row["dice"] >= 0.97 and abs(row["d100_error_pct"]) <= 1.5)
     assert row["need_correction_flagged"] <= row["need_correction"] <= row["mask_slices"] + truth.shape[0]
     assert sum(reasons.values()) >= row["flagged"]
+    # the classical method takes MC3 in with MC2 on this crop (twice the volume): refused, a row of its own
+    two, none = eval_review_flags.evaluate_case(case, "classical", 1, 0.10, hand="left")
+    assert "holds two bones side by side" in two["refused"] and two["within_lines"] is False and not none
     # the hand not given and not in the header of a crop: refused with one line, a row of its own
     refused, none = eval_review_flags.evaluate_case(case, "classical", 1, 0.10, hand="auto")
     assert refused["case"] == "indep3_12" and "cannot tell which hand" in refused["refused"]
