@@ -7,7 +7,7 @@ two-bones check (``review_hand.two_bones_concern``) was set and checked on.
 ``--cache`` is a folder of the training generator's phantoms (``heldout_<seed>.aim`` with ``_mask.aim`` and
 ``_truth.json``, as ``eval_default_model.py`` writes them). Each model runs through the pipeline as ``vbmd
 segment`` does (the hand from the case's header); a refused case is run again without the refusals, so its
-mask is still scored: Dice, its volume over the truth's, and its slices holding two bones (``bones_per_slice``)
+mask is still scored: Dice, its volume over the truth's, and its slices holding two bones (``two_bone_slices``)
 beside the refusal's line. ``truth`` scores the truth masks themselves. Phantoms of an independent family
 are not for this script: a setting is never chosen on them.
 """
@@ -25,19 +25,17 @@ import numpy as np
 from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
-from napari_vbmd.review_hand import MAX_TWO_BONE_SLICES, bones_per_slice
+from napari_vbmd.review_hand import holds_two_bones, two_bone_slices
 from napari_vbmd.segmentation.models import load
 from napari_vbmd.segmentation.pipeline import run
 from napari_vbmd.segmentation.settings import SegmentSettings
 
 
 def score(mask: np.ndarray, truth: np.ndarray, spacing) -> dict:
-    counts = bones_per_slice(mask, spacing)
-    slices = int(np.count_nonzero(mask.reshape(mask.shape[0], -1).any(axis=1)))
-    two = int(np.count_nonzero(counts >= 2))
+    two, slices = two_bone_slices(mask, spacing)
     return {"dice": dice(truth, mask), "volume_over_truth": float(mask.sum()) / float(truth.sum()),
             "mask_slices": slices, "two_bone_slices": two, "two_bone_fraction": two / slices if slices else 0.0,
-            "over_the_line": bool(slices and two > MAX_TWO_BONE_SLICES * slices)}
+            "over_the_line": holds_two_bones(two, slices)}
 
 
 def evaluate(cache: Path, models: list[str], threads: int | None, part: tuple[int, int] = (0, 1)) -> list[dict]:

@@ -3,7 +3,10 @@ method took MC3 in with MC2 on 66 of the training generator's development crops 
 check refused (mean slice area about twice MC2's, D100 off by up to +32 %), silently."""
 from __future__ import annotations
 
+import csv
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,10 +125,6 @@ def test_a_crop_mask_holding_mc2_and_a_neighbour_is_refused_and_nothing_is_writt
 
 def test_the_benchmark_scores_truth_and_a_model_and_records_refusals(tmp_path, capsys):
     """benchmarks/eval_two_bones.py, which the check's figures in docs/hand.md come from, on one small phantom."""
-    import csv
-    import sys
-    from pathlib import Path
-
     from napari_vbmd.phantom_cohort import write_phantom
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -159,16 +159,19 @@ BONE_SECTION_RADIUS_MM = 2.5
 MAX_TWO_BONE_SLICES = 0.10
 
 
-def bones_per_slice(mask, spacing) -> np.ndarray:
+def bones_per_slice(mask, spacing, slices=None) -> np.ndarray:
     """For each slice of ``mask`` (z, y, x) the number of bones its section holds: the parts left after
     thinning it by :data:`SECTION_THINNING_MM` that are at least :data:`BONE_SECTION_RADIUS_MM` thick.
-    0 on slices without mask. Works on any field of view; needs no row of heads."""
+    0 on slices without mask. Works on any field of view; needs no row of heads. ``slices``: the indices
+    of the slices holding mask, when already known (:func:`two_bone_slices`)."""
     from scipy import ndimage
 
     mask = np.asarray(mask)
     sampling = (float(spacing[1]), float(spacing[2]))
     counts = np.zeros(mask.shape[0], dtype=np.int32)
-    for z in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+    if slices is None:
+        slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    for z in slices:
         section = mask[z].astype(bool)
         ys, xs = np.nonzero(section)
         section = np.pad(section[ys.min():ys.max() + 1, xs.min():xs.max() + 1], 1)
@@ -180,15 +183,26 @@ def bones_per_slice(mask, spacing) -> np.ndarray:
     return counts
 
 
+def two_bone_slices(mask, spacing) -> tuple[int, int]:
+    """(slices of ``mask`` holding two bones or more, slices holding mask): :func:`bones_per_slice` counted once."""
+    mask = np.asarray(mask)
+    slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    counts = bones_per_slice(mask, spacing, slices)
+    return int(np.count_nonzero(counts >= 2)), int(slices.size)
+
+
+def holds_two_bones(two: int, slices: int) -> bool:
+    """Whether a mask with ``two`` of its ``slices`` holding two bones is beyond :data:`MAX_TWO_BONE_SLICES`."""
+    return bool(slices) and two > MAX_TWO_BONE_SLICES * slices
+
+
 def two_bones_concern(mask, spacing) -> CaseFlag | None:
     """A :data:`~napari_vbmd.review.REASON_HAND` flag when ``mask`` holds two bones side by side (MC2 and
     MC3, or a phalanx) in more than :data:`MAX_TWO_BONE_SLICES` of its slices (:func:`bones_per_slice`).
     Any field of view: a crop has no row of heads to check the mask's size against
     (:func:`more_than_mc2_concern`), and a mask of two bones measures a density of neither."""
-    counts = bones_per_slice(mask, spacing)
-    slices = int(np.count_nonzero(np.asarray(mask).reshape(len(counts), -1).any(axis=1)))
-    two = int(np.count_nonzero(counts >= 2))
-    if not slices or two <= MAX_TWO_BONE_SLICES * slices:
+    two, slices = two_bone_slices(mask, spacing)
+    if not holds_two_bones(two, slices):
         return None
     return CaseFlag(
         reasons=[REASON_HAND],
