@@ -254,7 +254,7 @@ class ClassicalModel:
         from .classical import classical_probability
 
         check_cancel(cancel)
-        probability = classical_probability(work.output(), work.spacing)
+        probability = classical_probability(work.output(), work.spacing, findings=work.findings)
         if progress:
             progress(1, 2, "classical method: contour found")
         return probability

@@ -120,7 +120,8 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
 
     Raises HandUndecidedError when nothing decides the hand, and OtherBoneError (unless
     ``refuse_other_bone`` is False) when, in a whole-hand field, the mask does not lie on MC2, or, in
-    any field, it holds MC2 and a neighbour together (TwoBonesError)."""
+    any field, it holds MC2 and a neighbour together or, for the classical method, the bone outline it chose
+    held two metacarpals joined (TwoBonesError)."""
     from .focus import OtherBoneError, TwoBonesError, crop_to, is_whole_hand_field, mc2_box, on_full_grid
 
     timings = {"read": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
@@ -172,6 +173,12 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if too_wide is not None:
             raise OtherBoneError(f"{too_wide.description}; nothing written: segment a crop around MC2, or try "
                                  "another model", scan.source)
+    joined = result.mask.header.get("segmentation", {}).get("metacarpals_joined")
+    if refuse_other_bone and joined:
+        raise TwoBonesError(f"the bone outline the classical method chose as MC2 holds {joined} metacarpals joined "
+                            "together (a bridge of noise or blur between neighbours), so it cannot tell which is MC2; "
+                            f"nothing written: try another model ({_other_model(result.model)}), or contour MC2 by "
+                            "hand", scan.source)
     if refuse_other_bone:
         two_bones = two_bones_concern(result.mask.data, scan.spacing)
         if two_bones is not None:
@@ -220,6 +227,8 @@ def _segment_field(scan: Scan, settings: SegmentSettings, decision: HandDecision
                                        "hand_confidence": decision.confidence, "box": box.to_list(),
                                        "boundary_band_mm": band, "edge_level": model.edge_level if band else None,
                                        "joint_cut": notes.get("joint_cut")}
+        if work.findings.get("metacarpals_joined"):
+            mask.header["segmentation"]["metacarpals_joined"] = int(work.findings["metacarpals_joined"])
         timings["postprocess"] += time.perf_counter() - t
     return SegmentationResult(
         mask=mask,

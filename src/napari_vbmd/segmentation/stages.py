@@ -47,6 +47,7 @@ class Working:
     first: int  # scan slice index of data[0] (2D)
     context: tuple[int, int]  # [start, stop) scan slices that slice context is clamped to
     timings: dict = field(default_factory=dict)
+    findings: dict = field(default_factory=dict)  # what the model noticed beside its answer (the classical method)
 
     @property
     def hw(self) -> tuple[int, int]:
