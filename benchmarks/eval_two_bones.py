@@ -7,8 +7,9 @@ two-bones check (``review_hand.two_bones_concern``) was set and checked on.
 ``--cache`` is a folder of the training generator's phantoms (``heldout_<seed>.aim`` with ``_mask.aim`` and
 ``_truth.json``, as ``eval_default_model.py`` writes them). Each model runs through the pipeline as ``vbmd
 segment`` does (the hand from the case's header); a refused case is run again without the refusals, so its
-mask is still scored: Dice, its volume over the truth's, and its slices holding two bones (``two_bone_slices``)
-beside the refusal's line. ``truth`` scores the truth masks themselves. Phantoms of an independent family
+mask is still scored: Dice, its volume over the truth's, its slices holding two bones (``two_bone_slices``),
+its broken slices (``ragged_slices``: sections filling less than 70 % of their convex hull,
+``review_hand.ragged_slices``) and its D100 error against the truth file's, beside the refusal's line. ``truth`` scores the truth masks themselves. Phantoms of an independent family
 are not for this script: a setting is never chosen on them.
 """
 from __future__ import annotations
@@ -25,17 +26,23 @@ import numpy as np
 from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
-from napari_vbmd.review_hand import holds_two_bones, two_bone_slices
+from napari_vbmd.measure import measure_vbmd
+from napari_vbmd.review_hand import holds_two_bones, ragged_slices, two_bone_slices
 from napari_vbmd.segmentation.models import load
 from napari_vbmd.segmentation.pipeline import run
 from napari_vbmd.segmentation.settings import SegmentSettings
 
 
-def score(mask: np.ndarray, truth: np.ndarray, spacing) -> dict:
+def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: float | None = None) -> dict:
     two, slices = two_bone_slices(mask, spacing)
-    return {"dice": dice(truth, mask), "volume_over_truth": float(mask.sum()) / float(truth.sum()),
-            "mask_slices": slices, "two_bone_slices": two, "two_bone_fraction": two / slices if slices else 0.0,
-            "over_the_line": holds_two_bones(two, slices)}
+    ragged, _ = ragged_slices(mask)
+    row = {"dice": dice(truth, mask), "volume_over_truth": float(mask.sum()) / float(truth.sum()),
+           "mask_slices": slices, "two_bone_slices": two, "two_bone_fraction": two / slices if slices else 0.0,
+           "over_the_line": holds_two_bones(two, slices), "ragged_slices": ragged,
+           "ragged_fraction": ragged / slices if slices else 0.0, "d100_error_pct": float("nan")}
+    if image is not None and truth_d100 and mask.any():
+        row["d100_error_pct"] = 100.0 * (measure_vbmd(image, mask).d100_mg_ha_cm3 / truth_d100 - 1.0)
+    return row
 
 
 def evaluate(cache: Path, models: list[str], threads: int | None, part: tuple[int, int] = (0, 1)) -> list[dict]:
@@ -60,7 +67,8 @@ def evaluate(cache: Path, models: list[str], threads: int | None, part: tuple[in
                     refused = str(exc).splitlines()[0]
                     mask = run(image, settings, refuse_other_bone=False).mask.data.astype(bool)
             row = {"case": case, "hand": info["hand"], "fov": info["fov"], "spacing_mm": info["spacing_mm"],
-                   "model": name, **score(mask, truth, image.spacing), "refused": refused,
+                   "model": name, **score(mask, truth, image.spacing, image, info.get("d100_mg_ha_cm3")),
+                   "refused": refused,
                    "seconds": time.perf_counter() - t}
             rows.append(row)
             print(f"{case} {name}: Dice {row['dice']:.3f}, {row['two_bone_slices']} of {row['mask_slices']} slices "

@@ -210,3 +210,44 @@ def two_bones_concern(mask, spacing) -> CaseFlag | None:
                      "neighbour taken in together): its density is neither's"),
         details={"mask_on": "MC2 and a neighbour", "two_bone_slices": two, "mask_slices": slices},
     )
+
+
+#: a section of MC2 fills at least this fraction of its convex hull (eroded and lobed heads included); a mask's
+#: section below it has gaps and holes where the outline broke
+MIN_SECTION_SOLIDITY = 0.7
+#: a mask with more than this fraction of its slices below :data:`MIN_SECTION_SOLIDITY` is broken, not MC2's
+MAX_RAGGED_SLICES = 0.2
+
+
+def ragged_slices(mask, slices=None) -> tuple[int, int]:
+    """(slices of ``mask`` whose section fills less than :data:`MIN_SECTION_SOLIDITY` of its convex hull,
+    slices holding mask)."""
+    from skimage.morphology import convex_hull_image
+
+    mask = np.asarray(mask)
+    if slices is None:
+        slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    ragged = 0
+    for z in slices:
+        ys, xs = np.nonzero(mask[z])
+        section = mask[z][ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(bool)
+        if section.sum() < MIN_SECTION_SOLIDITY * convex_hull_image(section).sum():
+            ragged += 1
+    return ragged, int(len(slices))
+
+
+def ragged_concern(mask) -> CaseFlag | None:
+    """A :data:`~napari_vbmd.review.REASON_SHAPE` flag when more than :data:`MAX_RAGGED_SLICES` of ``mask``'s
+    slices fill less than :data:`MIN_SECTION_SOLIDITY` of their convex hull (:func:`ragged_slices`): an
+    outline that broke up (gaps, holes open to the outside, pieces) measures whatever it happened to hold."""
+    from .review import REASON_SHAPE
+
+    ragged, slices = ragged_slices(mask)
+    if not slices or ragged <= MAX_RAGGED_SLICES * slices:
+        return None
+    return CaseFlag(
+        reasons=[REASON_SHAPE],
+        description=(f"the mask's sections are broken on {ragged} of its {slices} slices (they fill less than "
+                     f"{MIN_SECTION_SOLIDITY:.0%} of their outline: gaps and holes where the contour failed)"),
+        details={"ragged_slices": ragged, "mask_slices": slices},
+    )

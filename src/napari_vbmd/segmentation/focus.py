@@ -41,6 +41,10 @@ class TwoBonesError(OtherBoneError):
     """The mask the model made holds MC2 and a neighbour together (any field of view)."""
 
 
+class BrokenOutlineError(VbmdError):
+    """The mask the model made broke up on many slices (gaps, holes open to the outside, pieces)."""
+
+
 def _head_radius(size_mm2: float) -> float:
     return math.sqrt(size_mm2 / math.pi)
 
