@@ -40,7 +40,7 @@ def cohort_master(tmp_path_factory) -> Path:
     """Four small phantoms (one left hand) with their truth masks, a truncated AIM, a text file named .aim."""
     root = tmp_path_factory.mktemp("batch_cohort")
     for i, hand in enumerate(["right", "left", "right", "right"]):
-        spec = PhantomSpec(seed=40 + i, hand=hand, n_slices=16, spacing_mm=0.164)
+        spec = PhantomSpec(seed=40 + i, hand=hand, fov="cropped", n_slices=36, spacing_mm=0.25)
         write_phantom(generate_phantom(spec), root / f"site{i % 2}", f"p{i}")
     data = (root / "site0" / "p0.aim").read_bytes()
     (root / "corrupt.aim").write_bytes(data[: len(data) // 2])
