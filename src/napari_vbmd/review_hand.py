@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .review import REASON_HAND
+from .review import REASON_HAND, REASON_SHAPE
 
 #: the row's radial end is trusted when its cues add up to at least this margin (units of
 #: hand_image's cues; head sizes and the thumb give up to 3 + 2)
@@ -159,6 +159,15 @@ BONE_SECTION_RADIUS_MM = 2.5
 MAX_TWO_BONE_SLICES = 0.10
 
 
+def section_depth(section, spacing) -> np.ndarray:
+    """Each pixel's distance (mm) to the outside of the 2-D ``section`` (bool), the image's edge counting as
+    outside; thresholded at :data:`SECTION_THINNING_MM` it is the section thinned from its outline."""
+    from scipy import ndimage
+
+    sampling = (float(spacing[1]), float(spacing[2]))
+    return ndimage.distance_transform_edt(np.pad(section, 1), sampling=sampling)[1:-1, 1:-1]
+
+
 def bones_per_slice(mask, spacing, slices=None) -> np.ndarray:
     """For each slice of ``mask`` (z, y, x) the number of bones its section holds: the parts left after
     thinning it by :data:`SECTION_THINNING_MM` that are at least :data:`BONE_SECTION_RADIUS_MM` thick.
@@ -167,15 +176,13 @@ def bones_per_slice(mask, spacing, slices=None) -> np.ndarray:
     from scipy import ndimage
 
     mask = np.asarray(mask)
-    sampling = (float(spacing[1]), float(spacing[2]))
     counts = np.zeros(mask.shape[0], dtype=np.int32)
     if slices is None:
         slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     for z in slices:
         section = mask[z].astype(bool)
         ys, xs = np.nonzero(section)
-        section = np.pad(section[ys.min():ys.max() + 1, xs.min():xs.max() + 1], 1)
-        depth = ndimage.distance_transform_edt(section, sampling=sampling)
+        depth = section_depth(section[ys.min():ys.max() + 1, xs.min():xs.max() + 1], spacing)
         parts, n = ndimage.label(depth > SECTION_THINNING_MM)
         if n:
             thickest = ndimage.maximum(depth, parts, np.arange(1, n + 1))
@@ -219,14 +226,13 @@ MIN_SECTION_SOLIDITY = 0.7
 MAX_RAGGED_SLICES = 0.2
 
 
-def ragged_slices(mask, slices=None) -> tuple[int, int]:
+def ragged_slices(mask) -> tuple[int, int]:
     """(slices of ``mask`` whose section fills less than :data:`MIN_SECTION_SOLIDITY` of its convex hull,
     slices holding mask)."""
     from skimage.morphology import convex_hull_image
 
     mask = np.asarray(mask)
-    if slices is None:
-        slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     ragged = 0
     for z in slices:
         ys, xs = np.nonzero(mask[z])
@@ -240,8 +246,6 @@ def ragged_concern(mask) -> CaseFlag | None:
     """A :data:`~napari_vbmd.review.REASON_SHAPE` flag when more than :data:`MAX_RAGGED_SLICES` of ``mask``'s
     slices fill less than :data:`MIN_SECTION_SOLIDITY` of their convex hull (:func:`ragged_slices`): an
     outline that broke up (gaps, holes open to the outside, pieces) measures whatever it happened to hold."""
-    from .review import REASON_SHAPE
-
     ragged, slices = ragged_slices(mask)
     if not slices or ragged <= MAX_RAGGED_SLICES * slices:
         return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..review_hand import SECTION_THINNING_MM
+from ..review_hand import SECTION_THINNING_MM, section_depth
 
 CLASSICAL_SPACING_MM = 0.12
 CORTEX_THRESHOLD_MG = 300.0
@@ -72,13 +72,12 @@ def _metacarpal_like(labels: np.ndarray, n: int):
 
 def bone_cores(bone: np.ndarray, spacing) -> np.ndarray:
     """Each slice of ``bone`` thinned by :data:`~napari_vbmd.review_hand.SECTION_THINNING_MM` from its outline
-    (the field's edge counts as outline): a bridge narrower than twice that is gone, a bone keeps its core.
-    The same thinning tells bones apart in :func:`napari_vbmd.review_hand.bones_per_slice`."""
+    (:func:`~napari_vbmd.review_hand.section_depth`, the thinning that tells bones apart in
+    :func:`~napari_vbmd.review_hand.bones_per_slice`): a bridge narrower than twice that is gone, a bone keeps
+    its core."""
     cores = np.zeros(bone.shape, dtype=bool)
-    sampling = (float(spacing[1]), float(spacing[2]))
     for z in np.flatnonzero(bone.reshape(bone.shape[0], -1).any(axis=1)):
-        depth = ndimage.distance_transform_edt(np.pad(bone[z], 1), sampling=sampling)[1:-1, 1:-1]
-        cores[z] = depth > SECTION_THINNING_MM
+        cores[z] = section_depth(bone[z], spacing) > SECTION_THINNING_MM
     return cores
 
 
