@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
+
+from _qt_events import process_events
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ((1600, 1000, ""), (1280, 800, "_1280x800"))
@@ -59,18 +60,6 @@ def take(files, model, width, height, suffix, out) -> None:
     viewer.window.resize(width, height)
     app = QApplication.instance()
 
-    def settle(seconds=0.6):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
-    def wait(predicate, timeout=600):
-        end = time.perf_counter() + timeout
-        while not predicate() and time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
     def shot(name, step=None, keep_notifications=False):
         from napari._qt.dialogs.qt_notification import NapariQtNotification
 
@@ -79,7 +68,7 @@ def take(files, model, width, height, suffix, out) -> None:
                 toast.close()
         if step is not None:
             widget.show_section(step)
-        settle()
+        process_events(app, settle=0.6)
         path = out / f"hand_{name}{suffix}.png"
         viewer.window.screenshot(str(path), flash=False, canvas_only=False)
         print("wrote", path)
@@ -89,13 +78,13 @@ def take(files, model, width, height, suffix, out) -> None:
     widget.run_tab.model.value = model
     widget.run_tab.device.value = "cpu"
     hand = widget.run_tab.hand
-    wait(lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
+    process_events(app, lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
     viewer.reset_view()
     shot("crop_ask", "run", keep_notifications=True)  # Run would be refused now, with a notification
 
     hand.choice.value = "left"
     widget.run()
-    wait(lambda: not widget.busy)
+    process_events(app, lambda: not widget.busy)
     if widget.labels_layer is None:
         raise SystemExit(f"segmentation failed: {widget.status_label.text()}")
     viewer.reset_view()
@@ -108,11 +97,11 @@ def take(files, model, width, height, suffix, out) -> None:
         layer.visible = False
     [whole_layer] = viewer.open(str(files["whole"]), plugin="napari-vbmd")  # the newest scan is chosen
     hand.choice.value = "auto"
-    wait(lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
+    process_events(app, lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
     viewer.reset_view()
     shot("whole_auto", "run")
     widget.run()
-    wait(lambda: not widget.busy)
+    process_events(app, lambda: not widget.busy)
     if widget.labels_layer is None:
         raise SystemExit(f"segmentation failed: {widget.status_label.text()}")
     widget.go_to_slice(widget.result.profile.slice_index[len(widget.result.profile.slice_index) // 2])

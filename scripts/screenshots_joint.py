@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _qt_events import process_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,19 +48,13 @@ def main(argv=None) -> int:
     viewer.window.resize(1600, 1000)
     app = QApplication.instance()
 
-    def settle(seconds=0.6, until=lambda: True, timeout=600):
-        end, limit = time.perf_counter() + seconds, time.perf_counter() + timeout
-        while (time.perf_counter() < end or not until()) and time.perf_counter() < limit:
-            app.processEvents()
-            time.sleep(0.01)
-
     viewer.open(str(path), plugin="napari-vbmd")
     _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
     widget.run_tab.model.value = "default"
     widget.run_tab.device.value = "cpu"
-    settle(until=lambda: not widget.run_tab.hand_runner.busy)
+    process_events(app, lambda: not widget.run_tab.hand_runner.busy, settle=0.6)
     widget.run()
-    settle(until=lambda: not widget.busy)
+    process_events(app, lambda: not widget.busy, settle=0.6)
     cut = widget.result is not None and widget.session.segmentation.joint_cut
     if not cut:
         raise SystemExit(f"no joint cut on this phantom: {widget.status_label.text()}")
@@ -68,7 +63,7 @@ def main(argv=None) -> int:
     viewer.reset_view()
     widget.go_to_slice(cut["slice"] + 15)  # 1.2 mm proximal of the waist: MC2's head, the phalanx gone
     widget.show_section("review")
-    settle()
+    process_events(app, settle=0.6)
     out = args.out / "joint_cut.png"
     viewer.window.screenshot(str(out), flash=False, canvas_only=False)
     print("wrote", out, "cut:", cut)

@@ -1,6 +1,6 @@
 """Screenshots of the blinded rating mode for docs/rating.md (run under Xvfb), at two window sizes:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_rating.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_rating.py [--out docs/images]
 
 Makes a three-case study from small synthetic phantoms (contour A the truth, contour B the truth
 dilated or eroded; the owner's mapping kept outside the study folder), rates it as "Demo rater"
@@ -10,32 +10,18 @@ _1280x800) and rating_preference.png.
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _qt_events import process_events
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-OUT = REPO / "docs" / "images"
 SIZES = ((1600, 1000, ""), (1280, 800, "_1280x800"))
-
-
-def settle(app, seconds: float = 0.3) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.01)
-
-
-def wait(predicate, app, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        app.processEvents()
-        time.sleep(0.02)
-    settle(app)
 
 
 def close_toasts(viewer) -> None:
@@ -46,17 +32,22 @@ def close_toasts(viewer) -> None:
         toast.close()
 
 
-def save(viewer, name: str, app) -> Path:
-    settle(app)
+def save(viewer, name: str, app, out: Path) -> Path:
+    process_events(app, settle=0.3)
     close_toasts(viewer)
-    settle(app)
-    path = OUT / name
+    process_events(app, settle=0.3)
+    path = out / name
     viewer.window.screenshot(str(path), flash=False, canvas_only=False)
     print("wrote", path)
     return path
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images")
+    args = parser.parse_args(argv)
+    out = args.out
+
     import warnings
 
     # napari shows this one as a toast over the canvas; it says nothing about the plugin
@@ -67,7 +58,7 @@ def main() -> int:
     from _rating_helpers import make_phantom_study_inputs
     from napari_vbmd.rating import create_study
 
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rating-shots-"))
     try:
         manifest, _ = make_phantom_study_inputs(work / "inputs", n_cases=3, n_slices=32)
@@ -75,7 +66,11 @@ def main() -> int:
             owner = work / f"owner{suffix}"
             owner.mkdir()
             study = create_study(manifest, work / f"study{suffix}", mapping_path=owner / "mapping.json")
-            unsafe = create_study(manifest, work / f"shared_with_the_key{suffix}")  # the key left inside
+            unsafe = create_study(manifest, work / f"shared_with_the_key{suffix}")
+            # the key inside the study folder, as studies made before the owner folder kept it
+            (unsafe.folder / "owner").mkdir()
+            key = work / f"shared_with_the_key{suffix}-owner" / "mapping.json"
+            key.rename(unsafe.folder / "owner" / "mapping.json")
 
             viewer = napari.Viewer(title="napari", show=True)
             app = QApplication.instance()
@@ -84,27 +79,27 @@ def main() -> int:
             widget.folder.line_edit.value = str(unsafe.folder)
             widget.rater.value = "Demo rater"
             widget.start()
-            save(viewer, f"rating_refused{suffix}.png", app)
+            save(viewer, f"rating_refused{suffix}.png", app, out)
 
             widget.folder.line_edit.value = str(study.folder)
             widget.start()
-            wait(lambda: not widget.loading, app)
-            save(viewer, f"rating_case{suffix}.png", app)
+            process_events(app, lambda: not widget.loading, timeout=120, settle=0.3)
+            save(viewer, f"rating_case{suffix}.png", app, out)
             widget.show_alone(0)  # the key Q
-            save(viewer, f"rating_alone{suffix}.png", app)
+            save(viewer, f"rating_alone{suffix}.png", app, out)
             widget.show_alone(0)
 
             widget.confidence_combo.setCurrentIndex(4)
             widget.comment_edit.setText("lower edge follows the cortex better")
             widget.choose("contour_1")
-            save(viewer, f"rating_answered{suffix}.png", app)
+            save(viewer, f"rating_answered{suffix}.png", app, out)
             for choice in ("equal", "contour_2"):
                 widget.go_next()
-                wait(lambda: not widget.loading, app)
+                process_events(app, lambda: not widget.loading, timeout=120, settle=0.3)
                 widget.choose(choice)
             widget.go_next()
-            wait(lambda: not widget.loading, app)
-            save(viewer, f"rating_done{suffix}.png", app)
+            process_events(app, lambda: not widget.loading, timeout=120, settle=0.3)
+            save(viewer, f"rating_done{suffix}.png", app, out)
             viewer.close()
 
             owner_viewer = napari.Viewer(title="napari", show=True)
@@ -113,11 +108,12 @@ def main() -> int:
             analysis.study.line_edit.value = str(study.folder)
             analysis.mapping.line_edit.value = str(owner / "mapping.json")
             analysis.analyze()
-            wait(lambda: analysis.summary is not None and not analysis.runner.busy, app)
-            save(owner_viewer, f"rating_analysis{suffix}.png", app)
+            process_events(app, lambda: analysis.summary is not None and not analysis.runner.busy,
+                           timeout=120, settle=0.3)
+            save(owner_viewer, f"rating_analysis{suffix}.png", app, out)
             if not suffix:
-                shutil.copyfile(analysis.summary["outputs"]["plot"], OUT / "rating_preference.png")
-                print("wrote", OUT / "rating_preference.png")
+                shutil.copyfile(analysis.summary["outputs"]["plot"], out / "rating_preference.png")
+                print("wrote", out / "rating_preference.png")
             owner_viewer.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
+
+from _qt_events import process_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,33 +54,23 @@ def main(argv=None) -> int:
     viewer.window.resize(1600, 1000)
     app = QApplication.instance()
 
-    def wait(predicate, timeout=600.0, settle=0.0):
-        end = time.perf_counter() + timeout
-        while not predicate() and time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.01)
-        end = time.perf_counter() + settle
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
     viewer.open(str(path), plugin="napari-vbmd")
     _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
     widget.run_tab.model.value = "classical"
     widget.run_tab.device.value = "cpu"
     hand = widget.run_tab.hand
-    wait(lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
+    process_events(app, lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
     hand.choice.value = spec["hand"]
     viewer.dims.set_point(0, case.image.shape[0] // 2 * case.image.spacing[0])
     viewer.reset_view()
     widget.run()
-    wait(lambda: not widget.busy, settle=1.0)
+    process_events(app, lambda: not widget.busy, settle=1.0)
     if widget.labels_layer is not None:
         raise SystemExit("the run was not refused: the classical method's mask was measured on this crop")
     shot = args.out / ("two_bones_joined_refused.png" if args.joined else
                        "broken_outline_refused.png" if args.broken else "two_bones_refused.png")
     widget.show_section("run")
-    wait(lambda: False, timeout=0.0, settle=0.6)
+    process_events(app, settle=0.6)
     viewer.window.screenshot(str(shot), flash=False, canvas_only=False)
     print("wrote", shot, "|", widget.status_label.text())
     viewer.close()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
+
+from _qt_events import process_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,19 +47,13 @@ def main(argv=None) -> int:
     _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
     app = QApplication.instance()
 
-    def settle(seconds=0.6):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
     def shot(name):
         from napari._qt.dialogs.qt_notification import NapariQtNotification
 
-        settle()
+        process_events(app, settle=0.6)
         for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
             toast.close()
-        settle(0.3)
+        process_events(app, settle=0.3)
         target = args.out / f"workflow_{name}.png"
         viewer.window.screenshot(str(target), flash=False, canvas_only=False)
         print("wrote", target)
@@ -76,10 +71,7 @@ def main(argv=None) -> int:
     form.intercept.value = phantom.image.calibration.density_intercept
     form.hand.choice.value = "right"
     widget.run()
-    end = time.perf_counter() + 300
-    while widget.busy and time.perf_counter() < end:
-        app.processEvents()
-        time.sleep(0.01)
+    process_events(app, lambda: not widget.busy, timeout=300)
     if widget.labels_layer is None:
         raise SystemExit(f"segmentation failed: {widget.status_label.text()}")
     widget.show_section("review")

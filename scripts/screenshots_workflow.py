@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
+
+from _qt_events import process_events
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ((1600, 1000, ""), (1280, 800, "_1280x800"))
@@ -52,18 +53,6 @@ def take(image_path, model, width, height, suffix, out) -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
     app = QApplication.instance()
 
-    def settle(seconds=0.6):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
-    def wait(predicate, timeout=300):
-        end = time.perf_counter() + timeout
-        while not predicate() and time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
     def shot(name, step=None, pause=0.6):
         from napari._qt.dialogs.qt_notification import NapariQtNotification
 
@@ -71,7 +60,7 @@ def take(image_path, model, width, height, suffix, out) -> None:
             toast.close()
         if step is not None:
             widget.show_section(step)
-        settle(pause)
+        process_events(app, settle=pause)
         path = out / f"workflow_{name}{suffix}.png"
         viewer.window.screenshot(str(path), flash=False, canvas_only=False)
         print("wrote", path)
@@ -90,7 +79,7 @@ def take(image_path, model, width, height, suffix, out) -> None:
 
     widget.runner.progressed.connect(during)
     widget.run()
-    wait(lambda: not widget.busy)
+    process_events(app, lambda: not widget.busy, timeout=300)
     widget.runner.progressed.disconnect(during)
     if widget.labels_layer is None:
         raise SystemExit(f"segmentation failed: {widget.status_label.text()}")
@@ -113,7 +102,7 @@ def take(image_path, model, width, height, suffix, out) -> None:
     widget.correct("copy slice to next")
     widget.go_to_slice(z)
     widget.correct("smooth contour")
-    wait(lambda: not widget.measuring, 60)
+    process_events(app, lambda: not widget.measuring, timeout=60)
     shot("correct", "correct")
 
     widget.export_tab.nifti.value = True
