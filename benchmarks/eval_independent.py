@@ -43,6 +43,7 @@ from napari_vbmd.errors import VbmdError  # noqa: E402
 from napari_vbmd.evaluation.metrics import dice  # noqa: E402
 from napari_vbmd.io import read_mask, read_scan  # noqa: E402
 from napari_vbmd.measure import measure_vbmd  # noqa: E402
+from napari_vbmd.review_hand import ragged_slices  # noqa: E402
 
 from napari_vbmd.segmentation.calibrate import LINE_DICE as DICE_TARGET  # noqa: E402  issue 20's lines, defined once
 from napari_vbmd.segmentation.calibrate import LINE_ERROR_PCT as ERROR_TARGET_PCT  # noqa: E402
@@ -103,7 +104,8 @@ def evaluate_case(case: dict, model, threads: int | None) -> dict:
         result = segment(image, model=model, hand=spec.hand, threads=threads)
     except VbmdError as exc:  # a refusal is a miss, recorded with its reason
         row.update(dice=0.0, d100_pred=float("nan"), d100_error_pct=float("nan"), area_pred_mm2=0.0,
-                   seconds=time.perf_counter() - t, failure=str(exc))
+                   seconds=time.perf_counter() - t, failure=str(exc), ragged_slices=0, mask_slices=0,
+                   ragged_fraction=float("nan"))
         return row
     seconds = time.perf_counter() - t
     predicted = result.mask.data.astype(bool)
@@ -113,6 +115,8 @@ def evaluate_case(case: dict, model, threads: int | None) -> dict:
         d100_error_pct=100.0 * (d100 - row["d100_truth"]) / row["d100_truth"],
         area_pred_mm2=_mean_area(predicted, image.spacing), seconds=seconds, failure="",
     )
+    ragged, slices = ragged_slices(predicted)  # sections filling < 0.7 of their convex hull (review_hand)
+    row.update(ragged_slices=ragged, mask_slices=slices, ragged_fraction=ragged / slices if slices else float("nan"))
     return row
 
 

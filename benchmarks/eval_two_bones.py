@@ -9,7 +9,8 @@ two-bones check (``review_hand.two_bones_concern``) was set and checked on.
 segment`` does (the hand from the case's header); a refused case is run again without the refusals, so its
 mask is still scored: Dice, its volume over the truth's, its slices holding two bones (``two_bone_slices``),
 its broken slices (``ragged_slices``: sections filling less than 70 % of their convex hull,
-``review_hand.ragged_slices``) and its D100 error against the truth file's, beside the refusal's line. ``truth`` scores the truth masks themselves. Phantoms of an independent family
+``review_hand.ragged_slices``), its area on the stack's first and last slice (``review_hand.both_ends_concern``)
+and its D100 error against the truth file's, beside the refusal's line. ``truth`` scores the truth masks themselves. Phantoms of an independent family
 are not for this script: a setting is never chosen on them.
 """
 from __future__ import annotations
@@ -39,7 +40,11 @@ def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: 
     row = {"dice": dice(truth, mask), "volume_over_truth": float(mask.sum()) / float(truth.sum()),
            "mask_slices": slices, "two_bone_slices": two, "two_bone_fraction": two / slices if slices else 0.0,
            "over_the_line": holds_two_bones(two, slices), "ragged_slices": ragged,
-           "ragged_fraction": ragged / slices if slices else 0.0, "d100_error_pct": float("nan")}
+           "ragged_fraction": ragged / slices if slices else 0.0,
+           # the mask's area on the stack's first and last slice (review_hand.both_ends_concern)
+           "first_slice_mm2": float(np.count_nonzero(mask[0])) * spacing[1] * spacing[2],
+           "last_slice_mm2": float(np.count_nonzero(mask[-1])) * spacing[1] * spacing[2],
+           "d100_error_pct": float("nan")}
     if image is not None and truth_d100 and mask.any():
         row["d100_error_pct"] = 100.0 * (measure_vbmd(image, mask).d100_mg_ha_cm3 / truth_d100 - 1.0)
     return row

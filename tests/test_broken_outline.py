@@ -52,14 +52,14 @@ def test_a_mask_is_a_concern_only_beyond_the_fraction():
     assert ragged_concern(volume) is None
     broken = _disk((100, 100), 40) & ~_disk((100, 100), 30)
     broken[:, 125:] = False  # a C open to the ulnar side
-    few = int(MAX_RAGGED_SLICES * 40)  # 8 of 40: at the fraction, not beyond it
+    few = round(MAX_RAGGED_SLICES * 40)  # at the fraction, not beyond it
     volume[:few] = broken
     assert ragged_concern(volume) is None
     volume[few] = broken
     flag = ragged_concern(volume)
-    assert flag is not None and flag.details == {"ragged_slices": 9, "mask_slices": 40}
-    assert flag.description.startswith(f"the mask's sections are broken on 9 of its 40 slices (they fill less than "
-                                       f"{MIN_SECTION_SOLIDITY:.0%}")
+    assert flag is not None and flag.details == {"ragged_slices": few + 1, "mask_slices": 40}
+    assert flag.description.startswith(f"the mask's sections are broken on {few + 1} of its 40 slices (they fill "
+                                       f"less than {MIN_SECTION_SOLIDITY:.0%}")
 
 
 def test_a_broken_mask_is_refused_and_nothing_is_written(tmp_path, capsys, monkeypatch):
@@ -80,7 +80,12 @@ def test_a_broken_mask_is_refused_and_nothing_is_written(tmp_path, capsys, monke
     network = dataclasses.replace(result, model="default")
     monkeypatch.setattr(pipeline, "_segment_field", lambda scan, *a, **k: dataclasses.replace(
         network, mask=scan.with_data(combed.astype(np.uint8), kind="mask", unit="unknown")))
-    assert segment(case.image, model="default", hand="left").model == "default"  # a network's mask is not judged
+    with pytest.raises(BrokenOutlineError, match=r"sections are broken .* try another model \(the classical method, "
+                                                 r"or another checkpoint\)"):  # a network's mask is judged alike
+        segment(case.image, model="default", hand="left")
+    whole = dataclasses.replace(network, mask=result.mask)
+    monkeypatch.setattr(pipeline, "_segment_field", lambda scan, *a, **k: whole)
+    assert segment(case.image, model="default", hand="left").model == "default"
     monkeypatch.setattr(pipeline, "_segment_field", breaks_up)
     (tmp_path / "in").mkdir()
     path = write_image(tmp_path / "in" / "combed.aim", case.image)

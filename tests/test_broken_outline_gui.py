@@ -1,6 +1,7 @@
-"""The broken-outline refusal in the Segment & measure widget, in a real napari viewer (Xvfb): the engine's one
-line as a notification and on the status line, nothing added, the Hand control left as chosen (the model's
-doing, not the hand's), and Run ready again; the same scan then measured when the mask is whole."""
+"""Refusals of the model's mask in the Segment & measure widget, in a real napari viewer (Xvfb): a broken outline
+and a mask beyond the joint. The engine's one line as a notification and on the status line, nothing added, the
+Hand control left as chosen (the model's doing, not the hand's), and Run ready again; the same scan then measured
+when the mask is MC2's."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,15 +15,10 @@ from napari_vbmd.io import write_image
 pytestmark = pytest.mark.gui
 
 
-def test_a_broken_classical_mask_is_refused_in_the_widget_with_nothing_added(
-        make_napari_viewer, qtbot, monkeypatch, tmp_path):
-    from qtpy.QtCore import Qt
-
-    import napari_vbmd.segmentation.pipeline as pipeline
+def _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     import napari_vbmd.widgets._worker as worker
 
-    case = crop(seed=9, hand="left")
-    path = write_image(tmp_path / "crop_L.aim", case.image)
+    path = write_image(tmp_path / "crop_L.aim", crop(seed=9, hand="left").image)
     viewer = make_napari_viewer()
     viewer.open(str(path), plugin="napari-vbmd")
     _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
@@ -33,30 +29,59 @@ def test_a_broken_classical_mask_is_refused_in_the_widget_with_nothing_added(
     hand = widget.run_tab.hand
     qtbot.waitUntil(lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy, timeout=30000)
     hand.choice.value = "left"
-    n_layers = len(viewer.layers)
+    return viewer, widget, errors
 
+
+def _run(qtbot, widget):
+    from qtpy.QtCore import Qt
+
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120000)
+
+
+def _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, spoil, expected: str):
+    import napari_vbmd.segmentation.pipeline as pipeline
+
+    n_layers = len(viewer.layers)
     segment_field = pipeline._segment_field
 
-    def combed(scan, *args, **kwargs):  # the classical method's outline, combed by streaks on every slice
+    def spoiled(scan, *args, **kwargs):
         result = segment_field(scan, *args, **kwargs)
-        broken = result.mask.data.astype(bool).copy()
-        broken[:, :, ::2] = False
-        return dataclasses.replace(result, mask=result.mask.with_data(broken.astype(np.uint8)))
-
-    def run():
-        qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: not widget.busy, timeout=120000)
+        mask = spoil(result.mask.data.astype(bool).copy())
+        return dataclasses.replace(result, mask=result.mask.with_data(mask.astype(np.uint8)))
 
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline, "_segment_field", combed)
-        run()
+        patch.setattr(pipeline, "_segment_field", spoiled)
+        _run(qtbot, widget)
     [line] = errors
-    assert line.count("\n") == 0 and "crop_L.aim" in line and "the mask's sections are broken on" in line
+    assert line.count("\n") == 0 and "crop_L.aim" in line and expected in line
     assert "nothing written: try another model (the default model)" in line
-    assert "sections are broken" in widget.status_label.text()
+    assert expected in widget.status_label.text()
     assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
+    hand = widget.run_tab.hand
     assert not hand.marked and hand.source.value == "left (you chose)"
 
-    run()  # the same scan, its mask whole: measured
+    _run(qtbot, widget)  # the same scan, its mask MC2's: measured
     assert len(errors) == 1 and widget.labels_layer is not None and len(viewer.layers) == n_layers + 1
     assert "hand: left (you chose)" in widget.status_label.text()
+
+
+def test_a_broken_classical_mask_is_refused_in_the_widget_with_nothing_added(
+        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    def combed(mask):  # the classical method's outline, combed by streaks on every slice
+        mask[:, :, ::2] = False
+        return mask
+
+    viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
+    _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, combed, "the mask's sections are broken on")
+
+
+def test_a_mask_beyond_the_joint_is_refused_in_the_widget_without_blaming_the_hand(
+        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    def beyond(mask):  # carried on to the scan's first slice, as a network carries it into the phalanx
+        present = np.flatnonzero(mask.any(axis=(1, 2)))
+        mask[:present[0]] = mask[present[-1]]
+        return mask
+
+    viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
+    _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, beyond, "runs out of the scan at both ends")

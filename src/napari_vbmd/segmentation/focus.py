@@ -41,6 +41,10 @@ class TwoBonesError(OtherBoneError):
     """The mask the model made holds MC2 and a neighbour together (any field of view)."""
 
 
+class BeyondJointError(OtherBoneError):
+    """The mask the model made runs out of the scan at both ends: MC2 and the bone beyond its joint (any field)."""
+
+
 class BrokenOutlineError(VbmdError):
     """The mask the model made broke up on many slices (gaps, holes open to the outside, pieces)."""
 

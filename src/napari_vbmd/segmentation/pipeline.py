@@ -121,11 +121,12 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     Raises HandUndecidedError when nothing decides the hand, and OtherBoneError (unless
     ``refuse_other_bone`` is False) when, in a whole-hand field, the mask does not lie on MC2, or, in
     any field, it holds MC2 and a neighbour together or, for the classical method, the bone outline it chose
-    held two metacarpals joined (TwoBonesError); and BrokenOutlineError (unless ``refuse_other_bone`` is False)
-    when the classical method's mask broke up on many slices (set on that method's failure; the networks'
-    masks were not checked against it on the independent families, so it does not judge them)."""
-    from .focus import (BrokenOutlineError, OtherBoneError, TwoBonesError, crop_to, is_whole_hand_field, mc2_box,
-                        on_full_grid)
+    held two metacarpals joined (TwoBonesError), or it runs out of the scan at both ends (MC2 with the
+    phalanx beyond the joint, BeyondJointError: :func:`~napari_vbmd.review_hand.both_ends_concern`); and
+    BrokenOutlineError (unless ``refuse_other_bone`` is False) when the mask, any model's, broke up on more
+    than a tenth of its slices (:func:`~napari_vbmd.review_hand.ragged_concern`)."""
+    from .focus import (BeyondJointError, BrokenOutlineError, OtherBoneError, TwoBonesError, crop_to,
+                        is_whole_hand_field, mc2_box, on_full_grid)
 
     timings = {"read": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     if not isinstance(scan, Scan):
@@ -156,8 +157,8 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     result = _segment_field(crop_to(scan, focus) if focus else scan, settings, decision, progress, cancel, timings)
     if focus:
         result = on_full_grid(result, scan, focus)
-    from ..review_hand import (hand_side_concern, mc2_locatable, more_than_mc2_concern, phalanx_concern,
-                               ragged_concern, two_bones_concern)
+    from ..review_hand import (both_ends_concern, hand_side_concern, mc2_locatable, more_than_mc2_concern,
+                               phalanx_concern, ragged_concern, two_bones_concern)
 
     if whole_field and not mc2_locatable(evidence):
         result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
@@ -187,7 +188,11 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if two_bones is not None:
             raise TwoBonesError(f"{two_bones.description}; nothing written: try another model "
                                 f"({_other_model(result.model)}), or contour MC2 by hand", scan.source)
-        broken = ragged_concern(result.mask.data) if str(result.model) == "classical" else None
+        both_ends = both_ends_concern(result.mask.data, scan.spacing)
+        if both_ends is not None:
+            raise BeyondJointError(f"{both_ends.description}; its density is not MC2's; nothing written: try "
+                                   f"another model ({_other_model(result.model)}), or contour MC2 by hand", scan.source)
+        broken = ragged_concern(result.mask.data)
         if broken is not None:
             raise BrokenOutlineError(f"{broken.description}; its density is not MC2's; nothing written: try another "
                                      f"model ({_other_model(result.model)}), or contour MC2 by hand", scan.source)

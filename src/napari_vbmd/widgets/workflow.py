@@ -260,7 +260,7 @@ class SegmentMeasureWidget(QWidget):
 
     def _on_run_error(self, exc) -> None:
         """A run refused for the hand shows why in the Hand control too (the notification has the line)."""
-        from ..segmentation.focus import OtherBoneError, TwoBonesError
+        from ..segmentation.focus import BeyondJointError, OtherBoneError, TwoBonesError
         from ..segmentation.hand import HandConflictError, HandUndecidedError
 
         hand = self.run_tab.hand
@@ -268,7 +268,7 @@ class SegmentMeasureWidget(QWidget):
             hand.show_auto(exc.decision)
         elif isinstance(exc, HandConflictError):
             hand.show_refused("Run refused: the image shows the other hand than the one given; check the hand")
-        elif isinstance(exc, TwoBonesError):
+        elif isinstance(exc, (TwoBonesError, BeyondJointError)):
             return  # the model's doing, not the hand's: the notification says so and what to try
         elif isinstance(exc, OtherBoneError):
             hand.show_refused("Run refused: the mask lay on another bone than MC2; check the hand")
