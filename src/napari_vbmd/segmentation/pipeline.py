@@ -94,6 +94,7 @@ def segment(
     batch_size: int | None = None,
     keep_probability: bool = False,
     boundary_band_mm: float | None = None,
+    refuse_other_bone: bool = True,
 ) -> SegmentationResult:
     """Segment MC2 in ``scan`` (a Scan or a path): the keyword form of :func:`run`.
 
@@ -105,13 +106,16 @@ def segment(
     ``boundary_band_mm``: None uses the checkpoint's setting; 0 keeps the network's boundary; a
     positive value refines it within that band (not used by the classical method, which snaps its
     contour to the edges itself).
+
+    ``refuse_other_bone``: False returns the mask the checks of :func:`run` would refuse (for evaluation and
+    calibration, which score masks against a truth; never for a measurement given to a user).
     """
     settings = SegmentSettings(
         model=model, device=device, hand=hand, slice_range=slice_range, voi_mm=voi_mm, threads=threads,
         hole_filling=hole_filling, batch_size=batch_size, keep_probability=keep_probability,
         boundary_band_mm=boundary_band_mm,
     )
-    return run(scan, settings, progress=progress, cancel=cancel)
+    return run(scan, settings, progress=progress, cancel=cancel, refuse_other_bone=refuse_other_bone)
 
 
 def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress | None = None,
