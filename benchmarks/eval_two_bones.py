@@ -28,7 +28,7 @@ from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
-from napari_vbmd.review_hand import holds_two_bones, ragged_slices, two_bone_slices
+from napari_vbmd.review_hand import end_slice_areas, holds_two_bones, ragged_slices, two_bone_slices
 from napari_vbmd.segmentation.models import load
 from napari_vbmd.segmentation.pipeline import run
 from napari_vbmd.segmentation.settings import SegmentSettings
@@ -37,14 +37,12 @@ from napari_vbmd.segmentation.settings import SegmentSettings
 def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: float | None = None) -> dict:
     two, slices = two_bone_slices(mask, spacing)
     ragged, _ = ragged_slices(mask)
+    first, last = end_slice_areas(mask, spacing)  # as review_hand.both_ends_concern judges them
     row = {"dice": dice(truth, mask), "volume_over_truth": float(mask.sum()) / float(truth.sum()),
            "mask_slices": slices, "two_bone_slices": two, "two_bone_fraction": two / slices if slices else 0.0,
            "over_the_line": holds_two_bones(two, slices), "ragged_slices": ragged,
            "ragged_fraction": ragged / slices if slices else 0.0,
-           # the mask's area on the stack's first and last slice (review_hand.both_ends_concern)
-           "first_slice_mm2": float(np.count_nonzero(mask[0])) * spacing[1] * spacing[2],
-           "last_slice_mm2": float(np.count_nonzero(mask[-1])) * spacing[1] * spacing[2],
-           "d100_error_pct": float("nan")}
+           "first_slice_mm2": first, "last_slice_mm2": last, "d100_error_pct": float("nan")}
     if image is not None and truth_d100 and mask.any():
         row["d100_error_pct"] = 100.0 * (measure_vbmd(image, mask).d100_mg_ha_cm3 / truth_d100 - 1.0)
     return row

@@ -261,6 +261,13 @@ def ragged_concern(mask) -> CaseFlag | None:
     )
 
 
+def end_slice_areas(mask, spacing) -> tuple[float, float]:
+    """The area (mm²) of ``mask`` on the stack's first slice and on its last."""
+    mask = np.asarray(mask)
+    pixel_mm2 = float(spacing[1]) * float(spacing[2])
+    return float(np.count_nonzero(mask[0])) * pixel_mm2, float(np.count_nonzero(mask[-1])) * pixel_mm2
+
+
 def both_ends_concern(mask, spacing) -> CaseFlag | None:
     """A :data:`~napari_vbmd.review.REASON_JOINT` flag when ``mask`` holds bone on the scan's first slice and on
     its last (more than :data:`~napari_vbmd.segmentation.joint.MIN_SIDE_MM2` on each). A scan of the MCP joint
@@ -270,11 +277,9 @@ def both_ends_concern(mask, spacing) -> CaseFlag | None:
     :mod:`~napari_vbmd.segmentation.joint` to part), or the scan does not hold MC2's head at all."""
     from .segmentation.joint import MIN_SIDE_MM2
 
-    mask = np.asarray(mask)
-    if mask.shape[0] < 2:
+    if np.shape(mask)[0] < 2:
         return None
-    pixel_mm2 = float(spacing[1]) * float(spacing[2])
-    first, last = (float(np.count_nonzero(mask[z])) * pixel_mm2 for z in (0, -1))
+    first, last = end_slice_areas(mask, spacing)
     if first <= MIN_SIDE_MM2 or last <= MIN_SIDE_MM2:
         return None
     return CaseFlag(

@@ -181,25 +181,22 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if too_wide is not None:
             raise OtherBoneError(f"{too_wide.description}; nothing written: segment a crop around MC2, or try "
                                  "another model", scan.source)
-    joined = result.mask.header.get("segmentation", {}).get("metacarpals_joined")
-    if refuse_other_bone and joined:
-        raise TwoBonesError(f"the bone outline the classical method chose as MC2 holds {joined} metacarpals joined "
-                            "together (a bridge of noise or blur between neighbours), so it cannot tell which is MC2; "
-                            f"nothing written: try another model ({_other_model(result.model)}), or contour MC2 by "
-                            "hand", scan.source)
-    if refuse_other_bone:
+    if refuse_other_bone:  # the model's doing: each line says what to try instead
+        instead = f"nothing written: try another model ({_other_model(result.model)}), or contour MC2 by hand"
+        joined = result.mask.header.get("segmentation", {}).get("metacarpals_joined")
+        if joined:
+            raise TwoBonesError(f"the bone outline the classical method chose as MC2 holds {joined} metacarpals "
+                                "joined together (a bridge of noise or blur between neighbours), so it cannot tell "
+                                f"which is MC2; {instead}", scan.source)
         two_bones = two_bones_concern(result.mask.data, scan.spacing)
         if two_bones is not None:
-            raise TwoBonesError(f"{two_bones.description}; nothing written: try another model "
-                                f"({_other_model(result.model)}), or contour MC2 by hand", scan.source)
+            raise TwoBonesError(f"{two_bones.description}; {instead}", scan.source)
         both_ends = both_ends_concern(result.mask.data, scan.spacing)
         if both_ends is not None:
-            raise BeyondJointError(f"{both_ends.description}; its density is not MC2's; nothing written: try "
-                                   f"another model ({_other_model(result.model)}), or contour MC2 by hand", scan.source)
+            raise BeyondJointError(f"{both_ends.description}; its density is not MC2's; {instead}", scan.source)
         broken = ragged_concern(result.mask.data)
         if broken is not None:
-            raise BrokenOutlineError(f"{broken.description}; its density is not MC2's; nothing written: try another "
-                                     f"model ({_other_model(result.model)}), or contour MC2 by hand", scan.source)
+            raise BrokenOutlineError(f"{broken.description}; its density is not MC2's; {instead}", scan.source)
     if progress:
         progress(1, 1, "done")
     return result
