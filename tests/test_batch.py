@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _site_checkpoint import site_checkpoint
 from napari_vbmd.batch import (
     CSV_COLUMNS,
     BatchSettings,
@@ -57,18 +58,8 @@ def cohort(cohort_master, tmp_path) -> Path:
 
 
 def _site_checkpoint(path: Path, threshold: float) -> Path:
-    """A checkpoint file of the site's own: the bundled networks copied to ``path`` (.json, .safetensors; no ONNX
-    beside them, so torch runs them) with their probability threshold set, named ``site-<threshold>``. A network
-    whose output was a constant served here before 2026-12-02; its mask, the whole bone crop, runs out of the
-    scan at both ends, which the pipeline now refuses."""
-    from napari_vbmd.segmentation.models import DEFAULT_CHECKPOINT
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    config = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text(encoding="utf-8"))
-    config.update(threshold=threshold, name=f"site-{threshold:g}")
-    path.with_suffix(".json").write_text(json.dumps(config), encoding="utf-8")
-    shutil.copy(DEFAULT_CHECKPOINT.with_suffix(".safetensors"), path.with_suffix(".safetensors"))
-    return path.with_suffix(".json")
+    """The bundled networks as the site's checkpoint at ``path``, their threshold set, named ``site-<threshold>``."""
+    return site_checkpoint(path, threshold=threshold, name=f"site-{threshold:g}")
 
 
 @pytest.fixture(scope="session")

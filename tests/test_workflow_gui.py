@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+from _site_checkpoint import site_checkpoint
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
 from napari_vbmd.phantom import PhantomSpec, generate_phantom, write_phantom
@@ -393,27 +394,11 @@ def _click_plot(plot, z):
     MouseEvent("button_press_event", plot, x, y, button=1)._process()
 
 
-def _site_checkpoint(folder, boundary_band_mm=0.0):
-    """A checkpoint file of the site's own: the bundled networks copied under the name "tiny", with their band
-    set (no ONNX file beside it, so torch runs it). A network marking the whole bone crop served here before
-    2026-12-02; its mask runs out of the scan at both ends, which the pipeline now refuses."""
-    import json
-    import shutil
-
-    from napari_vbmd.segmentation.models import DEFAULT_CHECKPOINT
-
-    config = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text(encoding="utf-8"))
-    config.update(name="tiny", boundary_band_mm=boundary_band_mm)
-    (folder / "tiny.json").write_text(json.dumps(config), encoding="utf-8")
-    shutil.copy(DEFAULT_CHECKPOINT.with_suffix(".safetensors"), folder / "tiny.safetensors")
-    return folder / "tiny.json"
-
-
 def test_a_checkpoint_model_is_loaded_once_and_reused(widget_and_viewer, qtbot, tmp_path, monkeypatch):
     from napari_vbmd.segmentation import checkpoint
 
     widget, viewer, _ = widget_and_viewer
-    json_path = _site_checkpoint(tmp_path)
+    json_path = site_checkpoint(tmp_path / "tiny", name="tiny", boundary_band_mm=0.0)
     loads = []
     real_load = checkpoint.load_checkpoint
     monkeypatch.setattr(checkpoint, "load_checkpoint",
@@ -455,7 +440,8 @@ def test_a_rerun_without_corrections_updates_the_layer_with_a_fresh_history(widg
 def test_the_boundary_band_is_the_models_unless_chosen(widget_and_viewer, qtbot, tmp_path):
     widget, viewer, _ = widget_and_viewer
     widget.run_tab.model.value = "checkpoint file"
-    widget.run_tab.checkpoint.line_edit.value = str(_site_checkpoint(tmp_path, boundary_band_mm=0.3))
+    checkpoint = site_checkpoint(tmp_path / "tiny", name="tiny", boundary_band_mm=0.3)
+    widget.run_tab.checkpoint.line_edit.value = str(checkpoint)
     assert widget.run_tab.band.native.text() == "the model's" and widget.run_tab.boundary_band_mm() is None
 
     masks = {}
