@@ -43,7 +43,7 @@ from napari_vbmd.errors import VbmdError  # noqa: E402
 from napari_vbmd.evaluation.metrics import dice  # noqa: E402
 from napari_vbmd.io import read_mask, read_scan  # noqa: E402
 from napari_vbmd.measure import measure_vbmd  # noqa: E402
-from napari_vbmd.review_hand import ragged_slices  # noqa: E402
+from napari_vbmd.review_hand import bone_pieces, ragged_slices, second_piece  # noqa: E402
 
 from napari_vbmd.segmentation.calibrate import LINE_DICE as DICE_TARGET  # noqa: E402  issue 20's lines, defined once
 from napari_vbmd.segmentation.calibrate import LINE_ERROR_PCT as ERROR_TARGET_PCT  # noqa: E402
@@ -105,7 +105,8 @@ def evaluate_case(case: dict, model, threads: int | None) -> dict:
     except VbmdError as exc:  # a refusal is a miss, recorded with its reason
         row.update(dice=0.0, d100_pred=float("nan"), d100_error_pct=float("nan"), area_pred_mm2=0.0,
                    seconds=time.perf_counter() - t, failure=str(exc), ragged_slices=0, mask_slices=0,
-                   ragged_fraction=float("nan"))
+                   ragged_fraction=float("nan"), other_piece_mm3=float("nan"),
+                   other_piece_beyond_mm=float("nan"))
         return row
     seconds = time.perf_counter() - t
     predicted = result.mask.data.astype(bool)
@@ -117,6 +118,9 @@ def evaluate_case(case: dict, model, threads: int | None) -> dict:
     )
     ragged, slices = ragged_slices(predicted)  # sections filling < 0.7 of their convex hull (review_hand)
     row.update(ragged_slices=ragged, mask_slices=slices, ragged_fraction=ragged / slices if slices else float("nan"))
+    # the bone inside the mask in pieces, as review_hand.other_bone_piece_concern sees it
+    row["other_piece_mm3"], row["other_piece_beyond_mm"] = second_piece(bone_pieces(predicted, image),
+                                                                         image.spacing[0])
     return row
 
 

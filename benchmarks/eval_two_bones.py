@@ -9,7 +9,8 @@ two-bones check (``review_hand.two_bones_concern``) was set and checked on.
 segment`` does (the hand from the case's header); a refused case is run again without the refusals, so its
 mask is still scored: Dice, its volume over the truth's, its slices holding two bones (``two_bone_slices``),
 its broken slices (``ragged_slices``: sections filling less than 70 % of their convex hull,
-``review_hand.ragged_slices``), its area on the stack's first and last slice (``review_hand.both_ends_concern``)
+``review_hand.ragged_slices``), its area on the stack's first and last slice (``review_hand.both_ends_concern``), the second piece of
+bone inside it and how far it reaches past the main one (``review_hand.other_bone_piece_concern``)
 and its D100 error against the truth file's, beside the refusal's line. ``truth`` scores the truth masks themselves. Phantoms of an independent family
 are not for this script: a setting is never chosen on them.
 """
@@ -28,7 +29,8 @@ from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
-from napari_vbmd.review_hand import end_slice_areas, holds_two_bones, ragged_slices, two_bone_slices
+from napari_vbmd.review_hand import (bone_pieces, end_slice_areas, holds_two_bones, ragged_slices, second_piece,
+                                     two_bone_slices)
 from napari_vbmd.segmentation.models import load
 from napari_vbmd.segmentation.pipeline import run
 from napari_vbmd.segmentation.settings import SegmentSettings
@@ -43,6 +45,8 @@ def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: 
            "over_the_line": holds_two_bones(two, slices), "ragged_slices": ragged,
            "ragged_fraction": ragged / slices if slices else 0.0,
            "first_slice_mm2": first, "last_slice_mm2": last, "d100_error_pct": float("nan")}
+    if image is not None:  # the bone inside the mask in pieces, as review_hand.other_bone_piece_concern sees it
+        row["other_piece_mm3"], row["other_piece_beyond_mm"] = second_piece(bone_pieces(mask, image), spacing[0])
     if image is not None and truth_d100 and mask.any():
         row["d100_error_pct"] = 100.0 * (measure_vbmd(image, mask).d100_mg_ha_cm3 / truth_d100 - 1.0)
     return row

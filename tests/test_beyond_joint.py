@@ -88,11 +88,17 @@ def test_a_mask_beyond_the_joint_is_refused_and_nothing_is_written(phantom, tmp_
     assert "beyond.aim" in err and not out.exists()
 
 
-def test_a_slice_range_short_of_an_end_is_not_judged_beyond_the_joint(phantom, monkeypatch):
+def test_a_slice_range_short_of_an_end_is_not_judged_at_the_ends_but_the_joint_space_still_shows(phantom,
+                                                                                                  monkeypatch):
     import napari_vbmd.segmentation.pipeline as pipeline
 
     segment_field = pipeline._segment_field
     monkeypatch.setattr(pipeline, "_segment_field", lambda *a, **k: _beyond(segment_field(*a, **k)))
     n = phantom.image.shape[0]
-    result = segment(phantom.image, model="classical", hand="left", threads=1, slice_range=f"0:{n - 2}")
+    with pytest.raises(BeyondJointError) as refused:
+        segment(phantom.image, model="classical", hand="left", threads=1, slice_range=f"0:{n - 2}")
+    assert "two bones parted by a joint space" in str(refused.value)  # the phalanx's bone inside the mask
+    assert "runs out of the scan" not in str(refused.value)
+    result = run(phantom.image, SegmentSettings(model="classical", hand="left", threads=1, slice_range=f"0:{n - 2}"),
+                 refuse_other_bone=False)
     assert result.mask.data[0].any() and not result.mask.data[-1].any()

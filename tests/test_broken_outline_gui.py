@@ -1,5 +1,5 @@
 """Refusals of the model's mask in the Segment & measure widget, in a real napari viewer (Xvfb): a broken outline
-and a mask beyond the joint. The engine's one line as a notification and on the status line, nothing added, the
+and a mask beyond the joint (out of both ends of the scan, or across a joint space). The engine's one line as a notification and on the status line, nothing added, the
 Hand control left as chosen (the model's doing, not the hand's), and Run ready again; the same scan then measured
 when the mask is MC2's."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from _hand_phantoms import crop
+from _hand_phantoms import carried_into_the_phalanx, crop
 from napari_vbmd.io import write_image
 
 pytestmark = pytest.mark.gui
@@ -85,3 +85,14 @@ def test_a_mask_beyond_the_joint_is_refused_in_the_widget_without_blaming_the_ha
 
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
     _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, beyond, "runs out of the scan at both ends")
+
+
+def test_a_mask_across_a_joint_space_is_refused_in_the_widget_without_blaming_the_hand(
+        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    density = crop(seed=9, hand="left").image.density()
+
+    def across(mask):  # carried five slices into the phalanx, short of the scan's first slice
+        return carried_into_the_phalanx(mask, density)
+
+    viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
+    _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, across, "two bones parted by a joint space")

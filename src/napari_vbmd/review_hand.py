@@ -9,8 +9,9 @@ the hand (:mod:`napari_vbmd.segmentation.hand_image`), so the mask can be checke
 the radial end. (Every slice flag also says so when most of a mask's slices are flagged; see
 :func:`napari_vbmd.review.flag_slices`.) In any field, a crop too, :func:`two_bones_concern` says when a
 mask holds two bones side by side (MC2 and a neighbour taken in together), :func:`ragged_concern` when its
-sections broke up, and :func:`both_ends_concern` when it runs out of the scan at both ends (MC2 and the phalanx
-across the joint). Engine code: no napari, no Qt.
+sections broke up, :func:`both_ends_concern` when it runs out of the scan at both ends (MC2 and the phalanx
+across the joint), and :func:`other_bone_piece_concern` when the bone inside it is two pieces parted by a joint
+space. Engine code: no napari, no Qt.
 """
 from __future__ import annotations
 
@@ -289,4 +290,73 @@ def both_ends_concern(mask, spacing) -> CaseFlag | None:
                      "inside, so the mask holds the bone beyond the joint too (the proximal phalanx), or the scan "
                      "does not hold MC2's head"),
         details={"first_slice_mm2": first, "last_slice_mm2": last},
+    )
+
+
+#: inside a mask, bone is what is denser than this (mg HA/cm³): MC2's cortex and the trabeculae joined to it,
+#: not the joint space, cartilage, soft tissue or marrow between two bones. Chosen among 400, 450, 500 and 550 on
+#: the 168 development phantoms: from 450 on the shipped model's masks carried across the joint part from MC2
+#: where the blur still bridged two of them at 400 (docs/default-model.md)
+BONE_PIECE_MG = 450.0
+#: MC2's bone inside its mask is one piece at :data:`BONE_PIECE_MG` save for crumbs (trabecular bits, at most
+#: 5.0 mm³ in the 168 development phantoms' truth masks); a second piece this large is a bone of its own
+MIN_OTHER_BONE_MM3 = 10.0
+#: ... and it lies beyond the joint when it reaches this far past the main piece's first or last slice
+BEYOND_MAIN_PIECE_MM = 0.5
+
+
+def bone_pieces(mask, scan) -> list[tuple[float, int, int]]:
+    """The pieces the bone inside ``mask`` (z, y, x on ``scan``'s grid) falls into at :data:`BONE_PIECE_MG`
+    (3-D, face-connected), largest first: (volume mm³, first slice, last slice). Only the mask's bounding box
+    is converted to density; needs ``scan``'s calibration (the networks already did)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask)
+    present = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    if not present[0].size:
+        return []
+    box = tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)
+    bone = (scan.density(box) > BONE_PIECE_MG) & mask[box].astype(bool)
+    labels, n = ndimage.label(bone)
+    if not n:
+        return []
+    voxels = np.bincount(labels.ravel())[1:]
+    boxes = ndimage.find_objects(labels)
+    order = np.argsort(voxels)[::-1]
+    z0 = box[0].start
+    return [(float(voxels[i]) * scan.voxel_volume_mm3, z0 + boxes[i][0].start, z0 + boxes[i][0].stop - 1)
+            for i in order]
+
+
+def second_piece(pieces, slice_mm: float) -> tuple[float, float]:
+    """(volume mm³ of the second of :func:`bone_pieces`, how far (mm) it reaches past the first one's end slices);
+    (0, 0) when the bone is one piece."""
+    if len(pieces) < 2:
+        return 0.0, 0.0
+    (_, first, last), (other, other_first, other_last) = pieces[:2]
+    return other, max(first - other_first, other_last - last, 0) * float(slice_mm)
+
+
+def other_bone_piece_concern(mask, scan) -> CaseFlag | None:
+    """A :data:`~napari_vbmd.review.REASON_JOINT` flag when the bone inside ``mask`` falls into two pieces of
+    :data:`MIN_OTHER_BONE_MM3` or more (:func:`bone_pieces`), the second reaching more than
+    :data:`BEYOND_MAIN_PIECE_MM` past the first's end slices: a gap darker than bone parts them, a joint space,
+    so the mask holds MC2 and the bone beyond its joint (the proximal phalanx). A network carries the mask across
+    a narrow joint space where the mask's outline has no waist for :mod:`~napari_vbmd.segmentation.joint` to part,
+    and short of the scan's ends, where :func:`both_ends_concern` does not see it; the density inside the
+    mask still shows the joint space."""
+    pieces = bone_pieces(mask, scan)
+    other, beyond_mm = second_piece(pieces, scan.spacing[0])
+    if other < MIN_OTHER_BONE_MM3 or beyond_mm <= BEYOND_MAIN_PIECE_MM:
+        return None
+    (main, first, last), (_, other_first, other_last) = pieces[:2]
+    return CaseFlag(
+        reasons=[REASON_JOINT],
+        description=(f"the mask holds two bones parted by a joint space: besides the main one ({main:.0f} mm³ of "
+                     f"bone denser than {BONE_PIECE_MG:.0f} mg HA/cm³, slices {first}-{last}) a second of "
+                     f"{other:.0f} mm³ (slices {other_first}-{other_last}) reaching {beyond_mm:.1f} mm past it, "
+                     "with nothing but softer tissue between them: MC2 and the bone beyond its joint (the proximal "
+                     "phalanx)"),
+        details={"main_piece_mm3": main, "other_piece_mm3": other, "beyond_main_piece_mm": beyond_mm,
+                 "main_slices": (first, last), "other_slices": (other_first, other_last)},
     )

@@ -162,12 +162,14 @@ class Scan:
         return dataclasses.replace(self, data=data, **changes)
 
     # -- values -------------------------------------------------------------------------------
-    def density(self) -> np.ndarray:
-        """Voxels in mg HA/cm^3 (float32); refuses when the meaning of the values is unknown."""
+    def density(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Voxels in mg HA/cm^3 (float32); refuses when the meaning of the values is unknown. ``region``: a
+        tuple of slices (z, y, x) to convert only that block of a large field."""
         if self.kind != "image":
             raise VbmdError("a mask has no density", self.source)
+        data = self.data if region is None else self.data[region]
         if self.unit == UNIT_DENSITY:
-            return self.data.astype(np.float32, copy=False)
+            return data.astype(np.float32, copy=False)
         if self.calibration is None:
             raise VbmdError(
                 "no density calibration: say what the values are (already mg HA/cm3, "
@@ -175,9 +177,9 @@ class Scan:
                 self.source,
             )
         if self.unit == UNIT_NATIVE:
-            return self.calibration.native_to_density(self.data)
+            return self.calibration.native_to_density(data)
         if self.unit == UNIT_HU:
-            return self.calibration.native_to_density(self.calibration.hu_to_native(self.data)).astype(np.float32)
+            return self.calibration.native_to_density(self.calibration.hu_to_native(data)).astype(np.float32)
         raise VbmdError(
             "the values' unit is unknown: say whether they are native, HU or mg HA/cm3", self.source
         )

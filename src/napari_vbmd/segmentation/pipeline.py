@@ -126,7 +126,9 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     ``refuse_other_bone`` is False) when, in a whole-hand field, the mask does not lie on MC2, or, in
     any field, it holds MC2 and a neighbour together or, for the classical method, the bone outline it chose
     held two metacarpals joined (TwoBonesError), or it runs out of the scan at both ends (MC2 with the
-    phalanx beyond the joint, BeyondJointError: :func:`~napari_vbmd.review_hand.both_ends_concern`); and
+    phalanx beyond the joint, BeyondJointError: :func:`~napari_vbmd.review_hand.both_ends_concern`), or the bone
+    inside it is two pieces parted by a joint space (also BeyondJointError:
+    :func:`~napari_vbmd.review_hand.other_bone_piece_concern`); and
     BrokenOutlineError (unless ``refuse_other_bone`` is False) when the mask, any model's, broke up on more
     than a tenth of its slices (:func:`~napari_vbmd.review_hand.ragged_concern`)."""
     from .focus import (BeyondJointError, BrokenOutlineError, OtherBoneError, TwoBonesError, crop_to,
@@ -162,7 +164,7 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     if focus:
         result = on_full_grid(result, scan, focus)
     from ..review_hand import (both_ends_concern, hand_side_concern, mc2_locatable, more_than_mc2_concern,
-                               phalanx_concern, ragged_concern, two_bones_concern)
+                               other_bone_piece_concern, phalanx_concern, ragged_concern, two_bones_concern)
 
     if whole_field and not mc2_locatable(evidence):
         result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
@@ -191,9 +193,10 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         two_bones = two_bones_concern(result.mask.data, scan.spacing)
         if two_bones is not None:
             raise TwoBonesError(f"{two_bones.description}; {instead}", scan.source)
-        both_ends = both_ends_concern(result.mask.data, scan.spacing)
-        if both_ends is not None:
-            raise BeyondJointError(f"{both_ends.description}; its density is not MC2's; {instead}", scan.source)
+        beyond_joint = (both_ends_concern(result.mask.data, scan.spacing)
+                        or other_bone_piece_concern(result.mask.data, scan))
+        if beyond_joint is not None:
+            raise BeyondJointError(f"{beyond_joint.description}; its density is not MC2's; {instead}", scan.source)
         broken = ragged_concern(result.mask.data)
         if broken is not None:
             raise BrokenOutlineError(f"{broken.description}; its density is not MC2's; {instead}", scan.source)
