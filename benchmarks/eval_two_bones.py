@@ -29,8 +29,8 @@ from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
-from napari_vbmd.review_hand import (bone_pieces, end_slice_areas, holds_two_bones, ragged_slices, second_piece,
-                                     two_bone_slices)
+from napari_vbmd.review_hand import (bone_pieces, end_slice_areas, holds_two_bones, joint_side, ragged_slices,
+                                     second_piece, two_bone_slices)
 from napari_vbmd.segmentation.models import load
 from napari_vbmd.segmentation.pipeline import run
 from napari_vbmd.segmentation.settings import SegmentSettings
@@ -46,7 +46,8 @@ def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: 
            "ragged_fraction": ragged / slices if slices else 0.0,
            "first_slice_mm2": first, "last_slice_mm2": last, "d100_error_pct": float("nan")}
     if image is not None:  # the bone inside the mask in pieces, as review_hand.other_bone_piece_concern sees it
-        row["other_piece_mm3"], row["other_piece_beyond_mm"] = second_piece(bone_pieces(mask, image), spacing[0])
+        row["other_piece_mm3"], row["other_piece_beyond_mm"] = second_piece(bone_pieces(mask, image), spacing[0],
+                                                                            joint_side(mask))
     if image is not None and truth_d100 and mask.any():
         row["d100_error_pct"] = 100.0 * (measure_vbmd(image, mask).d100_mg_ha_cm3 / truth_d100 - 1.0)
     return row

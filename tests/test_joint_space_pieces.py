@@ -14,7 +14,7 @@ from _hand_phantoms import carried_into_the_phalanx, crop
 from _inputs_helpers import CALIBRATION, assert_refused
 from napari_vbmd.io import write_image
 from napari_vbmd.review import REASON_JOINT
-from napari_vbmd.review_hand import (BEYOND_MAIN_PIECE_MM, BONE_PIECE_MG, MIN_OTHER_BONE_MM3, bone_pieces,
+from napari_vbmd.review_hand import (BEYOND_MAIN_PIECE_MM, MIN_OTHER_BONE_MM3, bone_pieces, joint_side,
                                      other_bone_piece_concern)
 from napari_vbmd.scan import UNIT_DENSITY, UNIT_NATIVE, Scan
 from napari_vbmd.segmentation.focus import BeyondJointError
@@ -64,6 +64,15 @@ def test_crumbs_and_pieces_beside_the_main_one_are_not_the_joint():
     beside_scan, beside_mask = _two_bones(other=(14, 40), beside=True)  # on MC2's own slices: not beyond it
     assert bone_pieces(beside_mask, beside_scan)[1][0] > MIN_OTHER_BONE_MM3
     assert other_bone_piece_concern(beside_mask, beside_scan) is None
+
+
+def test_a_piece_past_mc2_towards_its_shaft_s_end_is_not_the_joint():
+    scan, mask = _two_bones(other=(26, 40), main=(5, 30), beside=True)  # the mask runs out at the last slice
+    assert joint_side(mask) == "start" and bone_pieces(mask, scan)[1][0] > MIN_OTHER_BONE_MM3
+    assert other_bone_piece_concern(mask, scan) is None  # MC2's own bone cut off towards the shaft: not a joint
+    assert other_bone_piece_concern(mask, scan, slices=(0, 45)) is not None  # the range ends past the mask: either side
+    flipped_scan, flipped = scan.with_data(scan.data[::-1].copy()), mask[::-1]
+    assert joint_side(flipped) == "stop" and other_bone_piece_concern(flipped, flipped_scan) is None
 
 
 @pytest.mark.parametrize("reach_slices, refused", [(2, False), (3, True)])

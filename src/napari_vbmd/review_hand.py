@@ -328,25 +328,47 @@ def bone_pieces(mask, scan) -> list[tuple[float, int, int]]:
             for i in order]
 
 
-def second_piece(pieces, slice_mm: float) -> tuple[float, float]:
-    """(volume mm³ of the second of :func:`bone_pieces`, how far (mm) it reaches past the first one's end slices);
-    (0, 0) when the bone is one piece."""
+def joint_side(mask, slices: tuple[int, int] | None = None) -> str | None:
+    """Which end of the slices segmented ([start, stop), the whole stack by default) MC2's joint lies at:
+    "start" when ``mask`` reaches the last slice and not the first (MC2's shaft leaves the range there, its head
+    lies inside), "stop" the other way round, None when it reaches both or neither."""
+    mask = np.asarray(mask)
+    present = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if not present.size:
+        return None
+    start, stop = slices if slices is not None else (0, mask.shape[0])
+    at_start, at_stop = int(present[0]) <= start, int(present[-1]) >= stop - 1
+    if at_stop and not at_start:
+        return "start"
+    if at_start and not at_stop:
+        return "stop"
+    return None
+
+
+def second_piece(pieces, slice_mm: float, side: str | None = None) -> tuple[float, float]:
+    """(volume mm³ of the second of :func:`bone_pieces`, how far (mm) it reaches past the first one's end slice on
+    ``side`` ("start": towards slice 0, "stop": the other way, None: either, the farther)); (0, 0) when the bone is
+    one piece."""
     if len(pieces) < 2:
         return 0.0, 0.0
     (_, first, last), (other, other_first, other_last) = pieces[:2]
-    return other, max(first - other_first, other_last - last, 0) * float(slice_mm)
+    reach = {"start": first - other_first, "stop": other_last - last}
+    slices = reach[side] if side else max(reach.values())
+    return other, max(slices, 0) * float(slice_mm)
 
 
-def other_bone_piece_concern(mask, scan) -> CaseFlag | None:
+def other_bone_piece_concern(mask, scan, slices: tuple[int, int] | None = None) -> CaseFlag | None:
     """A :data:`~napari_vbmd.review.REASON_JOINT` flag when the bone inside ``mask`` falls into two pieces of
     :data:`MIN_OTHER_BONE_MM3` or more (:func:`bone_pieces`), the second reaching more than
-    :data:`BEYOND_MAIN_PIECE_MM` past the first's end slices: a gap darker than bone parts them, a joint space,
-    so the mask holds MC2 and the bone beyond its joint (the proximal phalanx). A network carries the mask across
-    a narrow joint space where the mask's outline has no waist for :mod:`~napari_vbmd.segmentation.joint` to part,
-    and short of the scan's ends, where :func:`both_ends_concern` does not see it; the density inside the
-    mask still shows the joint space."""
+    :data:`BEYOND_MAIN_PIECE_MM` past the first's end slice on the joint's side (:func:`joint_side` of the slices
+    segmented, ``slices`` [start, stop); either side when the mask does not show which): a gap darker than bone
+    parts them, a joint space, so the mask holds MC2 and the bone beyond its joint (the proximal phalanx). A
+    network carries the mask across a narrow joint space where the mask's outline has no waist for
+    :mod:`~napari_vbmd.segmentation.joint` to part, and short of the scan's ends, where :func:`both_ends_concern`
+    does not see it; the density inside the mask still shows the joint space. (A second piece towards the shaft's
+    end is MC2's own bone cut off by a mask that leaves a band of it out, not another bone: not judged here.)"""
     pieces = bone_pieces(mask, scan)
-    other, beyond_mm = second_piece(pieces, scan.spacing[0])
+    other, beyond_mm = second_piece(pieces, scan.spacing[0], joint_side(mask, slices))
     if other < MIN_OTHER_BONE_MM3 or beyond_mm <= BEYOND_MAIN_PIECE_MM:
         return None
     (main, first, last), (_, other_first, other_last) = pieces[:2]

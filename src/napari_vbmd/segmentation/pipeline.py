@@ -194,7 +194,7 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if two_bones is not None:
             raise TwoBonesError(f"{two_bones.description}; {instead}", scan.source)
         beyond_joint = (both_ends_concern(result.mask.data, scan.spacing)
-                        or other_bone_piece_concern(result.mask.data, scan))
+                        or other_bone_piece_concern(result.mask.data, scan, (result.box.z0, result.box.z1)))
         if beyond_joint is not None:
             raise BeyondJointError(f"{beyond_joint.description}; its density is not MC2's; {instead}", scan.source)
         broken = ragged_concern(result.mask.data)
