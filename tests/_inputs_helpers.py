@@ -51,6 +51,20 @@ def assert_refused(capsys, *argv, words: str = "") -> str:
     return err
 
 
+def assert_segment_refused(capsys, tmp_path: Path, image, name: str, words: str) -> str:
+    """``vbmd segment`` of ``image`` (written as ``tmp_path/in/name``) with the classical method and the left hand
+    given is refused (:func:`assert_refused`): the line names the file and no output folder is made."""
+    from napari_vbmd.io import write_image
+
+    (tmp_path / "in").mkdir()
+    path = write_image(tmp_path / "in" / name, image)
+    out = tmp_path / "out"
+    err = assert_refused(capsys, "segment", path, "-o", out / "mask.aim", "--model", "classical", "--hand", "left",
+                         words=words)
+    assert name in err and not out.exists(), err
+    return err
+
+
 def json_of(out: str) -> dict:
     return json.loads(out)
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from _hand_phantoms import crop
-from _inputs_helpers import assert_refused
-from napari_vbmd.io import write_image
+from _inputs_helpers import assert_segment_refused
 from napari_vbmd.review import REASON_JOINT
 from napari_vbmd.review_hand import both_ends_concern
 from napari_vbmd.segmentation.focus import BeyondJointError, OtherBoneError
@@ -80,12 +79,7 @@ def test_a_mask_beyond_the_joint_is_refused_and_nothing_is_written(phantom, tmp_
                       refuse_other_bone=False)
     assert let_through.mask.data[0].any()
 
-    (tmp_path / "in").mkdir()
-    path = write_image(tmp_path / "in" / "beyond.aim", phantom.image)
-    out = tmp_path / "out"
-    err = assert_refused(capsys, "segment", path, "-o", out / "mask.aim", "--model", "classical", "--hand", "left",
-                         words="runs out of the scan at both ends")
-    assert "beyond.aim" in err and not out.exists()
+    assert_segment_refused(capsys, tmp_path, phantom.image, "beyond.aim", words="runs out of the scan at both ends")
 
 
 def test_a_slice_range_short_of_an_end_is_not_judged_at_the_ends_but_the_joint_space_still_shows(phantom,

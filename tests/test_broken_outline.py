@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from _hand_phantoms import crop
-from _inputs_helpers import assert_refused
-from napari_vbmd.io import write_image
+from _inputs_helpers import assert_segment_refused
 from napari_vbmd.review_hand import MAX_RAGGED_SLICES, MIN_SECTION_SOLIDITY, ragged_concern, ragged_slices
 from napari_vbmd.segmentation.focus import BrokenOutlineError
 from napari_vbmd.segmentation.pipeline import segment
@@ -87,9 +86,4 @@ def test_a_broken_mask_is_refused_and_nothing_is_written(tmp_path, capsys, monke
     monkeypatch.setattr(pipeline, "_segment_field", lambda scan, *a, **k: whole)
     assert segment(case.image, model="default", hand="left").model == "default"
     monkeypatch.setattr(pipeline, "_segment_field", breaks_up)
-    (tmp_path / "in").mkdir()
-    path = write_image(tmp_path / "in" / "combed.aim", case.image)
-    out = tmp_path / "out"
-    err = assert_refused(capsys, "segment", path, "-o", out / "mask.aim", "--model", "classical", "--hand", "left",
-                         words="sections are broken")
-    assert "combed.aim" in err and not out.exists()
+    assert_segment_refused(capsys, tmp_path, case.image, "combed.aim", words="sections are broken")
