@@ -43,7 +43,7 @@ from napari_vbmd.errors import VbmdError  # noqa: E402
 from napari_vbmd.evaluation.metrics import dice  # noqa: E402
 from napari_vbmd.io import read_mask, read_scan  # noqa: E402
 from napari_vbmd.measure import measure_vbmd  # noqa: E402
-from napari_vbmd.review_hand import bone_pieces, joint_side, ragged_slices, second_piece  # noqa: E402
+from napari_vbmd.review_hand import piece_past_the_joint, ragged_slices  # noqa: E402
 
 from napari_vbmd.segmentation.calibrate import LINE_DICE as DICE_TARGET  # noqa: E402  issue 20's lines, defined once
 from napari_vbmd.segmentation.calibrate import LINE_ERROR_PCT as ERROR_TARGET_PCT  # noqa: E402
@@ -119,8 +119,8 @@ def evaluate_case(case: dict, model, threads: int | None) -> dict:
     ragged, slices = ragged_slices(predicted)  # sections filling < 0.7 of their convex hull (review_hand)
     row.update(ragged_slices=ragged, mask_slices=slices, ragged_fraction=ragged / slices if slices else float("nan"))
     # the bone inside the mask in pieces, as review_hand.other_bone_piece_concern sees it
-    row["other_piece_mm3"], row["other_piece_beyond_mm"] = second_piece(bone_pieces(predicted, image),
-                                                                         image.spacing[0], joint_side(predicted))
+    _, row["other_piece_mm3"], row["other_piece_beyond_mm"] = piece_past_the_joint(
+        predicted, image, (result.box.z0, result.box.z1))
     return row
 
 

@@ -29,14 +29,16 @@ from napari_vbmd.errors import VbmdError
 from napari_vbmd.evaluation.metrics import dice
 from napari_vbmd.io import read_mask, read_scan
 from napari_vbmd.measure import measure_vbmd
-from napari_vbmd.review_hand import (bone_pieces, end_slice_areas, holds_two_bones, joint_side, ragged_slices,
-                                     second_piece, two_bone_slices)
+from napari_vbmd.review_hand import (end_slice_areas, holds_two_bones, piece_past_the_joint, ragged_slices,
+                                     two_bone_slices)
 from napari_vbmd.segmentation.models import load
 from napari_vbmd.segmentation.pipeline import run
 from napari_vbmd.segmentation.settings import SegmentSettings
 
 
-def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: float | None = None) -> dict:
+def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: float | None = None,
+          segmented: tuple[int, int] | None = None) -> dict:
+    """``segmented``: the slices the pipeline segmented ([start, stop); the whole stack when None)."""
     two, slices = two_bone_slices(mask, spacing)
     ragged, _ = ragged_slices(mask)
     first, last = end_slice_areas(mask, spacing)  # as review_hand.both_ends_concern judges them
@@ -46,8 +48,7 @@ def score(mask: np.ndarray, truth: np.ndarray, spacing, image=None, truth_d100: 
            "ragged_fraction": ragged / slices if slices else 0.0,
            "first_slice_mm2": first, "last_slice_mm2": last, "d100_error_pct": float("nan")}
     if image is not None:  # the bone inside the mask in pieces, as review_hand.other_bone_piece_concern sees it
-        row["other_piece_mm3"], row["other_piece_beyond_mm"] = second_piece(bone_pieces(mask, image), spacing[0],
-                                                                            joint_side(mask))
+        _, row["other_piece_mm3"], row["other_piece_beyond_mm"] = piece_past_the_joint(mask, image, segmented)
     if image is not None and truth_d100 and mask.any():
         row["d100_error_pct"] = 100.0 * (measure_vbmd(image, mask).d100_mg_ha_cm3 / truth_d100 - 1.0)
     return row
@@ -64,18 +65,19 @@ def evaluate(cache: Path, models: list[str], threads: int | None, part: tuple[in
         info = json.loads((cache / f"{case}_truth.json").read_text())
         for name in models:
             t = time.perf_counter()
-            refused = ""
+            refused, segmented = "", None
             if name == "truth":
                 mask = truth
             else:
                 settings = SegmentSettings(model=loaded[name], threads=threads)
                 try:
-                    mask = run(image, settings).mask.data.astype(bool)
+                    result = run(image, settings)
                 except VbmdError as exc:
                     refused = str(exc).splitlines()[0]
-                    mask = run(image, settings, refuse_other_bone=False).mask.data.astype(bool)
+                    result = run(image, settings, refuse_other_bone=False)
+                mask, segmented = result.mask.data.astype(bool), (result.box.z0, result.box.z1)
             row = {"case": case, "hand": info["hand"], "fov": info["fov"], "spacing_mm": info["spacing_mm"],
-                   "model": name, **score(mask, truth, image.spacing, image, info.get("d100_mg_ha_cm3")),
+                   "model": name, **score(mask, truth, image.spacing, image, info.get("d100_mg_ha_cm3"), segmented),
                    "refused": refused,
                    "seconds": time.perf_counter() - t}
             rows.append(row)

@@ -357,6 +357,14 @@ def second_piece(pieces, slice_mm: float, side: str | None = None) -> tuple[floa
     return other, max(slices, 0) * float(slice_mm)
 
 
+def piece_past_the_joint(mask, scan, slices: tuple[int, int] | None = None) -> tuple[list, float, float]:
+    """(:func:`bone_pieces` of ``mask``, the second piece's volume mm³, how far it reaches past the first towards
+    the joint: :func:`second_piece` on :func:`joint_side` of the slices segmented ``slices``), as
+    :func:`other_bone_piece_concern` judges them."""
+    pieces = bone_pieces(mask, scan)
+    return (pieces, *second_piece(pieces, scan.spacing[0], joint_side(mask, slices)))
+
+
 def other_bone_piece_concern(mask, scan, slices: tuple[int, int] | None = None) -> CaseFlag | None:
     """A :data:`~napari_vbmd.review.REASON_JOINT` flag when the bone inside ``mask`` falls into two pieces of
     :data:`MIN_OTHER_BONE_MM3` or more (:func:`bone_pieces`), the second reaching more than
@@ -367,8 +375,7 @@ def other_bone_piece_concern(mask, scan, slices: tuple[int, int] | None = None) 
     :mod:`~napari_vbmd.segmentation.joint` to part, and short of the scan's ends, where :func:`both_ends_concern`
     does not see it; the density inside the mask still shows the joint space. (A second piece towards the shaft's
     end is MC2's own bone cut off by a mask that leaves a band of it out, not another bone: not judged here.)"""
-    pieces = bone_pieces(mask, scan)
-    other, beyond_mm = second_piece(pieces, scan.spacing[0], joint_side(mask, slices))
+    pieces, other, beyond_mm = piece_past_the_joint(mask, scan, slices)
     if other < MIN_OTHER_BONE_MM3 or beyond_mm <= BEYOND_MAIN_PIECE_MM:
         return None
     (main, first, last), (_, other_first, other_last) = pieces[:2]
