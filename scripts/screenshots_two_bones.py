@@ -1,6 +1,6 @@
 """A screenshot of the Segment & measure widget when a mask of two bones is refused, for docs/hand.md.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_two_bones.py [--out docs/images] [--joined | --broken | --joint-space]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_two_bones.py [--out DIR] [--joined | --broken]
 
 A crop of the training generator's broad variation (seed 40000, a right hand, MC2 beside MC3) is run with the
 classical method, which takes MC3 in with MC2 there: the run is refused with the engine's one line as a
@@ -9,9 +9,8 @@ Saved as docs/images/two_bones_refused.png (1600 x 1000). ``--joined``: seed 400
 grade 3), where the bone outline the classical method chose holds MC2 and MC3 joined; saved as
 docs/images/two_bones_joined_refused.png. ``--broken``: seed 40001 (a left hand, 82 µm, no motion), where the
 classical method's outline broke up on a third of its slices (D100 +45 % had it been measured); saved as
-docs/images/broken_outline_refused.png. ``--joint-space``: seed 40042 (a right hand, 82 µm, motion grade 1, one
-erosion) run with the default model, whose mask runs 1.7 mm on across the joint space into the proximal phalanx
-(D100 +6.5 % had it been measured); saved as docs/images/joint_space_refused.png.
+docs/images/broken_outline_refused.png. (A mask carried across a joint space is parted there since 2026-12-02:
+scripts/screenshots_joint.py --joint-space.)
 """
 from __future__ import annotations
 
@@ -30,8 +29,6 @@ def main(argv=None) -> int:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--joined", action="store_true", help="the joined-metacarpals refusal (seed 40007)")
     kind.add_argument("--broken", action="store_true", help="the broken-outline refusal (seed 40001)")
-    kind.add_argument("--joint-space", action="store_true",
-                      help="the default model's mask across a joint space, refused (seed 40042)")
     args = parser.parse_args(argv)
 
     import warnings
@@ -45,12 +42,9 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vbmd-two-bones-shot-"))
-    # benchmarks/eval_default_model.py's 40000, 40007, 40001 and 40042
+    # benchmarks/eval_default_model.py's 40000, 40007 and 40001
     spec = (dict(seed=40007, hand="left", n_slices=168, spacing_mm=0.061, motion_grade=3, scanner="xtremect2")
             if args.joined else
-            dict(seed=40042, hand="right", n_slices=110, spacing_mm=0.082, motion_grade=1, scanner="xtremect1",
-                 erosions=1)
-            if args.joint_space else
             dict(seed=40001, hand="left", n_slices=110, spacing_mm=0.082, motion_grade=0, scanner="xtremect2")
             if args.broken else
             dict(seed=40000, hand="right", n_slices=110, spacing_mm=0.082, motion_grade=0, scanner="xtremect1"))
@@ -64,20 +58,18 @@ def main(argv=None) -> int:
 
     viewer.open(str(path), plugin="napari-vbmd")
     _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
-    widget.run_tab.model.value = "default" if args.joint_space else "classical"
+    widget.run_tab.model.value = "classical"
     widget.run_tab.device.value = "cpu"
     hand = widget.run_tab.hand
     process_events(app, lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
     hand.choice.value = spec["hand"]
-    shown = 16 if args.joint_space else case.image.shape[0] // 2  # 16: the phalanx's base, distal of MC2's tip
-    viewer.dims.set_point(0, shown * case.image.spacing[0])
+    viewer.dims.set_point(0, case.image.shape[0] // 2 * case.image.spacing[0])
     viewer.reset_view()
     widget.run()
     process_events(app, lambda: not widget.busy, settle=1.0)
     if widget.labels_layer is not None:
-        raise SystemExit(f"the run was not refused: the {widget.run_tab.model.value} model's mask was measured")
+        raise SystemExit("the run was not refused: the classical method's mask was measured")
     shot = args.out / ("two_bones_joined_refused.png" if args.joined else
-                       "joint_space_refused.png" if args.joint_space else
                        "broken_outline_refused.png" if args.broken else "two_bones_refused.png")
     widget.show_section("run")
     process_events(app, settle=0.6)

@@ -1,7 +1,8 @@
-"""Refusals of the model's mask in the Segment & measure widget, in a real napari viewer (Xvfb): a broken outline
-and a mask beyond the joint (out of both ends of the scan, or across a joint space). The engine's one line as a notification and on the status line, nothing added, the
-Hand control left as chosen (the model's doing, not the hand's), and Run ready again; the same scan then measured
-when the mask is MC2's."""
+"""The model's mask in the Segment & measure widget, in a real napari viewer (Xvfb). Refused: a broken outline and a
+mask beyond the joint (out of both ends of the scan, or across a joint space): the engine's one line as a
+notification and on the status line, nothing added, the Hand control left as chosen (the model's doing, not the
+hand's), and Run ready again; the same scan then measured when the mask is MC2's. Parted: a mask carried across a
+joint space inside the pipeline, measured, the desk saying where."""
 from __future__ import annotations
 
 import dataclasses
@@ -96,3 +97,28 @@ def test_a_mask_across_a_joint_space_is_refused_in_the_widget_without_blaming_th
 
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
     _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, across, "two bones parted by a joint space")
+
+
+def test_a_mask_parted_at_a_joint_space_is_measured_and_the_desk_says_where(
+        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    import napari_vbmd.segmentation.stages as stages
+    from napari_vbmd.review import REASON_JOINT
+
+    waist_cut = stages.separate_at_joint
+
+    def carried(mask, densities, spacing):  # the mask as it reaches the cuts, carried five slices into the phalanx
+        kept, cut = waist_cut(mask, densities, spacing)
+        return carried_into_the_phalanx(kept, densities(0, kept.shape[0])), cut
+
+    monkeypatch.setattr(stages, "separate_at_joint", carried)
+    viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
+    n_layers = len(viewer.layers)
+    _run(qtbot, widget)
+    assert errors == [] and widget.labels_layer is not None and len(viewer.layers) == n_layers + 1
+    cut = widget.session.segmentation.joint_cut
+    assert cut["by"] == "joint space" and not widget.labels_layer.data[:cut["slice"]].any()
+    joint = dict(widget.session.results_rows())["Joint"]
+    assert joint.startswith(f"parted from the proximal phalanx at slice {cut['slice']} (") and "below it" in joint
+    [flag] = [f for f in widget.session.flags if REASON_JOINT in f.reasons]
+    assert flag.slice_index == cut["slice"]  # the reviewer is taken to the head's tip, where the cut was made
+    assert "hand: left (you chose)" in widget.status_label.text()

@@ -14,9 +14,10 @@ from _hand_phantoms import carried_into_the_phalanx, crop
 from _inputs_helpers import CALIBRATION, assert_segment_refused
 from napari_vbmd.review import REASON_JOINT
 from napari_vbmd.review_hand import (BEYOND_MAIN_PIECE_MM, MIN_OTHER_BONE_MM3, bone_pieces, joint_side,
-                                     other_bone_piece_concern)
+                                     other_bone_piece_concern, two_bones_concern)
 from napari_vbmd.scan import UNIT_DENSITY, UNIT_NATIVE, Scan
 from napari_vbmd.segmentation.focus import BeyondJointError
+from napari_vbmd.segmentation.joint import separate_at_joint_space
 from napari_vbmd.segmentation.pipeline import run, segment
 from napari_vbmd.segmentation.settings import SegmentSettings
 
@@ -118,3 +119,88 @@ def test_a_mask_carried_into_the_phalanx_is_refused_and_nothing_is_written(phant
     assert let_through.mask.data[6].any() and not let_through.mask.data[5].any()
 
     assert_segment_refused(capsys, tmp_path, phantom.image, "phalanx.aim", words="two bones parted by a joint space")
+
+
+def _density_of(scan):
+    density = scan.density()
+    return lambda region: density[region]
+
+
+def test_the_cut_at_the_joint_space_keeps_mc2_s_bar_and_removes_the_other():
+    scan, mask = _two_bones(slice_mm=0.25, other=(2, 10))  # the mask runs out at the last slice (MC2's shaft) only
+    assert joint_side(mask) == "start" and other_bone_piece_concern(mask, scan) is not None
+    kept, cut = separate_at_joint_space(mask, _density_of(scan), scan.spacing)
+    assert cut is not None and cut.kept == "higher" and cut.other_slices == (2, 9)
+    bar = np.zeros_like(mask)
+    bar[12:40, 10:22, 10:22] = True
+    assert kept[bar].all() and not kept[:10].any()  # all of MC2's bar, nothing of the other's slices
+    assert kept[10:12].any() and cut.slice in (10, 11)  # the joint space parted between the two
+    assert cut.removed_voxels == mask.sum() - kept.sum()
+    assert other_bone_piece_concern(kept, scan) is None
+    assert "removed" in cut.describe() and cut.to_dict(100)["other_slices"] == [102, 109]
+
+
+def test_a_piece_beside_mc2_is_cut_off_too():
+    scan, mask = _two_bones(other=(14, 40), beside=True)  # within MC2's slices: not past its tip, not refused
+    assert other_bone_piece_concern(mask, scan) is None
+    kept, cut = separate_at_joint_space(mask, _density_of(scan), scan.spacing)
+    assert cut is not None and cut.beside and cut.kept == "higher" and cut.slice == 14
+    assert kept[12:40, 10:22, 10:22].all() and not kept[:, :, 30:42].any()  # MC2's bar kept, the other's gone
+    assert "beside it, not MC2's own" in cut.describe() and cut.to_dict()["beside"] is True
+
+
+def test_no_cut_of_two_bones_side_by_side():
+    density = np.full((30, 50, 100), SOFT, dtype=np.float32)  # 0.2 mm voxels
+    density[10:30, 5:45, 5:45] = CORTEX  # MC2, 8 mm across, its head's tip at slice 10
+    density[2:30, 5:45, 50:90] = CORTEX  # a neighbour beside it reaching further: the larger piece
+    mask = np.zeros(density.shape, dtype=bool)
+    mask[2:30, 5:45, 5:45] = mask[2:30, 5:45, 50:90] = True
+    mask[2:30, 24:26, 45:50] = True  # joined by a thin bridge, as a network draws two bones together
+    scan = Scan(density, spacing=(0.2, 0.2, 0.2), unit=UNIT_DENSITY)
+    assert bone_pieces(mask, scan)[0][1] == 2 and two_bones_concern(mask, scan.spacing) is not None
+    kept, cut = separate_at_joint_space(mask, _density_of(scan), scan.spacing)
+    assert cut is None and np.array_equal(kept, mask)  # the cut would keep the neighbour: left to the refusal
+
+
+def test_no_cut_where_the_mask_does_not_show_the_joint_or_the_piece_is_mc2_s_shaft():
+    both_ends_scan, both_ends = _two_bones()  # slices 0-39 of 40: the mask reaches both ends
+    assert joint_side(both_ends) is None and other_bone_piece_concern(both_ends, both_ends_scan) is not None
+    shaft_scan, shaft = _two_bones(other=(26, 40), main=(5, 30), beside=True)  # past the main one at the shaft's end
+    assert joint_side(shaft) == "start" and bone_pieces(shaft, shaft_scan)[1][0] > MIN_OTHER_BONE_MM3
+    for scan, mask in [(both_ends_scan, both_ends), (shaft_scan, shaft),
+                       _two_bones(slice_mm=0.25, other=(2, 10), other_px=9)]:  # a crumb
+        kept, cut = separate_at_joint_space(mask, _density_of(scan), scan.spacing)
+        assert cut is None and np.array_equal(kept, mask)
+
+
+def test_a_mask_carried_into_the_phalanx_inside_the_pipeline_is_parted_from_it(phantom, tmp_path, capsys,
+                                                                               monkeypatch):
+    from _inputs_helpers import run_cli
+
+    import napari_vbmd.segmentation.stages as stages
+    from napari_vbmd.evaluation.metrics import dice
+    from napari_vbmd.io import write_image
+    from napari_vbmd.measure import measure_vbmd
+
+    plain = segment(phantom.image, model="classical", hand="left", threads=1)
+    assert plain.joint_cut is None
+    waist_cut = stages.separate_at_joint
+
+    def carried(mask, densities, spacing):  # the model's mask as it reaches the cuts, carried across the joint
+        kept, cut = waist_cut(mask, densities, spacing)
+        return carried_into_the_phalanx(kept, densities(0, kept.shape[0])), cut
+
+    monkeypatch.setattr(stages, "separate_at_joint", carried)
+    parted = segment(phantom.image, model="classical", hand="left", threads=1)  # measured, not refused
+    cut = parted.joint_cut
+    assert cut["by"] == "joint space" and cut["kept"] == "higher" and cut["removed_voxels"] > 0
+    assert cut["other_slices"][0] == 6 and "proximal phalanx" in cut["description"]
+    assert dice(plain.mask.data, parted.mask.data) > 0.98 and not parted.mask.data[:10].any()
+    d100 = [measure_vbmd(phantom.image, r.mask).d100_mg_ha_cm3 for r in (plain, parted)]
+    assert abs(d100[1] / d100[0] - 1) < 0.01, d100
+
+    path = write_image(tmp_path / "phalanx.aim", phantom.image)
+    code, out, err = run_cli(capsys, "segment", path, "-o", tmp_path / "mask.aim", "--model", "classical",
+                             "--hand", "left")
+    assert code == 0 and (tmp_path / "mask.aim").exists(), err
+    assert "two pieces with softer tissue between them" in out and "the proximal phalanx across the joint" in out

@@ -176,6 +176,10 @@ def test_the_mask_file_records_the_cut(tmp_path):
                                    "joint_cut": {"slice": 27, "kept": "higher", "removed_voxels": 96211}}
     log = read_mask(write_mask(tmp_path / "m.aim", mask)).header["processing_log"]
     assert "slice 27, 96211 voxels across the joint removed" in log
+    mask.header["segmentation"]["joint_cut"] = {"slice": 14, "kept": "higher", "removed_voxels": 210,
+                                                "by": "joint space", "beside": True, "other_slices": [14, 30]}
+    log = read_mask(write_mask(tmp_path / "beside.aim", mask)).header["processing_log"]
+    assert "slices 14-30, 210 voxels of another bone beside MC2 removed" in log
 
 
 def test_the_review_flags_point_at_the_head_s_tip_after_a_cut():
@@ -195,6 +199,10 @@ def test_the_review_flags_point_at_the_head_s_tip_after_a_cut():
             "was the phalanx, not MC2") in flagged[first].describe()
     unsided = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice)  # built without the side
     assert "the bone beyond it removed" in {f.slice_index: f for f in unsided.flags(kept)}[first].describe()
+    beside = FlagContext(box, None, density, 0.5, SPACING, joint_cut_slice=cut.slice, joint_removed_below=True,
+                         joint_beside=True)  # a joint-space cut of a piece beside MC2
+    assert ("a piece of another bone beside MC2 was removed from the mask on this slice and its neighbours: check "
+            "that it was not MC2's") in {f.slice_index: f for f in beside.flags(kept)}[first].describe()
     others = {f.slice_index: f.reasons for f in plain.flags(kept)}
     stripped = {z: [r for r in f.reasons if r != REASON_JOINT] for z, f in flagged.items()}
     assert {z: reasons for z, reasons in stripped.items() if reasons} == others  # the other flags as without it

@@ -148,6 +148,10 @@ def test_a_run_reports_its_stages_and_the_session_holds_the_case(synthetic_case,
         assert dict(session.results_rows())["Joint"] == ("parted from the proximal phalanx at slice 12 "
                                                          "(345 voxels below it removed); check that they were "
                                                          "the phalanx, not MC2")
+        header["joint_cut"] = {"slice": 14, "kept": "higher", "removed_voxels": 210, "by": "joint space",
+                               "beside": True, "other_slices": [14, 30]}  # a piece beside MC2, not past its tip
+        assert dict(session.results_rows())["Joint"] == ("a piece of another bone beside MC2 removed (210 voxels "
+                                                         "about slices 14-30); check that it was not MC2's")
     finally:
         header["joint_cut"] = None
     assert "MC2" not in dict(session.results_rows())  # a crop: nothing to say about the bone check

@@ -305,27 +305,44 @@ MIN_OTHER_BONE_MM3 = 10.0
 BEYOND_MAIN_PIECE_MM = 0.5
 
 
-def bone_pieces(mask, scan) -> list[tuple[float, int, int]]:
-    """The pieces the bone inside ``mask`` (z, y, x on ``scan``'s grid) falls into at :data:`BONE_PIECE_MG`
-    (3-D, face-connected), largest first: (volume mm³, first slice, last slice). Only the mask's bounding box
-    is converted to density; needs ``scan``'s calibration (the networks already did)."""
+def piece_labels(mask, density) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """The bone inside ``mask`` (voxels of ``density``, mg HA/cm³ on the same grid, above :data:`BONE_PIECE_MG`) as
+    3-D face-connected pieces: (their labels, [(label, voxels, first slice, last slice)] largest first)."""
     from scipy import ndimage
 
+    labels, n = ndimage.label((np.asarray(density) > BONE_PIECE_MG) & np.asarray(mask).astype(bool))
+    if not n:
+        return labels, []
+    voxels = np.bincount(labels.ravel())[1:]
+    boxes = ndimage.find_objects(labels)
+    return labels, [(int(i) + 1, int(voxels[i]), boxes[i][0].start, boxes[i][0].stop - 1)
+                    for i in np.argsort(voxels)[::-1]]
+
+
+def mask_box(mask) -> tuple[slice, slice, slice] | None:
+    """The bounding box of ``mask`` (z, y, x slices), or None when it is empty."""
     mask = np.asarray(mask)
     present = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
     if not present[0].size:
+        return None
+    return tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)
+
+
+def bone_pieces(mask, scan) -> list[tuple[float, int, int]]:
+    """The pieces the bone inside ``mask`` (z, y, x on ``scan``'s grid) falls into at :data:`BONE_PIECE_MG`
+    (3-D, face-connected; :func:`piece_labels`), largest first: (volume mm³, first slice, last slice). Only the
+    mask's bounding box is converted to density; needs ``scan``'s calibration (the networks already did)."""
+    box = mask_box(mask)
+    if box is None:
         return []
-    box = tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)
-    bone = (scan.density(box) > BONE_PIECE_MG) & mask[box].astype(bool)
-    labels, n = ndimage.label(bone)
-    if not n:
-        return []
-    voxels = np.bincount(labels.ravel())[1:]
-    boxes = ndimage.find_objects(labels)
-    order = np.argsort(voxels)[::-1]
-    z0 = box[0].start
-    return [(float(voxels[i]) * scan.voxel_volume_mm3, z0 + boxes[i][0].start, z0 + boxes[i][0].stop - 1)
-            for i in order]
+    _, pieces = piece_labels(np.asarray(mask)[box], scan.density(box))
+    return in_mm3(pieces, scan.voxel_volume_mm3, box[0].start)
+
+
+def in_mm3(pieces, voxel_mm3: float, first_slice: int = 0) -> list[tuple[float, int, int]]:
+    """:func:`piece_labels`' pieces as :func:`bone_pieces` gives them: (volume mm³, first slice, last slice), the
+    slices counted from ``first_slice``."""
+    return [(voxels * voxel_mm3, first_slice + first, first_slice + last) for _, voxels, first, last in pieces]
 
 
 def joint_side(mask, slices: tuple[int, int] | None = None) -> str | None:

@@ -380,7 +380,9 @@ def write_aim(
         extra["Segmented as"] = f"{segmented.get('hand')} hand (from {segmented['hand_source']})"
     if scan.kind == "mask" and segmented.get("joint_cut"):  # the mask was parted from the proximal phalanx
         cut = segmented["joint_cut"]
-        extra["Joint cut"] = f"slice {cut['slice']}, {cut['removed_voxels']} voxels across the joint removed"
+        extra["Joint cut"] = (f"slices {cut['other_slices'][0]}-{cut['other_slices'][1]}, {cut['removed_voxels']} "
+                              "voxels of another bone beside MC2 removed" if cut.get("beside") else
+                              f"slice {cut['slice']}, {cut['removed_voxels']} voxels across the joint removed")
     if scan.kind == "mask":
         data = (np.asarray(scan.data) != 0).view(np.int8)  # a new array: safe to scale in place
         data *= MASK_VALUE  # (np.where with Python ints went through int64: 5 s for a 1536² × 110 mask)

@@ -207,3 +207,115 @@ def separate_at_joint(mask: np.ndarray, densities: Callable[[int, int], np.ndarr
                    removed_voxels=int(np.count_nonzero(mask) - np.count_nonzero(out)),
                    waist_mm2=found.area_mm2, sides_mm2=found.sides_mm2)
     return out, cut
+
+
+@dataclass(frozen=True)
+class JointSpaceCut:
+    """Where a mask was parted from another bone's piece inside it (:func:`separate_at_joint_space`; slice index in
+    the mask's own array: MC2's tip, or for a piece beside MC2 its slice nearest the joint)."""
+
+    slice: int
+    kept: str  # "higher" or "lower" slice indices
+    removed_voxels: int
+    main_piece_mm3: float
+    other_piece_mm3: float
+    other_slices: tuple[int, int]
+    beyond_mm: float
+
+    def to_dict(self, first_slice: int = 0) -> dict:
+        return {"slice": self.slice + first_slice, "kept": self.kept, "removed_voxels": self.removed_voxels,
+                "by": "joint space", "beside": self.beside, "main_piece_mm3": round(self.main_piece_mm3, 1),
+                "other_piece_mm3": round(self.other_piece_mm3, 1),
+                "other_slices": [s + first_slice for s in self.other_slices], "beyond_mm": round(self.beyond_mm, 2),
+                "description": self.describe(first_slice)}
+
+    @property
+    def beside(self) -> bool:
+        """The removed piece lay beside MC2's, within its slices, not past its tip."""
+        return self.beyond_mm <= _beyond_main_piece_mm()
+
+    def describe(self, first_slice: int = 0) -> str:
+        first, last = (s + first_slice for s in self.other_slices)
+        pieces = (f"the bone inside the mask was two pieces with softer tissue between them: besides MC2's "
+                  f"({self.main_piece_mm3:.0f} mm³ denser than {_bone_mg():.0f} mg HA/cm³) one of "
+                  f"{self.other_piece_mm3:.0f} mm³ (slices {first}-{last})")
+        if self.beside:
+            return (f"{pieces} beside it, not MC2's own (the rim of the phalanx's cup around MC2's head, a neighbour "
+                    f"or a sesamoid); its side of the softer tissue, {self.removed_voxels} voxels, was removed (check "
+                    f"slice {self.slice + first_slice})")
+        return (f"{pieces} reaching {self.beyond_mm:.1f} mm past it towards the joint; its side of the softer tissue, "
+                f"{self.removed_voxels} voxels, was taken for another bone (the proximal phalanx across the joint, or "
+                f"a neighbour's head) and removed (the mask now ends at slice {self.slice + first_slice})")
+
+
+def _bone_mg() -> float:
+    from ..review_hand import BONE_PIECE_MG
+
+    return BONE_PIECE_MG
+
+
+def _beyond_main_piece_mm() -> float:
+    from ..review_hand import BEYOND_MAIN_PIECE_MM
+
+    return BEYOND_MAIN_PIECE_MM
+
+
+def separate_at_joint_space(mask: np.ndarray, densities: Callable[[tuple], np.ndarray],
+                            spacing) -> tuple[np.ndarray, JointSpaceCut | None]:
+    """``mask`` without another bone's piece inside it, parted at the softer tissue between them, and the cut
+    (None: mask unchanged).
+
+    Where a network carries the mask across a narrow joint space its outline need not narrow (no waist for
+    :func:`separate_at_joint`), but the bone inside it (:func:`~napari_vbmd.review_hand.piece_labels`) is still two
+    pieces with the darker joint space between them; a mask that takes in the rim of the phalanx's cup around MC2's
+    head holds a second piece beside MC2's. When the second piece holds
+    :data:`~napari_vbmd.review_hand.MIN_OTHER_BONE_MM3` or more and does not reach more than
+    :data:`~napari_vbmd.review_hand.BEYOND_MAIN_PIECE_MM` past the main one towards the shaft's end (the end of the
+    mask's array it reaches; a piece there is MC2's own shaft cut off from its head by a gap in the mask), a
+    watershed on the densities from the two pieces parts the mask along the softer tissue between them (the dark
+    valley) and the second piece's side goes; the largest component stays. The largest piece is taken for MC2, which
+    holds for the phalanx (the field is MC2's) but not for a neighbour side by side: a mask holding two bones side by
+    side (:func:`~napari_vbmd.review_hand.two_bones_concern`) is not cut (the pipeline refuses it).
+    ``densities(region)`` gives mg HA/cm³ of the mask's ``region`` (z, y, x slices): only the mask's bounding box
+    is read. A mask that reaches both ends of its array, or neither, does not show which end is the joint: it is
+    left as it is (the pipeline refuses it: :func:`~napari_vbmd.review_hand.both_ends_concern`,
+    :func:`~napari_vbmd.review_hand.other_bone_piece_concern`); so is a mask the cut leaves with a second piece
+    still past the first (the pipeline judges the cut mask again)."""
+    from skimage.segmentation import watershed
+
+    from ..review_hand import (BEYOND_MAIN_PIECE_MM, MIN_OTHER_BONE_MM3, in_mm3, joint_side, mask_box,
+                               piece_labels, second_piece, two_bones_concern)
+    from .postprocess import keep_largest_component
+
+    mask = np.asarray(mask, dtype=bool)
+    side = joint_side(mask)
+    if side is None:  # the mask reaches both ends of its array or neither (or is empty): the joint's end unknown
+        return mask, None
+    box = mask_box(mask)
+    density = np.asarray(densities(box), dtype=np.float32)
+    labels, pieces = piece_labels(mask[box], density)
+    in_mask = in_mm3(pieces, float(np.prod([float(s) for s in spacing])), box[0].start)
+    other, beyond = second_piece(in_mask, spacing[0], side)
+    _, past_shaft_end = second_piece(in_mask, spacing[0], "stop" if side == "start" else "start")
+    if other < MIN_OTHER_BONE_MM3 or past_shaft_end > BEYOND_MAIN_PIECE_MM:
+        return mask, None  # one piece (and crumbs), or MC2's own shaft cut off from its head by a gap in the mask
+    if two_bones_concern(mask, spacing) is not None:
+        return mask, None  # two bones side by side: which is MC2 the pieces' sizes cannot tell (refused as before)
+    seeds = np.zeros(labels.shape, dtype=np.int32)
+    seeds[labels == pieces[0][0]] = 1
+    seeds[labels == pieces[1][0]] = 2
+    smooth = ndimage.gaussian_filter(density, [SMOOTHING_MM / float(s) for s in spacing])
+    basins = watershed(-smooth, seeds, mask=mask[box])  # the joint space is the dark valley between the seeds
+    out = np.zeros_like(mask)
+    out[box] = basins == 1
+    out = keep_largest_component(out)
+    keep_higher = side == "start"  # the joint at the lower slice numbers
+    present = np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1))
+    end = int(present[0] if keep_higher else present[-1])  # MC2's tip, where a piece past it was parted off
+    if beyond <= BEYOND_MAIN_PIECE_MM:  # a piece beside MC2: the reviewer is sent to its slice nearest the joint
+        end = max(end, in_mask[1][1]) if keep_higher else min(end, in_mask[1][2])
+    return out, JointSpaceCut(slice=end,
+                              kept="higher" if keep_higher else "lower",
+                              removed_voxels=int(np.count_nonzero(mask) - np.count_nonzero(out)),
+                              main_piece_mm3=in_mask[0][0], other_piece_mm3=other,
+                              other_slices=(in_mask[1][1], in_mask[1][2]), beyond_mm=beyond)

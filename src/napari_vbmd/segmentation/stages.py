@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import VbmdError
 from ..scan import Scan
 from . import postprocess as post
-from .joint import separate_at_joint
+from .joint import separate_at_joint, separate_at_joint_space
 from .models import check_cancel
 from .parallel import run_chunks
 from .preprocess import Box, density_block, resample_slices, resample_volume, working_size
@@ -183,7 +183,20 @@ def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole
     if band_mm > 0 and crop_mask.any():
         check_cancel(cancel)
         crop_mask = _refine(scan, box, crop_mask, band_mm, threads, edge_level)
+    crop_mask, space_cut = separate_at_joint_space(crop_mask, lambda region: density_block(
+        scan, tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), region))),
+        scan.spacing)
+    if notes is not None and space_cut is not None:
+        notes["joint_cut"] = _after(notes.get("joint_cut"), space_cut.to_dict(box.z0))
     return crop_mask
+
+
+def _after(waist_cut: dict | None, space_cut: dict) -> dict:
+    """The joint-space cut's record, with a waist cut made before it (rare: both in one mask) folded in."""
+    if waist_cut is None:
+        return space_cut
+    return {**space_cut, "removed_voxels": waist_cut["removed_voxels"] + space_cut["removed_voxels"],
+            "description": f"{waist_cut['description']}; then {space_cut['description']}"}
 
 
 def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float, threads: int | None = None,

@@ -272,6 +272,10 @@ class CaseSession:
         cut = self.segmentation.joint_cut if self.segmentation else None
         if not cut:
             return ""
+        if cut.get("beside"):
+            first, last = cut["other_slices"]
+            return (f"a piece of another bone beside MC2 removed ({cut['removed_voxels']} voxels about slices "
+                    f"{first}-{last}); check that it was not MC2's")
         side = joint_removed_side(cut["kept"] == "higher" if cut.get("kept") else None)
         return (f"parted from the proximal phalanx at slice {cut['slice']} "
                 f"({cut['removed_voxels']} voxels {side} removed); check that they were the phalanx, not MC2")

@@ -29,6 +29,7 @@ class FlagContext:
     spacing: tuple[float, float, float]  # mm (z, y, x)
     joint_cut_slice: int | None = None  # where the pipeline parted the mask from the phalanx (scan slice)
     joint_removed_below: bool | None = None  # the removed bone lay at lower slice numbers than the cut
+    joint_beside: bool = False  # the cut removed a piece beside MC2 within its slices (a joint-space cut)
 
     @classmethod
     def from_segmentation(cls, scan: "Scan", segmentation: "SegmentationResult") -> "FlagContext":
@@ -38,7 +39,7 @@ class FlagContext:
         cut = segmentation.joint_cut
         return cls(box, segmentation.probability, density_block(scan, box.slices), float(segmentation.threshold),
                    tuple(float(s) for s in scan.spacing), int(cut["slice"]) if cut else None,
-                   cut["kept"] == "higher" if cut else None)
+                   cut["kept"] == "higher" if cut else None, bool(cut.get("beside")) if cut else False)
 
     def flags(self, mask) -> list[SliceFlag]:
         """The slices of ``mask`` (the whole scan's grid) that need a look, numbered in the scan."""
@@ -58,7 +59,9 @@ class FlagContext:
             return flags
         z = int(present[np.argmin(np.abs(present - self.joint_cut_slice))])
         detail = {"joint_cut_slice": float(self.joint_cut_slice)}
-        if self.joint_removed_below is not None:
+        if self.joint_beside:
+            detail["joint_beside"] = 1.0
+        elif self.joint_removed_below is not None:
             detail["joint_removed_below"] = float(self.joint_removed_below)
         for flag in flags:
             if flag.slice_index == z:
