@@ -38,6 +38,11 @@ rule is the joint.
 
 None of 144 truth masks of the training generator (72 training, 48 broad and 24 study phantoms)
 has such a waist; the cut is recorded in the mask's header and the segment output (``joint_cut``).
+
+Where the mask has no waist, the density inside it can still show another bone:
+:func:`separate_at_joint_space` (after the boundary refinement) parts the mask from a second piece of bone past
+MC2's tip towards the joint, or beside MC2, at the softer tissue between them (docs/default-model.md, "Another
+bone's piece inside the mask, parted off").
 """
 from __future__ import annotations
 

@@ -10,9 +10,10 @@
 3. ``infer``: batches of slices (2D, with slice context) or one pass (3D); progress after each batch,
    a cancel check between batches;
 4. ``from_working``: probabilities back onto the crop's native grid, *then* thresholded (``finish``):
-   hole filling per slice, the MC2 component, the boundary moved within a narrow band onto the scan's
-   half-maximum edge when the checkpoint (or the caller) asks for it; ``place``: optional standard VOI,
-   the crop put back into a mask on the scan's exact grid.
+   hole filling per slice, the MC2 component, parted from the proximal phalanx at a waist (:mod:`.joint`), the
+   boundary moved within a narrow band onto the scan's half-maximum edge when the checkpoint (or the caller) asks
+   for it, and parted from another bone's piece inside it at the softer tissue between them; ``place``: optional
+   standard VOI, the crop put back into a mask on the scan's exact grid.
 """
 from __future__ import annotations
 
