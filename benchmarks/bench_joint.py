@@ -57,7 +57,8 @@ def main(argv=None) -> int:
         def capture(probability, scan_, box, threshold, hole_filling="fill", band_mm=0.0, cancel=None, threads=None,
                     notes=None, **more):
             seen.update(probability=probability, scan=scan_, box=box, threshold=threshold, band=band_mm, more=more)
-            return real_finish(probability, scan_, box, threshold, hole_filling, band_mm, cancel, threads, notes, **more)
+            return real_finish(probability, scan_, box, threshold, hole_filling, band_mm, cancel, threads, notes,
+                               **more)
 
         stages.finish = capture
         try:
