@@ -204,3 +204,13 @@ def test_a_mask_carried_into_the_phalanx_inside_the_pipeline_is_parted_from_it(p
                              "--hand", "left")
     assert code == 0 and (tmp_path / "mask.aim").exists(), err
     assert "two pieces with softer tissue between them" in out and "the proximal phalanx across the joint" in out
+
+
+def test_a_waist_cut_and_a_joint_space_cut_in_one_mask_make_one_record():
+    from napari_vbmd.segmentation.stages import _after
+
+    space = {"slice": 17, "kept": "higher", "removed_voxels": 158251, "by": "joint space", "description": "then this"}
+    assert _after(None, space) is space
+    both = _after({"slice": 4, "kept": "higher", "removed_voxels": 16185, "description": "first that"}, space)
+    assert both["slice"] == 17 and both["by"] == "joint space" and both["removed_voxels"] == 16185 + 158251
+    assert both["description"] == "first that; then then this"  # the order they were made in, both kept
