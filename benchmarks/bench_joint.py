@@ -85,10 +85,9 @@ def main(argv=None) -> int:
             finished = stages.finish(*call, threads=args.threads, **seen["more"])
         finally:
             stages.separate_at_joint_space = real_space
-        space_alone = best(lambda: joint.separate_at_joint_space(finished, lambda region: density_block(
-            seen["scan"], tuple(slice(start + r.start, start + r.stop) for start, r in zip((box.z0, box.y0, box.x0),
-                                                                                          region))),
-            seen["scan"].spacing), args.repeat)
+        space_alone = best(lambda: joint.separate_at_joint_space(
+            finished, lambda region: density_block(seen["scan"], box.in_scan(region)), seen["scan"].spacing),
+            args.repeat)
         cut = result.joint_cut or {}
         rows.append({"case": f"heldout_{spec.seed}", "shape": list(scan.shape),
                      "cut": cut.get("by", "waist") if cut else None,

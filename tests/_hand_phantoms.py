@@ -32,3 +32,17 @@ def carried_into_the_phalanx(mask, density, slices: int = 5):
         bone = ndimage.binary_closing((density[z] > BONE_PIECE_MG) & near, iterations=3)
         mask[z] = ndimage.binary_dilation(ndimage.binary_fill_holes(bone), iterations=1)
     return mask
+
+
+def carry_into_the_phalanx_inside_the_pipeline(monkeypatch):
+    """Patch the pipeline so that the model's mask reaches the joint-space cut (``stages.finish``, after the waist
+    split) :func:`carried_into_the_phalanx`, as a network that carries it across the joint space draws it."""
+    import napari_vbmd.segmentation.stages as stages
+
+    waist_cut = stages.separate_at_joint
+
+    def carried(mask, densities, spacing):
+        kept, cut = waist_cut(mask, densities, spacing)
+        return carried_into_the_phalanx(kept, densities(0, kept.shape[0])), cut
+
+    monkeypatch.setattr(stages, "separate_at_joint", carried)

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from _hand_phantoms import carried_into_the_phalanx, crop
+from _hand_phantoms import carried_into_the_phalanx, carry_into_the_phalanx_inside_the_pipeline, crop
 from napari_vbmd.io import write_image
 
 pytestmark = pytest.mark.gui
@@ -101,16 +101,9 @@ def test_a_mask_across_a_joint_space_is_refused_in_the_widget_without_blaming_th
 
 def test_a_mask_parted_at_a_joint_space_is_measured_and_the_desk_says_where(
         make_napari_viewer, qtbot, monkeypatch, tmp_path):
-    import napari_vbmd.segmentation.stages as stages
     from napari_vbmd.review import REASON_JOINT
 
-    waist_cut = stages.separate_at_joint
-
-    def carried(mask, densities, spacing):  # the mask as it reaches the cuts, carried five slices into the phalanx
-        kept, cut = waist_cut(mask, densities, spacing)
-        return carried_into_the_phalanx(kept, densities(0, kept.shape[0])), cut
-
-    monkeypatch.setattr(stages, "separate_at_joint", carried)
+    carry_into_the_phalanx_inside_the_pipeline(monkeypatch)
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
     n_layers = len(viewer.layers)
     _run(qtbot, widget)

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from _hand_phantoms import carried_into_the_phalanx, crop
+from _hand_phantoms import carried_into_the_phalanx, carry_into_the_phalanx_inside_the_pipeline, crop
 from _inputs_helpers import CALIBRATION, assert_segment_refused
 from napari_vbmd.review import REASON_JOINT
 from napari_vbmd.review_hand import (BEYOND_MAIN_PIECE_MM, MIN_OTHER_BONE_MM3, bone_pieces, joint_side,
@@ -177,20 +177,13 @@ def test_a_mask_carried_into_the_phalanx_inside_the_pipeline_is_parted_from_it(p
                                                                                monkeypatch):
     from _inputs_helpers import run_cli
 
-    import napari_vbmd.segmentation.stages as stages
     from napari_vbmd.evaluation.metrics import dice
     from napari_vbmd.io import write_image
     from napari_vbmd.measure import measure_vbmd
 
     plain = segment(phantom.image, model="classical", hand="left", threads=1)
     assert plain.joint_cut is None
-    waist_cut = stages.separate_at_joint
-
-    def carried(mask, densities, spacing):  # the model's mask as it reaches the cuts, carried across the joint
-        kept, cut = waist_cut(mask, densities, spacing)
-        return carried_into_the_phalanx(kept, densities(0, kept.shape[0])), cut
-
-    monkeypatch.setattr(stages, "separate_at_joint", carried)
+    carry_into_the_phalanx_inside_the_pipeline(monkeypatch)
     parted = segment(phantom.image, model="classical", hand="left", threads=1)  # measured, not refused
     cut = parted.joint_cut
     assert cut["by"] == "joint space" and cut["kept"] == "higher" and cut["removed_voxels"] > 0

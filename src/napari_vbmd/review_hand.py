@@ -319,23 +319,17 @@ def piece_labels(mask, density) -> tuple[np.ndarray, list[tuple[int, int, int, i
                     for i in np.argsort(voxels)[::-1]]
 
 
-def mask_box(mask) -> tuple[slice, slice, slice] | None:
-    """The bounding box of ``mask`` (z, y, x slices), or None when it is empty."""
-    mask = np.asarray(mask)
-    present = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
-    if not present[0].size:
-        return None
-    return tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)
-
-
 def bone_pieces(mask, scan) -> list[tuple[float, int, int]]:
     """The pieces the bone inside ``mask`` (z, y, x on ``scan``'s grid) falls into at :data:`BONE_PIECE_MG`
     (3-D, face-connected; :func:`piece_labels`), largest first: (volume mm³, first slice, last slice). Only the
     mask's bounding box is converted to density; needs ``scan``'s calibration (the networks already did)."""
-    box = mask_box(mask)
+    from .segmentation.postprocess import bounding_box
+
+    mask = np.asarray(mask)
+    box = bounding_box(mask)
     if box is None:
         return []
-    _, pieces = piece_labels(np.asarray(mask)[box], scan.density(box))
+    _, pieces = piece_labels(mask[box], scan.density(box))
     return in_mm3(pieces, scan.voxel_volume_mm3, box[0].start)
 
 

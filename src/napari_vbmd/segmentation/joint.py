@@ -52,6 +52,9 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from ..review_hand import (BEYOND_MAIN_PIECE_MM, BONE_PIECE_MG, MIN_OTHER_BONE_MM3, in_mm3, joint_side, piece_labels,
+                           second_piece, two_bones_concern)
+
 #: how far (mm) either side of a slice the widest cross-sections are looked for: MC2's head and the
 #: phalanx's base both regain their width within about 2 mm of the joint
 WAIST_WINDOW_MM = 3.0
@@ -237,12 +240,12 @@ class JointSpaceCut:
     @property
     def beside(self) -> bool:
         """The removed piece lay beside MC2's, within its slices, not past its tip."""
-        return self.beyond_mm <= _beyond_main_piece_mm()
+        return self.beyond_mm <= BEYOND_MAIN_PIECE_MM
 
     def describe(self, first_slice: int = 0) -> str:
         first, last = (s + first_slice for s in self.other_slices)
         pieces = (f"the bone inside the mask was two pieces with softer tissue between them: besides MC2's "
-                  f"({self.main_piece_mm3:.0f} mm³ denser than {_bone_mg():.0f} mg HA/cm³) one of "
+                  f"({self.main_piece_mm3:.0f} mm³ denser than {BONE_PIECE_MG:.0f} mg HA/cm³) one of "
                   f"{self.other_piece_mm3:.0f} mm³ (slices {first}-{last})")
         if self.beside:
             return (f"{pieces} beside it, not MC2's own (the rim of the phalanx's cup around MC2's head, a neighbour "
@@ -251,18 +254,6 @@ class JointSpaceCut:
         return (f"{pieces} reaching {self.beyond_mm:.1f} mm past it towards the joint; its side of the softer tissue, "
                 f"{self.removed_voxels} voxels, was taken for another bone (the proximal phalanx across the joint, or "
                 f"a neighbour's head) and removed (the mask now ends at slice {self.slice + first_slice})")
-
-
-def _bone_mg() -> float:
-    from ..review_hand import BONE_PIECE_MG
-
-    return BONE_PIECE_MG
-
-
-def _beyond_main_piece_mm() -> float:
-    from ..review_hand import BEYOND_MAIN_PIECE_MM
-
-    return BEYOND_MAIN_PIECE_MM
 
 
 def separate_at_joint_space(mask: np.ndarray, densities: Callable[[tuple], np.ndarray],
@@ -288,15 +279,13 @@ def separate_at_joint_space(mask: np.ndarray, densities: Callable[[tuple], np.nd
     still past the first (the pipeline judges the cut mask again)."""
     from skimage.segmentation import watershed
 
-    from ..review_hand import (BEYOND_MAIN_PIECE_MM, MIN_OTHER_BONE_MM3, in_mm3, joint_side, mask_box,
-                               piece_labels, second_piece, two_bones_concern)
-    from .postprocess import keep_largest_component
+    from .postprocess import bounding_box, keep_largest_component
 
     mask = np.asarray(mask, dtype=bool)
     side = joint_side(mask)
     if side is None:  # the mask reaches both ends of its array or neither (or is empty): the joint's end unknown
         return mask, None
-    box = mask_box(mask)
+    box = bounding_box(mask)
     density = np.asarray(densities(box), dtype=np.float32)
     labels, pieces = piece_labels(mask[box], density)
     in_mask = in_mm3(pieces, float(np.prod([float(s) for s in spacing])), box[0].start)

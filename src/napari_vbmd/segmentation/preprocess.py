@@ -41,6 +41,10 @@ class Box:
     def to_list(self) -> list[int]:
         return [self.z0, self.z1, self.y0, self.y1, self.x0, self.x1]
 
+    def in_scan(self, region: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:
+        """``region`` (z, y, x slices of the crop) as slices of the scan."""
+        return tuple(slice(start + s.start, start + s.stop) for start, s in zip((self.z0, self.y0, self.x0), region))
+
 
 def density_block(scan: Scan, index) -> np.ndarray:
     """mg HA/cm³ (float32) of ``scan.data[index]`` without converting the whole scan."""

@@ -183,9 +183,8 @@ def finish(probability: np.ndarray, scan: Scan, box: Box, threshold: float, hole
     if band_mm > 0 and crop_mask.any():
         check_cancel(cancel)
         crop_mask = _refine(scan, box, crop_mask, band_mm, threads, edge_level)
-    crop_mask, space_cut = separate_at_joint_space(crop_mask, lambda region: density_block(
-        scan, tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), region))),
-        scan.spacing)
+    crop_mask, space_cut = separate_at_joint_space(crop_mask, lambda region: density_block(scan, box.in_scan(region)),
+                                                   scan.spacing)
     if notes is not None and space_cut is not None:
         notes["joint_cut"] = _after(notes.get("joint_cut"), space_cut.to_dict(box.z0))
     return crop_mask
@@ -204,8 +203,7 @@ def _refine(scan: Scan, box: Box, crop_mask: np.ndarray, band_mm: float, threads
     """Boundary refinement on MC2's own bounding box within the crop (densities of that box only).
     The refinement works slice by slice, so groups of slices go to the threads side by side."""
     sub = post.refinement_region(crop_mask, scan.spacing, band_mm)
-    in_scan = tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), sub))
-    mask, density = crop_mask[sub], density_block(scan, in_scan)
+    mask, density = crop_mask[sub], density_block(scan, box.in_scan(sub))
     refined = np.zeros(mask.shape, dtype=bool)
 
     def part(first: int, last: int) -> None:
@@ -225,7 +223,7 @@ def place(crop_mask: np.ndarray, scan: Scan, box: Box, voi_mm: float | None = No
     inner = post.bounding_box(crop_mask)
     if inner is None:
         return full, None, None
-    in_scan = tuple(slice(start + s.start, start + s.stop) for start, s in zip((box.z0, box.y0, box.x0), inner))
+    in_scan = box.in_scan(inner)
     full[in_scan] = crop_mask[inner]
     voi = None
     if voi_mm is not None:
