@@ -111,7 +111,10 @@ def test_a_mask_parted_at_a_joint_space_is_measured_and_the_desk_says_where(
     cut = widget.session.segmentation.joint_cut
     assert cut["by"] == "joint space" and not widget.labels_layer.data[:cut["slice"]].any()
     joint = dict(widget.session.results_rows())["Joint"]
-    assert joint.startswith(f"parted from the proximal phalanx at slice {cut['slice']} (") and "below it" in joint
+    assert joint.startswith("parted from another bone across the joint (the proximal phalanx, or a neighbour's "
+                            f"head) at slice {cut['slice']} (") and "below it" in joint
     [flag] = [f for f in widget.session.flags if REASON_JOINT in f.reasons]
+    assert (f"parted from another bone across the joint (the proximal phalanx, or a neighbour's head) at slice "
+            f"{cut['slice']} and the bone below it removed: check that it was not MC2's") in flag.describe()
     assert flag.slice_index == cut["slice"]  # the reviewer is taken to the head's tip, where the cut was made
     assert "hand: left (you chose)" in widget.status_label.text()

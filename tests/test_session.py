@@ -148,6 +148,11 @@ def test_a_run_reports_its_stages_and_the_session_holds_the_case(synthetic_case,
         assert dict(session.results_rows())["Joint"] == ("parted from the proximal phalanx at slice 12 "
                                                          "(345 voxels below it removed); check that they were "
                                                          "the phalanx, not MC2")
+        header["joint_cut"] = {"slice": 13, "kept": "lower", "removed_voxels": 520, "by": "joint space",
+                               "beside": False, "other_slices": [14, 40]}  # past MC2's tip: not only the phalanx
+        assert dict(session.results_rows())["Joint"] == ("parted from another bone across the joint (the proximal "
+                                                         "phalanx, or a neighbour's head) at slice 13 (520 voxels "
+                                                         "above it removed); check that they were not MC2's")
         header["joint_cut"] = {"slice": 14, "kept": "higher", "removed_voxels": 210, "by": "joint space",
                                "beside": True, "other_slices": [14, 30]}  # a piece beside MC2, not past its tip
         assert dict(session.results_rows())["Joint"] == ("a piece of another bone beside MC2 removed (210 voxels "

@@ -60,6 +60,10 @@ class SliceFlag:
             REASON_JOINT: "the mask was parted from the proximal phalanx at slice {joint_cut_slice:.0f} and the "
                           "bone {joint_side} removed: check that it was the phalanx, not MC2",
         }
+        if self.details.get("joint_space"):  # past MC2's tip: the phalanx, or a neighbour's head
+            words[REASON_JOINT] = ("the mask was parted from another bone across the joint (the proximal phalanx, "
+                                   "or a neighbour's head) at slice {joint_cut_slice:.0f} and the bone {joint_side} "
+                                   "removed: check that it was not MC2's")
         if self.details.get("joint_beside"):  # a joint-space cut of a piece beside MC2, not past its tip
             words[REASON_JOINT] = ("a piece of another bone beside MC2 was removed from the mask on this slice and "
                                    "its neighbours: check that it was not MC2's")

@@ -268,7 +268,8 @@ class CaseSession:
             + ([("MC2", seg.bone_unchecked)] if seg is not None and seg.bone_unchecked else [])
 
     def joint_words(self) -> str:
-        """Where the mask was parted from the proximal phalanx across the joint; '' when it was not."""
+        """Where the mask was parted from another bone (the proximal phalanx at a waist, a piece across the joint
+        space or beside MC2); '' when it was not."""
         cut = self.segmentation.joint_cut if self.segmentation else None
         if not cut:
             return ""
@@ -277,6 +278,10 @@ class CaseSession:
             return (f"a piece of another bone beside MC2 removed ({cut['removed_voxels']} voxels about slices "
                     f"{first}-{last}); check that it was not MC2's")
         side = joint_removed_side(cut["kept"] == "higher" if cut.get("kept") else None)
+        if cut.get("by") == "joint space":  # found by the softer tissue between two pieces, not by a waist
+            return (f"parted from another bone across the joint (the proximal phalanx, or a neighbour's head) at "
+                    f"slice {cut['slice']} ({cut['removed_voxels']} voxels {side} removed); check that they were "
+                    "not MC2's")
         return (f"parted from the proximal phalanx at slice {cut['slice']} "
                 f"({cut['removed_voxels']} voxels {side} removed); check that they were the phalanx, not MC2")
 

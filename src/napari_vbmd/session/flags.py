@@ -30,6 +30,7 @@ class FlagContext:
     joint_cut_slice: int | None = None  # where the pipeline parted the mask from the phalanx (scan slice)
     joint_removed_below: bool | None = None  # the removed bone lay at lower slice numbers than the cut
     joint_beside: bool = False  # the cut removed a piece beside MC2 within its slices (a joint-space cut)
+    joint_space: bool = False  # the cut was made at the softer tissue between two pieces, not at a waist
 
     @classmethod
     def from_segmentation(cls, scan: "Scan", segmentation: "SegmentationResult") -> "FlagContext":
@@ -39,7 +40,8 @@ class FlagContext:
         cut = segmentation.joint_cut
         return cls(box, segmentation.probability, density_block(scan, box.slices), float(segmentation.threshold),
                    tuple(float(s) for s in scan.spacing), int(cut["slice"]) if cut else None,
-                   cut["kept"] == "higher" if cut else None, bool(cut.get("beside")) if cut else False)
+                   cut["kept"] == "higher" if cut else None, bool(cut.get("beside")) if cut else False,
+                   bool(cut) and cut.get("by") == "joint space")
 
     def flags(self, mask) -> list[SliceFlag]:
         """The slices of ``mask`` (the whole scan's grid) that need a look, numbered in the scan."""
@@ -63,6 +65,8 @@ class FlagContext:
             detail["joint_beside"] = 1.0
         elif self.joint_removed_below is not None:
             detail["joint_removed_below"] = float(self.joint_removed_below)
+        if self.joint_space and not self.joint_beside:
+            detail["joint_space"] = 1.0
         for flag in flags:
             if flag.slice_index == z:
                 flag.reasons.append(REASON_JOINT)
