@@ -3,7 +3,6 @@ every phantom as it was; on, the same anatomy repositioned with fresh noise."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import scipy
 
+from _numpy_paths import recording_cpu_env
 from napari_vbmd.errors import VbmdError
 from napari_vbmd.phantom import PhantomSpec, generate_phantom
 
@@ -34,19 +34,6 @@ def test_pose_off_leaves_the_spec_as_it_was():
     assert PhantomSpec(**SMALL, pose_seed=2).validated().to_dict()["pose_seed"] == 2
 
 
-def _recording_cpu_env() -> dict:
-    """The environment that makes NumPy use the code paths the digests were recorded with: its AVX-512
-    kernels (found on some CPUs, not on the recording machine's) round a few values differently in the
-    last bit, which changes the digests without changing the generator."""
-    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-
-    off = [f for f in __cpu_dispatch__ if ("AVX512" in f or f == "X86_V4") and __cpu_features__.get(f)]
-    env = dict(os.environ)
-    if off:
-        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(off)
-    return env
-
-
 def test_pose_off_gives_the_voxels_of_before_byte_for_byte():
     if (np.__version__, scipy.__version__) != (BEFORE_POSE["numpy"], BEFORE_POSE["scipy"]):
         pytest.skip(f"digests recorded with NumPy {BEFORE_POSE['numpy']} / SciPy {BEFORE_POSE['scipy']}; this is "
@@ -62,7 +49,7 @@ def test_pose_off_gives_the_voxels_of_before_byte_for_byte():
         "print(json.dumps(out))\n"
     )
     cases = [kwargs for kwargs, _ in BEFORE_POSE["cases"]]
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], env=_recording_cpu_env(),
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], env=recording_cpu_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for (kwargs, digest), (got, has_pose) in zip(BEFORE_POSE["cases"], json.loads(done.stdout)):
