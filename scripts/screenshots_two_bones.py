@@ -3,8 +3,10 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots_two_bones.py [--out DIR] [--joined | --broken]
 
 A crop of the training generator's broad variation (seed 40000, a right hand, MC2 beside MC3) is run with the
-classical method, which takes MC3 in with MC2 there: the run is refused with the engine's one line as a
-notification, nothing is added, and the Hand control is left as chosen (the model's doing, not the hand's).
+classical method, which takes MC3 in with MC2 there: the mask is refused with the engine's one line as a
+notification and on the status line; since 2026-12-02 (later) the refused mask is shown for a person to correct
+and is not measured until then ("Not measured" in the Results), and the Hand control is left as chosen (the
+model's doing, not the hand's).
 Saved as docs/images/two_bones_refused.png (1600 x 1000). ``--joined``: seed 40007 (a left hand, 61 µm, motion
 grade 3), where the bone outline the classical method chose holds MC2 and MC3 joined; saved as
 docs/images/two_bones_joined_refused.png. ``--broken``: seed 40001 (a left hand, 82 µm, no motion), where the
@@ -67,11 +69,11 @@ def main(argv=None) -> int:
     viewer.reset_view()
     widget.run()
     process_events(app, lambda: not widget.busy, settle=1.0)
-    if widget.labels_layer is not None:
+    if widget.result is not None or not widget.session.refusal or widget.labels_layer is None:
         raise SystemExit("the run was not refused: the classical method's mask was measured")
     shot = args.out / ("two_bones_joined_refused.png" if args.joined else
                        "broken_outline_refused.png" if args.broken else "two_bones_refused.png")
-    widget.show_section("run")
+    widget.show_section("review")
     process_events(app, settle=0.6)
     viewer.window.screenshot(str(shot), flash=False, canvas_only=False)
     print("wrote", shot, "|", widget.status_label.text())

@@ -1,8 +1,9 @@
 """The model's mask in the Segment & measure widget, in a real napari viewer (Xvfb). Refused: a broken outline and a
 mask beyond the joint (out of both ends of the scan, or across a joint space): the engine's one line as a
-notification and on the status line, nothing added, the Hand control left as chosen (the model's doing, not the
-hand's), and Run ready again; the same scan then measured when the mask is MC2's. Parted: a mask carried across a
-joint space inside the pipeline, measured, the desk saying where."""
+notification and on the status line, the refused mask shown to correct but not measured and not exported, the Hand
+control left as chosen (the model's doing, not the hand's), and Run ready again; measured and exported once the
+person has corrected it. Parted: a mask carried across a joint space inside the pipeline, measured, the desk
+saying where."""
 from __future__ import annotations
 
 import dataclasses
@@ -40,44 +41,67 @@ def _run(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.busy, timeout=120000)
 
 
-def _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, spoil, expected: str):
+def _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, spoil, expected: str, tmp_path):
     import napari_vbmd.segmentation.pipeline as pipeline
+    import napari_vbmd.widgets.workflow as workflow
+    from napari_vbmd.measure import measure_vbmd
 
     n_layers = len(viewer.layers)
     segment_field = pipeline._segment_field
+    made = {}
 
     def spoiled(scan, *args, **kwargs):
         result = segment_field(scan, *args, **kwargs)
-        mask = spoil(result.mask.data.astype(bool).copy())
+        made["mask"] = result.mask.data.astype(bool)
+        mask = spoil(made["mask"].copy())
         return dataclasses.replace(result, mask=result.mask.with_data(mask.astype(np.uint8)))
 
+    warnings = []
+    monkeypatch.setattr(workflow, "show_warning", warnings.append)
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "_segment_field", spoiled)
         _run(qtbot, widget)
-    [line] = errors
-    assert line.count("\n") == 0 and "crop_L.aim" in line and expected in line
-    assert "nothing written: try another model (the default model)" in line
-    assert expected in widget.status_label.text()
-    assert len(viewer.layers) == n_layers and widget.labels_layer is None and widget.run_button.isEnabled()
+    [line] = warnings  # one line, the file named: the refused mask is shown to correct, not measured
+    assert errors == [] and line.count("\n") == 0 and line.startswith("crop_L.aim: the model's mask was refused: ")
+    assert expected in line and "It is not measured until you correct it" in line
+    status = widget.status_label.text()
+    assert "Refused: " in status and expected in status and "measured once corrected" in status
+    assert len(viewer.layers) == n_layers + 1 and widget.labels_layer is not None and widget.run_button.isEnabled()
+    assert widget.result is None and "refused, not measured" in widget.summary_label.text()
+    assert "Not measured" in widget.review_tab.results_label.text()
     hand = widget.run_tab.hand
-    assert not hand.marked and hand.source.value == "left (you chose)"
+    assert not hand.marked and hand.source.value == "last run: left (you chose)"  # the model's doing, not the hand's
 
-    _run(qtbot, widget)  # the same scan, its mask MC2's: measured
-    assert len(errors) == 1 and widget.labels_layer is not None and len(viewer.layers) == n_layers + 1
-    assert "hand: left (you chose)" in widget.status_label.text()
+    out = tmp_path / "export"
+    widget.export_tab.folder.line_edit.value = str(out)
+    widget.export()
+    assert len(errors) == 1 and "not measured until you correct it" in errors[0] and not out.exists()
+
+    refused = np.asarray(widget.labels_layer.data)
+    indices = np.nonzero((refused != 0) != made["mask"])  # the person's correction: back to MC2 alone
+    widget.mask.write("paint", indices, made["mask"][indices].astype(np.uint8))
+    qtbot.waitUntil(lambda: widget.result is not None and not widget.measuring, timeout=60000)
+    rows = dict(widget.results_table())
+    assert rows["Refused"].startswith("the model's mask: ") and "Check" not in rows
+    assert widget.result.d100_mg_ha_cm3 == pytest.approx(
+        measure_vbmd(widget.session.scan, made["mask"].astype(np.uint8)).d100_mg_ha_cm3)
+    assert "D100" in widget.summary_label.text() and "corrected: +" in widget.summary_label.text()
+    written = widget.export()
+    assert len(errors) == 1 and written and out.is_dir()
 
 
-def test_a_broken_classical_mask_is_refused_in_the_widget_with_nothing_added(
+def test_a_broken_classical_mask_is_refused_shown_to_correct_and_measured_once_corrected(
         make_napari_viewer, qtbot, monkeypatch, tmp_path):
     def combed(mask):  # the classical method's outline, combed by streaks on every slice
         mask[:, :, ::2] = False
         return mask
 
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
-    _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, combed, "the mask's sections are broken on")
+    _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, combed, "the mask's sections are broken on",
+                            tmp_path)
 
 
-def test_a_mask_beyond_the_joint_is_refused_in_the_widget_without_blaming_the_hand(
+def test_a_mask_beyond_the_joint_is_refused_to_correct_without_blaming_the_hand(
         make_napari_viewer, qtbot, monkeypatch, tmp_path):
     def beyond(mask):  # carried on to the scan's first slice, as a network carries it into the phalanx
         present = np.flatnonzero(mask.any(axis=(1, 2)))
@@ -85,10 +109,11 @@ def test_a_mask_beyond_the_joint_is_refused_in_the_widget_without_blaming_the_ha
         return mask
 
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
-    _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, beyond, "runs out of the scan at both ends")
+    _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, beyond, "runs out of the scan at both ends",
+                            tmp_path)
 
 
-def test_a_mask_across_a_joint_space_is_refused_in_the_widget_without_blaming_the_hand(
+def test_a_mask_across_a_joint_space_is_refused_to_correct_without_blaming_the_hand(
         make_napari_viewer, qtbot, monkeypatch, tmp_path):
     density = crop(seed=9, hand="left").image.density()
 
@@ -96,7 +121,8 @@ def test_a_mask_across_a_joint_space_is_refused_in_the_widget_without_blaming_th
         return carried_into_the_phalanx(mask, density)
 
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
-    _refused_then_measured(qtbot, monkeypatch, viewer, widget, errors, across, "two bones parted by a joint space")
+    _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, across, "two bones parted by a joint space",
+                            tmp_path)
 
 
 def test_a_mask_parted_at_a_joint_space_is_measured_and_the_desk_says_where(

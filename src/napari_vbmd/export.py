@@ -200,7 +200,7 @@ CSV_COLUMNS = (
     "calibration", "voxel_size", "review_status", "reviewer", "exported_at",
     "d100_mg_ha_cm3", "sd_mg_ha_cm3", "volume_mm3", "n_voxels", "n_slices", "mean_slice_area_mm2",
     "voxels_added", "voxels_removed", "d100_before_mg_ha_cm3", "d100_after_mg_ha_cm3",
-    "corrected_by", "corrected_at", "mask_file",
+    "corrected_by", "corrected_at", "mask_file", "model_mask_refused", "mask_concern",
 )
 
 
@@ -216,6 +216,8 @@ def report_row(report: dict) -> dict:
         row[key] = correction.get(key)
     row["corrected_by"] = provenance.get("corrected_by")
     row["corrected_at"] = provenance.get("corrected_at")
+    row["model_mask_refused"] = provenance.get("model_mask_refused")  # the pipeline refused the model's mask
+    row["mask_concern"] = provenance.get("mask_concern")  # what the checks find wrong with the mask as exported
     row["mask_file"] = next((v for k, v in files.items() if k.startswith("mask_")), None)
     return {k: ("" if v is None else v) for k, v in row.items()}
 

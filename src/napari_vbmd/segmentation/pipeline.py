@@ -131,9 +131,10 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     inside it is two pieces parted by a joint space (also BeyondJointError:
     :func:`~napari_vbmd.review_hand.other_bone_piece_concern`); and
     BrokenOutlineError (unless ``refuse_other_bone`` is False) when the mask, any model's, broke up on more
-    than a tenth of its slices (:func:`~napari_vbmd.review_hand.ragged_concern`)."""
-    from .focus import (BeyondJointError, BrokenOutlineError, OtherBoneError, TwoBonesError, crop_to,
-                        is_whole_hand_field, mc2_box, on_full_grid)
+    than a tenth of its slices (:func:`~napari_vbmd.review_hand.ragged_concern`) (these last, the model's doing,
+    by :func:`mask_concern`; the error's ``refused`` holds the refused result, for a front end that lets a person
+    correct it)."""
+    from .focus import OtherBoneError, crop_to, is_whole_hand_field, mc2_box, on_full_grid
 
     timings = {"read": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     if not isinstance(scan, Scan):
@@ -164,8 +165,7 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
     result = _segment_field(crop_to(scan, focus) if focus else scan, settings, decision, progress, cancel, timings)
     if focus:
         result = on_full_grid(result, scan, focus)
-    from ..review_hand import (both_ends_concern, hand_side_concern, mc2_locatable, more_than_mc2_concern,
-                               other_bone_piece_concern, phalanx_concern, ragged_concern, two_bones_concern)
+    from ..review_hand import hand_side_concern, mc2_locatable, more_than_mc2_concern, phalanx_concern
 
     if whole_field and not mc2_locatable(evidence):
         result.mask.header.setdefault("segmentation", {})["bone_unchecked"] = BONE_UNCHECKED
@@ -185,25 +185,43 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
             raise OtherBoneError(f"{too_wide.description}; nothing written: segment a crop around MC2, or try "
                                  "another model", scan.source)
     if refuse_other_bone:  # the model's doing: each line says what to try instead
-        instead = f"nothing written: try another model ({_other_model(result.model)}), or contour MC2 by hand"
-        joined = result.mask.header.get("segmentation", {}).get("metacarpals_joined")
-        if joined:
-            raise TwoBonesError(f"the bone outline the classical method chose as MC2 holds {joined} metacarpals "
-                                "joined together (a bridge of noise or blur between neighbours), so it cannot tell "
-                                f"which is MC2; {instead}", scan.source)
-        two_bones = two_bones_concern(result.mask.data, scan.spacing)
-        if two_bones is not None:
-            raise TwoBonesError(f"{two_bones.description}; {instead}", scan.source)
-        beyond_joint = (both_ends_concern(result.mask.data, scan.spacing)
-                        or other_bone_piece_concern(result.mask.data, scan, (result.box.z0, result.box.z1)))
-        if beyond_joint is not None:
-            raise BeyondJointError(f"{beyond_joint.description}; its density is not MC2's; {instead}", scan.source)
-        broken = ragged_concern(result.mask.data)
-        if broken is not None:
-            raise BrokenOutlineError(f"{broken.description}; its density is not MC2's; {instead}", scan.source)
+        found = mask_concern(result.mask.data, scan, (result.box.z0, result.box.z1),
+                             result.mask.header.get("segmentation", {}).get("metacarpals_joined"))
+        if found is not None:
+            error, description = found
+            refusal = error(f"{description}; nothing written: try another model ({_other_model(result.model)}), "
+                            "or contour MC2 by hand", scan.source)
+            # for a front end that offers the refused mask to a person to correct, unmeasured until then
+            refusal.refused, refusal.reason = result, description
+            raise refusal
     if progress:
         progress(1, 1, "done")
     return result
+
+
+def mask_concern(mask, scan: Scan, segmented_slices: tuple[int, int], metacarpals_joined: int | None = None):
+    """What makes ``mask`` (on ``scan``'s grid) not MC2 alone, whoever drew it: (the refusal's error class, one
+    line), or None when it passes. The checks :func:`run` refuses a model's mask by, in order: an outline the
+    classical method chose holding ``metacarpals_joined`` metacarpals, two bones side by side, a mask beyond the
+    joint (out of the scan at both ends, or the bone inside in two pieces parted by a joint space; within
+    ``segmented_slices``, [first, stop)), and an outline broken on more than a tenth of its slices."""
+    from ..review_hand import both_ends_concern, other_bone_piece_concern, ragged_concern, two_bones_concern
+    from .focus import BeyondJointError, BrokenOutlineError, TwoBonesError
+
+    if metacarpals_joined:
+        return TwoBonesError, (f"the bone outline the classical method chose as MC2 holds {metacarpals_joined} "
+                               "metacarpals joined together (a bridge of noise or blur between neighbours), so it "
+                               "cannot tell which is MC2")
+    two_bones = two_bones_concern(mask, scan.spacing)
+    if two_bones is not None:
+        return TwoBonesError, two_bones.description
+    beyond_joint = both_ends_concern(mask, scan.spacing) or other_bone_piece_concern(mask, scan, segmented_slices)
+    if beyond_joint is not None:
+        return BeyondJointError, f"{beyond_joint.description}; its density is not MC2's"
+    broken = ragged_concern(mask)
+    if broken is not None:
+        return BrokenOutlineError, f"{broken.description}; its density is not MC2's"
+    return None
 
 
 def _other_model(model) -> str:

@@ -7,6 +7,7 @@ and export. Any front end (the napari widget, a script, a test) drives it the sa
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ class CaseRun:
     flags: list[SliceFlag]
     seconds: float
     settings: RunSettings
+    #: why the pipeline refused the model's mask (its one line, without what to do); the mask then comes to be
+    #: corrected by hand, and ``result`` (its figures) is kept for the record only, never shown as an answer
+    refusal: str = ""
 
 
 def _check(cancel) -> None:
@@ -118,7 +122,10 @@ def _check(cancel) -> None:
 def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models: ModelCache | None = None,
              progress: Report | None = None, cancel: Callable[[], bool] | None = None) -> CaseRun:
     """Segment, measure and flag a scan, stage by stage (see RUN_STAGES); the last stage is left to
-    the front end, which says "done" once the result is on screen."""
+    the front end, which says "done" once the result is on screen. A mask the pipeline refuses for the model's
+    doing (two bones, beyond the joint, a broken outline) comes back as a run with ``refusal`` set, for a person to
+    correct; any other refusal is raised."""
+    from ..segmentation.focus import BeyondJointError, BrokenOutlineError, TwoBonesError
     from ..segmentation.pipeline import run
 
     stages = StagedProgress(RUN_STAGES, progress)
@@ -135,7 +142,12 @@ def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models
         if message != "done":  # the pipeline's own end is not the run's
             stages.within(step, total, message)
 
-    seg = run(scan, settings.segment_settings().replace(model=model), progress=inner, cancel=cancel)
+    try:
+        seg, refusal = run(scan, settings.segment_settings().replace(model=model), progress=inner, cancel=cancel), ""
+    except (TwoBonesError, BeyondJointError, BrokenOutlineError) as exc:
+        if getattr(exc, "refused", None) is None:
+            raise
+        seg, refusal = exc.refused, exc.reason
     _check(cancel)
     stages.stage("measuring")
     result = measure_vbmd(scan, seg.mask)
@@ -145,7 +157,7 @@ def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models
     flags = context.flags(np.asarray(seg.mask.data))
     _check(cancel)
     stages.stage(SHOWING)
-    return CaseRun(scan, seg, result, context, flags, time.perf_counter() - started, settings)
+    return CaseRun(scan, seg, result, context, flags, time.perf_counter() - started, settings, refusal)
 
 
 class CaseSession:
@@ -166,6 +178,9 @@ class CaseSession:
         self.history: MaskHistory | None = None
         self.seconds: float | None = None
         self.case = ""
+        self.refusal = ""  # why the pipeline refused the model's mask ('' when it did not)
+        self.concern = ""  # what the checks find wrong with the mask as last measured ('' when nothing)
+        self.refused_profile = None  # the refused mask's slice profile: where it runs, to correct it by
         self._measured: np.ndarray | None = None
 
     @property
@@ -198,6 +213,10 @@ class CaseSession:
             self.history = MaskHistory(mask, run.segmentation.model)
         self.scan, self.segmentation, self.settings = run.scan, run.segmentation, run.settings
         self.result, self.d100_model, self.flags = run.result, run.result.d100_mg_ha_cm3, run.flags
+        self.refusal = self.concern = run.refusal
+        self.refused_profile = run.result.profile if run.refusal else None
+        if run.refusal:  # no figures until a person has corrected the mask
+            self.result = None
         self.flag_context, self.seconds = run.flag_context, run.seconds
         self.case = case or self.case or case_name(run.scan)
         self.review = ReviewStore(case=self.case, scan=run.scan.source)
@@ -225,22 +244,41 @@ class CaseSession:
     def needs_measuring(self, mask) -> bool:
         return self.active and (self._measured is None or not np.array_equal(np.asarray(mask) != 0, self._measured))
 
-    def measure(self, mask) -> tuple[np.ndarray, VbmdResult, list[SliceFlag]]:
-        """Figures and flags of ``mask`` (safe in a worker thread: it reads the case, changes nothing)."""
+    def measure(self, mask) -> tuple[np.ndarray, VbmdResult | None, list[SliceFlag], str]:
+        """Figures, flags and the checks' concern of ``mask`` (safe in a worker thread: it reads the case, changes
+        nothing). The figures are None while the mask is still the one the pipeline refused; the concern is what
+        the pipeline's checks (:func:`~napari_vbmd.segmentation.pipeline.mask_concern`) find in a refused mask as
+        corrected, '' when nothing, and '' for a case that was not refused (0.4-1.3 s a mask, not spent there)."""
+        from ..segmentation.pipeline import mask_concern
+
         self._require()
         inside = np.asarray(mask) != 0
-        result = measure_vbmd(self.scan, inside.astype(np.uint8))
         flags = self.flag_context.flags(inside) if self.flag_context is not None else []
-        return inside, result, flags
+        if self.refusal and np.array_equal(inside, self.history.original != 0):
+            return inside, None, flags, self.refusal
+        result = measure_vbmd(self.scan, inside.astype(np.uint8))
+        if not self.refusal:
+            return inside, result, flags, ""
+        box = self.segmentation.box
+        found = mask_concern(inside, self.scan, (box.z0, box.z1))
+        return inside, result, flags, found[1] if found else ""
 
-    def accept(self, inside: np.ndarray, result: VbmdResult, flags: list[SliceFlag]) -> None:
-        self._measured, self.result, self.flags = inside, result, flags
+    def accept(self, inside: np.ndarray, result: VbmdResult | None, flags: list[SliceFlag], concern: str = "") -> None:
+        self._measured, self.result, self.flags, self.concern = inside, result, flags, concern
 
     def measured(self, mask) -> VbmdResult:
-        """The figures of ``mask``, measured now if they are not yet (in the calling thread)."""
+        """The figures of ``mask``, measured now if they are not yet (in the calling thread); VbmdError while it
+        is the mask the pipeline refused."""
         if self.needs_measuring(mask):
             self.accept(*self.measure(mask))
+        if self.result is None:
+            raise VbmdError(self.refused_words())
         return self.result
+
+    def refused_words(self) -> str:
+        """What a refused, uncorrected mask is, and what to do: one line."""
+        return (f"the model's mask was refused: {self.refusal}. It is not measured until you correct it (the Correct "
+                "tab, or napari's label tools); nothing written")
 
     def correction_stats(self) -> CorrectionStats | None:
         if not self.active or self.result is None:
@@ -251,7 +289,9 @@ class CaseSession:
     def results_rows(self) -> list[tuple[str, str]]:
         r, seg = self.result, self.segmentation
         if r is None:
-            return []
+            return [("Not measured", f"the model's mask was refused: {self.refusal}"),
+                    ("To measure", "correct the mask (the Correct tab, or napari's label tools): it is measured "
+                                   "once changed")] if self.refusal and seg is not None else []
         return [
             ("D100 (mg HA/cm³)", f"{r.d100_mg_ha_cm3:.1f}"),
             ("SD (mg HA/cm³)", f"{r.sd_mg_ha_cm3:.1f}"),
@@ -265,7 +305,10 @@ class CaseSession:
             ("Device", seg.where if seg else ""),
             ("Time (s)", f"{self.seconds:.1f}" if self.seconds is not None else ""),
         ] + ([("Joint", self.joint_words())] if seg is not None and seg.joint_cut else []) \
-            + ([("MC2", seg.bone_unchecked)] if seg is not None and seg.bone_unchecked else [])
+            + ([("MC2", seg.bone_unchecked)] if seg is not None and seg.bone_unchecked else []) \
+            + ([("Refused", f"the model's mask: {headline(self.refusal)}; measured as you corrected it")]
+               if self.refusal else []) \
+            + ([("Check", f"⚠ the mask as it is: {self.concern}")] if self.concern else [])
 
     def joint_words(self) -> str:
         """Where the mask was parted from another bone (the proximal phalanx at a waist, a piece across the joint
@@ -311,7 +354,10 @@ class CaseSession:
 
     def run_words(self) -> str:
         seg = self.segmentation
-        return f"Done in {self.seconds:.1f} s: {seg.model} on {seg.where}; {self.hand_words()}; {self.flags_words()}."
+        refused = (f" Refused: {self.refusal}. The mask is shown to correct by hand; it is measured once corrected."
+                   if self.refusal else "")
+        return (f"Done in {self.seconds:.1f} s: {seg.model} on {seg.where}; {self.hand_words()}; "
+                f"{self.flags_words()}.{refused}")
 
     def correction_words(self) -> str:
         stats = self.correction_stats()
@@ -335,13 +381,13 @@ class CaseSession:
 
         self._require()
         self.observe(mask, reviewer)
+        result = self.measured(mask)  # before the folder is made: a refused mask leaves nothing behind
         folder = self._folder(folder, make_folder)
-        result = self.measured(mask)
         final = (np.asarray(mask) != 0).astype(np.uint8)
         return export_case(
             folder, case, self.scan, final, result, original_mask=self.history.original,
             model=self.segmentation.model, device=self.segmentation.device, review=self.review, reviewer=reviewer,
-            stats=self.correction_stats(), provenance=self.history.provenance(), seconds=self.seconds,
+            stats=self.correction_stats(), provenance=self.provenance(), seconds=self.seconds,
             formats=formats, overwrite=overwrite, protect=protect, hand=self.segmentation.hand,
             hand_source=self.segmentation.hand_source, hand_confidence=self.segmentation.hand_confidence,
             hand_reason=self.segmentation.hand_reason)
@@ -353,8 +399,16 @@ class CaseSession:
         self._require()
         self.observe(mask, reviewer)
         final = (np.asarray(mask) != 0).astype(np.uint8)
-        return save_training_pair(folder, case, self.scan, final, provenance=self.history.provenance(),
+        if self.refusal and np.array_equal(final, self.history.original != 0):
+            raise VbmdError(self.refused_words())
+        return save_training_pair(folder, case, self.scan, final, provenance=self.provenance(),
                                   overwrite=overwrite, protect=protect)
+
+    def provenance(self) -> dict:
+        """The mask's trail for a report, with why the pipeline refused the model's mask and what the checks find
+        wrong with the mask as exported (None when nothing)."""
+        return {**self.history.provenance(), "model_mask_refused": self.refusal or None,
+                "mask_concern": self.concern or None}
 
     @staticmethod
     def _folder(folder: str | Path, make_folder: bool) -> Path:
@@ -364,6 +418,11 @@ class CaseSession:
                 raise VbmdError("the folder above the export folder does not exist", folder.parent)
             folder.mkdir()
         return folder
+
+
+def headline(line: str) -> str:
+    """A check's one line up to its first colon or semicolon: what it found, without the figures' account."""
+    return re.split(r": |; ", line, maxsplit=1)[0]
 
 
 def case_name(scan: Scan, fallback: str = "case") -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
@@ -212,9 +212,10 @@ class SegmentMeasureWidget(QWidget):
 
     def _on_slice_changed(self, event=None) -> None:
         z = self.current_slice()
-        if z is None or self.result is None:
+        if z is None or not self.session.active:
             return
-        self.plot.set_current(z)
+        if self.result is not None:
+            self.plot.set_current(z)
         self._show_slice()
 
     # -- run ---------------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ class SegmentMeasureWidget(QWidget):
         elif isinstance(exc, HandConflictError):
             hand.show_refused("Run refused: the image shows the other hand than the one given; check the hand")
         elif isinstance(exc, (TwoBonesError, BeyondJointError)):
-            return  # the model's doing, not the hand's: the notification says so and what to try
+            return  # the model's doing, not the hand's (with its mask, it comes as a run to correct instead)
         elif isinstance(exc, OtherBoneError):
             hand.show_refused("Run refused: the mask lay on another bone than MC2; check the hand")
 
@@ -292,7 +293,8 @@ class SegmentMeasureWidget(QWidget):
         adopt_word(layer, run.scan, self._run_word)
         self.run_tab.refresh_word()
         fallback = layer.name.replace(" (mg HA/cm3)", "").split(" ")[0]
-        kept = self.session.adopt(run, case=self.session.case if layer == self.scan_layer else case_name(run.scan, fallback))
+        case = self.session.case if layer == self.scan_layer else case_name(run.scan, fallback)
+        kept = self.session.adopt(run, case=case)
         self.scan_layer = layer
         self._show_mask(run, layer, kept)
         if rescaled:
@@ -307,6 +309,8 @@ class SegmentMeasureWidget(QWidget):
         elif run.result.profile.slice_index:
             self.go_to_slice(run.result.first_slice)
         self.runner.finish(self.session.run_words())
+        if run.refusal:  # the model's doing, not the hand's: the Hand control stays as it is
+            show_warning(f"{scan_name(layer)}: {self.session.refused_words()}")
         self.show_section("review")
 
     def _show_mask(self, run, scan_layer, kept) -> None:
@@ -348,7 +352,19 @@ class SegmentMeasureWidget(QWidget):
 
     def show_results(self) -> None:
         session = self.session
-        if not session.active or self.result is None:
+        if not session.active:
+            return
+        if self.result is None:  # the model's mask, refused: nothing to measure until it is corrected
+            self.review_tab.show_results(self.results_table())
+            # no "check the hand side": the refusal already says what is wrong, and it is the model's doing
+            self.review_tab.show_hand(session.hand_evidence(), "")
+            profile = session.refused_profile  # where the refused mask runs, to correct it by
+            self.plot.show_profile(profile.slice_index, profile.area_mm2, profile.density_mg_ha_cm3,
+                                   flagged=[f.slice_index for f in self.flags], current=self.current_slice())
+            self.correct_tab.correction_label.setText(session.correction_words())
+            self.summary_label.setText(f"<b>{session.case}</b>: <b>refused, not measured</b> · "
+                                       f"{session.flags_words()} · correct the mask to measure it")
+            self._show_slice()
             return
         in_status_line = ("Model", "Device", "Time (s)")
         self.review_tab.show_results([row for row in self.results_table() if row[0] not in in_status_line])
@@ -362,7 +378,9 @@ class SegmentMeasureWidget(QWidget):
             f"corrected: +{stats.voxels_added} / −{stats.voxels_removed} voxels")
         self.summary_label.setText(
             f"<b>{session.case}</b>: D100 <b>{self.result.d100_mg_ha_cm3:.1f}</b> mg HA/cm³ · "
-            f"{session.flags_words()} · {changed}" + (" · <b>⚠ check the hand side</b>" if session.hand_concern() else ""))
+            f"{session.flags_words()} · {changed}"
+            + (" · <b>⚠ check the hand side</b>" if session.hand_concern() else "")
+            + (" · <b>⚠ check the mask</b> (Review)" if session.concern else ""))
         self._show_slice()
 
     def _show_slice(self) -> None:
@@ -432,7 +450,8 @@ class SegmentMeasureWidget(QWidget):
         self.mask.write(operation, indices, after[indices])
 
     def _on_measured(self) -> None:
-        self.status_label.setText("Measured the corrected mask.")
+        self.status_label.setText("Measured the corrected mask." if self.result is not None else
+                                  "The mask is the refused one again: not measured.")
         self.show_results()
 
     # -- export ------------------------------------------------------------------------------------
