@@ -2,7 +2,10 @@
 # Installs what napari-vbmd needs on a fresh Debian/Ubuntu machine with Python 3.11:
 # system libraries for Qt and OpenGL, Xvfb for headless use, and a virtual environment in .venv
 # with the package (editable), a Qt binding and the test tools. Safe to run again: when nothing is
-# missing it needs neither root nor a network (the venv is reinstalled only when pyproject.toml changed).
+# missing it needs neither root nor a network (the venv is reinstalled only when pyproject.toml or the
+# lock file changed). Where requirements/ holds a lock file for this Python and platform (made by
+# scripts/lock-env.sh), every package is installed at the version it names, so CI and a user's clone run
+# what the tests last passed on; VBMD_UNLOCKED=1 takes the newest releases instead.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,17 +42,22 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-# The venv is up to date when it was set up from this very pyproject.toml and still imports the
-# package and the test tools: then nothing is downloaded.
+lock="requirements/lock-py$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-$(uname -s | tr '[:upper:]' '[:lower:]')-$(uname -m).txt"
+if [ "${VBMD_UNLOCKED:-0}" = "1" ] || [ ! -f "$lock" ]; then
+  [ "${VBMD_UNLOCKED:-0}" = "1" ] || echo "setup: no $lock for this Python and platform: the newest releases" >&2
+  lock=""
+fi
+# The venv is up to date when it was set up from this very pyproject.toml (and lock file) and still
+# imports the package and the test tools: then nothing is downloaded.
 stamp="$VENV/.vbmd-setup-stamp"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml ${lock:+"$lock"} | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && "$VENV/bin/python" -c "import napari_vbmd, pytest, pytestqt, pytest_xvfb" >/dev/null 2>&1; then
   echo "setup: environment up to date in $VENV" >&2
   exit 0
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-# torch: pip takes the newest release the machine allows (2.14.1 with torchvision 0.29.1 here).
-"$VENV/bin/python" -m pip install -q -e ".[qt,testing]"
+# torch: pip takes the newest release the machine allows (2.14.1 with torchvision 0.29.1 here), or the lock's.
+"$VENV/bin/python" -m pip install -q -e ".[qt,testing]" ${lock:+-c "$lock"}
 echo "$want" > "$stamp"
 echo "setup: environment ready in $VENV" >&2

@@ -77,3 +77,32 @@ def test_a_missing_library_is_named_and_a_changed_project_reinstalls(sandbox, tm
     done = subprocess.run(["bash", str(root / "scripts" / "setup-env.sh")], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and "python -m pip install" in calls.read_text()
+
+
+def test_a_lock_file_for_this_python_and_platform_pins_the_install(sandbox, tmp_path):
+    import platform
+
+    root, env, calls, venv = sandbox
+    _tool(venv / "bin", "python", f'case "$1" in -c) exit 0;; *) echo "python $*" >> "{calls}";; esac')  # pip works
+    python = shutil.which("python3")
+    version = subprocess.run([python, "-c", 'import sys; print("%d.%d" % sys.version_info[:2])'],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    name = f"requirements/lock-py{version}-{platform.system().lower()}-{platform.machine()}.txt"
+    (root / "requirements").mkdir()
+    (root / name).write_text("# a lock\nnumpy==2.4.6\n")
+    run = dict(args=["bash", str(root / "scripts" / "setup-env.sh")], capture_output=True, text=True, timeout=60)
+
+    done = subprocess.run(**run, env={**env, "PYTHON": python})  # the stamp was of pyproject.toml alone
+    assert done.returncode == 0, done.stderr
+    assert f'python -m pip install -q -e .[qt,testing] -c {name}' in calls.read_text()
+    locked = hashlib.sha256((root / "pyproject.toml").read_bytes() + (root / name).read_bytes()).hexdigest()
+    assert (venv / ".vbmd-setup-stamp").read_text().strip() == locked
+    calls.unlink()
+    done = subprocess.run(**run, env={**env, "PYTHON": python})
+    assert done.returncode == 0 and "environment up to date" in done.stderr and not calls.exists()
+
+    done = subprocess.run(**run, env={**env, "PYTHON": python, "VBMD_UNLOCKED": "1"})  # the newest releases
+    assert done.returncode == 0 and "python -m pip install -q -e .[qt,testing]\n" in calls.read_text()
+    (root / name).unlink()  # no lock for this platform: said, and the newest releases
+    done = subprocess.run(**run, env={**env, "PYTHON": python})
+    assert f"setup: no {name} for this Python and platform: the newest releases" in done.stderr
