@@ -17,11 +17,11 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import best  # noqa: E402
 from eval_default_model import broad_held_out_specs  # noqa: E402
 from napari_vbmd.io import read_scan, write_image  # noqa: E402
 from napari_vbmd.phantom import PhantomSpec, generate_phantom  # noqa: E402
@@ -29,15 +29,6 @@ from napari_vbmd.segmentation import joint, stages  # noqa: E402
 from napari_vbmd.segmentation import postprocess as post  # noqa: E402
 from napari_vbmd.segmentation.pipeline import segment  # noqa: E402
 from napari_vbmd.segmentation.preprocess import density_block  # noqa: E402
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main(argv=None) -> int:

@@ -12,25 +12,20 @@ runs, wall seconds; docs/benchmarks.md holds the recorded figures.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from napari_vbmd.measure import measure_vbmd
-from napari_vbmd.phantom import PhantomSpec, generate_phantom
-from napari_vbmd.segmentation.pipeline import mask_concern
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import best  # noqa: E402
+from napari_vbmd.measure import measure_vbmd  # noqa: E402
+from napari_vbmd.phantom import PhantomSpec, generate_phantom  # noqa: E402
+from napari_vbmd.segmentation.pipeline import mask_concern  # noqa: E402
 
 CASES = {"crop 110": dict(fov="cropped", n_slices=110), "crop 320": dict(fov="cropped", n_slices=320),
          "whole field 110": dict(fov="full", n_slices=110)}
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main(argv=None) -> int:

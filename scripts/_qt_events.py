@@ -19,3 +19,19 @@ def process_events(app, until=None, timeout: float = 600.0, settle: float = 0.0)
         app.processEvents()
         time.sleep(0.01)
     return held
+
+
+def open_desk(path, model: str, size: tuple[int, int] = (1600, 1000)):
+    """A shown napari viewer of ``size`` with ``path`` opened by napari-vbmd and the Segment & measure widget
+    docked, set to ``model`` on the CPU: (viewer, widget, app). The widget's look for the hand may still run."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(*size)
+    app = QApplication.instance()
+    viewer.open(str(path), plugin="napari-vbmd")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
+    widget.run_tab.model.value = model
+    widget.run_tab.device.value = "cpu"
+    return viewer, widget, app

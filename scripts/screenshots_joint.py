@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _qt_events import process_events
+from _qt_events import open_desk, process_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,18 +51,9 @@ def main(argv=None) -> int:
         spec = broad_held_out_specs(1, 31000)[0]
     path = write_image(work / f"heldout_{spec.seed}.aim", generate_phantom(spec).image)
 
-    import napari
     from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
 
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1600, 1000)
-    app = QApplication.instance()
-
-    viewer.open(str(path), plugin="napari-vbmd")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
-    widget.run_tab.model.value = "default"
-    widget.run_tab.device.value = "cpu"
+    viewer, widget, app = open_desk(path, "default")
     process_events(app, lambda: not widget.run_tab.hand_runner.busy, settle=0.6)
     if args.joint_space:
         widget.run_tab.hand.choice.value = spec.hand

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _qt_events import process_events
+from _qt_events import open_desk, process_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,18 +49,9 @@ def main(argv=None) -> int:
     truth = np.asarray(phantom.truth.data) != 0
     truth_slices = np.flatnonzero(truth.any(axis=(1, 2)))
 
-    import napari
     from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
 
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1600, 1000)
-    app = QApplication.instance()
-
-    viewer.open(str(path), plugin="napari-vbmd")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
-    widget.run_tab.model.value = "default"
-    widget.run_tab.device.value = "cpu"
+    viewer, widget, app = open_desk(path, "default")
     process_events(app, lambda: not widget.run_tab.hand_runner.busy, settle=0.6)
     widget.run()
     process_events(app, lambda: not widget.busy, settle=0.6)

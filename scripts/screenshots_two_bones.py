@@ -20,7 +20,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _qt_events import process_events
+from _qt_events import open_desk, process_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +36,6 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")  # napari's own toast
-    import napari
-    from qtpy.QtWidgets import QApplication
 
     from napari_vbmd.io import write_image
     from napari_vbmd.phantom import PhantomSpec, generate_phantom
@@ -54,14 +52,7 @@ def main(argv=None) -> int:
                                         **{"erosions": 0, **spec}))
     path = write_image(work / f"patient{spec['seed'] // 1000}.aim", case.image)
 
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1600, 1000)
-    app = QApplication.instance()
-
-    viewer.open(str(path), plugin="napari-vbmd")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-vbmd", "Segment & measure")
-    widget.run_tab.model.value = "classical"
-    widget.run_tab.device.value = "cpu"
+    viewer, widget, app = open_desk(path, "classical")
     hand = widget.run_tab.hand
     process_events(app, lambda: hand.auto is not None and not widget.run_tab.hand_runner.busy)
     hand.choice.value = spec["hand"]
