@@ -72,7 +72,8 @@ def test_a_mask_beyond_the_joint_is_refused_and_nothing_is_written(phantom, tmp_
     segment_field = pipeline._segment_field
     monkeypatch.setattr(pipeline, "_segment_field", lambda *a, **k: _beyond(segment_field(*a, **k)))
     with pytest.raises(BeyondJointError, match=r"runs out of the scan at both ends .* nothing written: try another "
-                                               r"model \(the default model\), or contour MC2 by hand"):
+                                               r"model \(the default model\), or contour MC2 by hand \(napari's "
+                                               r"Segment & measure shows this mask to correct\)$"):
         segment(phantom.image, model="classical", hand="left", threads=1)
     assert issubclass(BeyondJointError, OtherBoneError)
     let_through = run(phantom.image, SegmentSettings(model="classical", hand="left", threads=1),

@@ -190,7 +190,8 @@ def run(scan: Scan | str | Path, settings: SegmentSettings, progress: Progress |
         if found is not None:
             error, description = found
             refusal = error(f"{description}; nothing written: try another model ({_other_model(result.model)}), "
-                            "or contour MC2 by hand", scan.source)
+                            "or contour MC2 by hand (napari's Segment & measure shows this mask to correct)",
+                            scan.source)
             # for a front end that offers the refused mask to a person to correct, unmeasured until then
             refusal.refused, refusal.reason = result, description
             raise refusal
