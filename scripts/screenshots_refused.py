@@ -7,10 +7,11 @@ slices beyond the joint are erased.
 The phantom is seed 40039 of the fresh check set (benchmarks/eval_default_model.py,
 ``broad_held_out_specs(48, 40000)[39]``: a left hand cropped, 0.061 mm voxels, motion grade 3), where the default
 model's mask runs out of the scan at both ends, into the proximal phalanx (D100 +16.6 % had it been measured).
-The correction is what a person does with napari's eraser: every slice of the mask past MC2's head (here read off
-the phantom's truth) erased, as one edit. Saved: docs/images/refused_mask.png (the Review step at the first slice,
-the phalanx in the mask, "Not measured") and docs/images/refused_mask_corrected.png (the same slice after the
-correction, the Results with their "Refused" row), 1600 x 1000 each.
+The correction is what a person does in the Correct step: at MC2's first slice (its head's tip; here read off the
+phantom's truth) "Erase lower slices" erases every slice of the mask past MC2's head, as one operation. Saved:
+docs/images/refused_mask.png (the Review step four slices past MC2's head, the phalanx in the mask, "Not
+measured") and docs/images/refused_mask_corrected.png (the same slice after the correction, the Correct step with
+its tools and the audit trail), 1600 x 1000 each.
 """
 from __future__ import annotations
 
@@ -58,12 +59,12 @@ def main(argv=None) -> int:
     if widget.labels_layer is None or widget.result is not None or not widget.session.refusal:
         raise SystemExit(f"the mask of this phantom was not refused: {widget.status_label.text()}")
 
-    def shoot(name: str, z: int) -> Path:
+    def shoot(name: str, z: int, section: str = "review") -> Path:
         for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
             toast.close()
         viewer.reset_view()
         widget.go_to_slice(z)
-        widget.show_section("review")
+        widget.show_section(section)
         process_events(app, settle=0.6)
         out = args.out / name
         viewer.window.screenshot(str(out), flash=False, canvas_only=False)
@@ -73,18 +74,19 @@ def main(argv=None) -> int:
     print("wrote", shoot("refused_mask.png", beyond), "refused:", widget.session.refusal)
 
     refused = np.asarray(widget.labels_layer.data) != 0
-    erase = np.zeros_like(refused)
-    erase[:truth_slices[0]] = erase[truth_slices[-1] + 1:] = True
-    indices = np.nonzero(refused & erase)
-    widget.mask.write("erase beyond the joint", indices, np.zeros(indices[0].size, dtype=np.uint8))
+    if truth_slices[-1] < refused.shape[0] - 1 and refused[truth_slices[-1] + 1:].any():
+        raise SystemExit("the mask runs on past MC2's other end too: this script erases one side")
+    removed = int(refused[:truth_slices[0]].sum())
+    widget.go_to_slice(int(truth_slices[0]))  # MC2's first slice (its head's tip), as a person finds it
+    widget.correct("erase lower slices")
     process_events(app, lambda: widget.result is not None and not widget.measuring, timeout=120, settle=0.6)
     result = widget.result
     if result is None:
         raise SystemExit(f"the corrected mask was not measured: {widget.status_label.text()}")
-    out = shoot("refused_mask_corrected.png", beyond)
+    out = shoot("refused_mask_corrected.png", beyond, "correct")
     true_d100 = measure_vbmd(phantom.image, truth.astype(np.uint8)).d100_mg_ha_cm3
     print("wrote", out, f"D100 {result.d100_mg_ha_cm3:.1f} (truth {true_d100:.1f}, "
-          f"{100 * (result.d100_mg_ha_cm3 / true_d100 - 1):+.2f} %); removed {indices[0].size} voxels; "
+          f"{100 * (result.d100_mg_ha_cm3 / true_d100 - 1):+.2f} %); removed {removed} voxels; "
           f"check: {widget.session.concern or 'passes'}")
     viewer.close()
     return 0

@@ -41,7 +41,8 @@ def _run(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.busy, timeout=120000)
 
 
-def _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, spoil, expected: str, tmp_path):
+def _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, spoil, expected: str, tmp_path,
+                            erase_lower: bool = False):
     import napari_vbmd.segmentation.pipeline as pipeline
     import napari_vbmd.widgets.workflow as workflow
     from napari_vbmd.measure import measure_vbmd
@@ -77,9 +78,14 @@ def _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, spoil, e
     widget.export()
     assert len(errors) == 1 and "not measured until you correct it" in errors[0] and not out.exists()
 
-    refused = np.asarray(widget.labels_layer.data)
-    indices = np.nonzero((refused != 0) != made["mask"])  # the person's correction: back to MC2 alone
-    widget.mask.write("paint", indices, made["mask"][indices].astype(np.uint8))
+    if erase_lower:  # the slices carried across the joint, erased with one tool from MC2's first slice
+        widget.go_to_slice(int(np.flatnonzero(made["mask"].any(axis=(1, 2)))[0]))
+        widget.correct("erase lower slices")
+        assert widget.session.history.operations[-1]["operation"] == "erase lower slices"
+    else:  # the person's correction, painted: back to MC2 alone
+        refused = np.asarray(widget.labels_layer.data)
+        indices = np.nonzero((refused != 0) != made["mask"])
+        widget.mask.write("paint", indices, made["mask"][indices].astype(np.uint8))
     qtbot.waitUntil(lambda: widget.result is not None and not widget.measuring, timeout=60000)
     rows = dict(widget.results_table())
     assert rows["Refused"].startswith("the model's mask: ") and "Check" not in rows
@@ -110,7 +116,7 @@ def test_a_mask_beyond_the_joint_is_refused_to_correct_without_blaming_the_hand(
 
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
     _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, beyond, "runs out of the scan at both ends",
-                            tmp_path)
+                            tmp_path, erase_lower=True)
 
 
 def test_a_mask_across_a_joint_space_is_refused_to_correct_without_blaming_the_hand(
@@ -122,7 +128,7 @@ def test_a_mask_across_a_joint_space_is_refused_to_correct_without_blaming_the_h
 
     viewer, widget, errors = _desk(make_napari_viewer, qtbot, monkeypatch, tmp_path)
     _refused_then_corrected(qtbot, monkeypatch, viewer, widget, errors, across, "two bones parted by a joint space",
-                            tmp_path)
+                            tmp_path, erase_lower=True)
 
 
 def test_a_mask_parted_at_a_joint_space_is_measured_and_the_desk_says_where(

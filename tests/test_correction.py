@@ -8,6 +8,7 @@ from napari_vbmd.correction import (
     changed_voxels,
     copy_slice,
     correction_stats,
+    erase_slices,
     fill_holes,
     interpolate_slices,
     remove_islands,
@@ -64,6 +65,19 @@ def test_copy_slice_to_next_and_to_another():
     assert np.array_equal(copy_slice(mask, 2, 5)[5], _disc(5))
     with pytest.raises(VbmdError, match="outside"):
         copy_slice(mask, 5)  # no slice after the last
+
+
+def test_erase_the_slices_below_or_above_the_one_shown():
+    mask = _tube(n=8)
+    original = mask.copy()
+    below = erase_slices(mask, 3, lower=True)
+    assert not below[:3].any() and np.array_equal(below[3:], mask[3:]) and mask[:3].any()
+    above = erase_slices(mask, 3, lower=False)
+    assert not above[4:].any() and np.array_equal(above[:4], mask[:4])
+    assert np.array_equal(erase_slices(mask, 0, lower=True), mask)  # nothing below the first slice
+    assert below.dtype == np.uint8 and np.array_equal(mask, original)  # a new array: the input is not modified
+    with pytest.raises(VbmdError, match="slice 8 is outside the mask's 0..7"):
+        erase_slices(mask, 8, lower=False)
 
 
 def test_interpolate_between_two_discs_grows_the_radius_linearly():

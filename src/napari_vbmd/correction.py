@@ -49,11 +49,26 @@ def fill_holes(mask, z: int | None = None) -> np.ndarray:
 
 def remove_islands(mask, z: int | None = None) -> np.ndarray:
     """Keep only the largest connected piece (face-connected): of slice ``z`` (2-D), or of the volume
-    (3-D) when None (the pipeline's MC2 component, :func:`~napari_vbmd.segmentation.postprocess.keep_largest_component`)."""
+    (3-D) when None (the pipeline's MC2 component,
+    :func:`~napari_vbmd.segmentation.postprocess.keep_largest_component`)."""
     inside = as_inside(mask)
     out = inside.copy()
     part = _slices(inside, z)
     out[part.start:part.stop] = keep_largest_component(inside[part.start:part.stop])
+    return out.astype(np.uint8)
+
+
+def erase_slices(mask, z: int, lower: bool) -> np.ndarray:
+    """Erase the mask on every slice numbered below ``z`` (``lower``) or above it; slice ``z`` stays. The cut a
+    mask carried across the joint into the phalanx needs (the both-ends and joint-space refusals): one
+    operation, where the eraser would take a stroke on each slice."""
+    inside = as_inside(mask)
+    z = _check_slice(inside, z)
+    out = inside.copy()
+    if lower:
+        out[:z] = False
+    else:
+        out[z + 1:] = False
     return out.astype(np.uint8)
 
 
@@ -140,7 +155,8 @@ class CorrectionStats:
         }
 
 
-def correction_stats(original, final, d100_before: float | None = None, d100_after: float | None = None) -> CorrectionStats:
+def correction_stats(original, final, d100_before: float | None = None,
+                     d100_after: float | None = None) -> CorrectionStats:
     """How much ``final`` differs from ``original`` (voxel counts, the slices touched)."""
     a, b = as_inside(original), as_inside(final)
     if a.shape != b.shape:

@@ -42,6 +42,8 @@ TOOLS: dict[str, Callable[[np.ndarray, int, int | None], np.ndarray]] = {
     "remove islands": lambda mask, z, other: correction.remove_islands(mask),
     "smooth contour": lambda mask, z, other: correction.smooth_contour(mask, z),
     "copy slice to next": lambda mask, z, other: correction.copy_slice(mask, z),
+    "erase lower slices": lambda mask, z, other: correction.erase_slices(mask, z, lower=True),
+    "erase higher slices": lambda mask, z, other: correction.erase_slices(mask, z, lower=False),
     "interpolate": lambda mask, z, other: correction.interpolate_slices(mask, other, z),
 }
 

@@ -11,6 +11,10 @@ TOOL_BUTTONS = (
     ("Remove islands", "remove islands", "keep the largest connected piece of the mask (3-D)"),
     ("Smooth contour", "smooth contour", "smooth the outline of the slice shown (spurs and corners go)"),
     ("Copy slice → next", "copy slice to next", "the slice shown's mask replaces the next slice's"),
+    ("Erase lower slices", "erase lower slices",
+     "erase the mask on every slice numbered below the slice shown, which stays (a mask carried across the joint)"),
+    ("Erase higher slices", "erase higher slices",
+     "erase the mask on every slice numbered above the slice shown, which stays (a mask carried across the joint)"),
 )
 
 
@@ -49,7 +53,7 @@ class CorrectSection(QWidget):
         self.interpolate_spin.setRange(0, 100000)
         row.addWidget(self.interpolate_button)
         row.addWidget(self.interpolate_spin)
-        grid.addLayout(row, 3, 0, 1, 2)
+        grid.addLayout(row, (len(TOOL_BUTTONS) + 1) // 2, 0, 1, 2)
         layout.addLayout(grid)
         self.correction_label = QLabel("")
         self.correction_label.setWordWrap(True)
