@@ -37,15 +37,24 @@ class OtherBoneError(VbmdError):
     """The mask the model made lies on another bone than MC2."""
 
 
-class TwoBonesError(OtherBoneError):
+class MaskRefused(VbmdError):
+    """A refusal of a mask for the model's doing (:func:`~napari_vbmd.segmentation.pipeline.mask_concern`):
+    ``refused`` holds the refused result, for a front end that lets a person correct it (None when not given),
+    and ``reason`` the refusal's line without the advice."""
+
+    refused = None
+    reason = ""
+
+
+class TwoBonesError(MaskRefused, OtherBoneError):
     """The mask the model made holds MC2 and a neighbour together (any field of view)."""
 
 
-class BeyondJointError(OtherBoneError):
+class BeyondJointError(MaskRefused, OtherBoneError):
     """The mask the model made runs out of the scan at both ends: MC2 and the bone beyond its joint (any field)."""
 
 
-class BrokenOutlineError(VbmdError):
+class BrokenOutlineError(MaskRefused):
     """The mask the model made broke up on many slices (gaps, holes open to the outside, pieces)."""
 
 

@@ -127,7 +127,7 @@ def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models
     the front end, which says "done" once the result is on screen. A mask the pipeline refuses for the model's
     doing (two bones, beyond the joint, a broken outline) comes back as a run with ``refusal`` set, for a person to
     correct; any other refusal is raised."""
-    from ..segmentation.focus import BeyondJointError, BrokenOutlineError, TwoBonesError
+    from ..segmentation.focus import MaskRefused
     from ..segmentation.pipeline import run
 
     stages = StagedProgress(RUN_STAGES, progress)
@@ -146,8 +146,8 @@ def run_case(make_scan: Callable[[], Scan] | Scan, settings: RunSettings, models
 
     try:
         seg, refusal = run(scan, settings.segment_settings().replace(model=model), progress=inner, cancel=cancel), ""
-    except (TwoBonesError, BeyondJointError, BrokenOutlineError) as exc:
-        if getattr(exc, "refused", None) is None:
+    except MaskRefused as exc:
+        if exc.refused is None:
             raise
         seg, refusal = exc.refused, exc.reason
     _check(cancel)
@@ -256,7 +256,7 @@ class CaseSession:
         self._require()
         inside = np.asarray(mask) != 0
         flags = self.flag_context.flags(inside) if self.flag_context is not None else []
-        if self.refusal and np.array_equal(inside, self.history.original != 0):
+        if self._still_refused(inside):
             return inside, None, flags, self.refusal
         result = measure_vbmd(self.scan, inside.astype(np.uint8))
         if not self.refusal:
@@ -276,6 +276,10 @@ class CaseSession:
         if self.result is None:
             raise VbmdError(self.refused_words())
         return self.result
+
+    def _still_refused(self, mask) -> bool:
+        """``mask`` is the model's mask the pipeline refused, unchanged."""
+        return bool(self.refusal) and np.array_equal(np.asarray(mask) != 0, self.history.original != 0)
 
     def refused_words(self) -> str:
         """What a refused, uncorrected mask is, and what to do: one line."""
@@ -401,7 +405,7 @@ class CaseSession:
         self._require()
         self.observe(mask, reviewer)
         final = (np.asarray(mask) != 0).astype(np.uint8)
-        if self.refusal and np.array_equal(final, self.history.original != 0):
+        if self._still_refused(final):
             raise VbmdError(self.refused_words())
         return save_training_pair(folder, case, self.scan, final, provenance=self.provenance(),
                                   overwrite=overwrite, protect=protect)

@@ -261,7 +261,7 @@ class SegmentMeasureWidget(QWidget):
 
     def _on_run_error(self, exc) -> None:
         """A run refused for the hand shows why in the Hand control too (the notification has the line)."""
-        from ..segmentation.focus import BeyondJointError, OtherBoneError, TwoBonesError
+        from ..segmentation.focus import MaskRefused, OtherBoneError
         from ..segmentation.hand import HandConflictError, HandUndecidedError
 
         hand = self.run_tab.hand
@@ -269,7 +269,7 @@ class SegmentMeasureWidget(QWidget):
             hand.show_auto(exc.decision)
         elif isinstance(exc, HandConflictError):
             hand.show_refused("Run refused: the image shows the other hand than the one given; check the hand")
-        elif isinstance(exc, (TwoBonesError, BeyondJointError)):
+        elif isinstance(exc, MaskRefused):
             return  # the model's doing, not the hand's (with its mask, it comes as a run to correct instead)
         elif isinstance(exc, OtherBoneError):
             hand.show_refused("Run refused: the mask lay on another bone than MC2; check the hand")
@@ -354,33 +354,27 @@ class SegmentMeasureWidget(QWidget):
         session = self.session
         if not session.active:
             return
-        if self.result is None:  # the model's mask, refused: nothing to measure until it is corrected
-            self.review_tab.show_results(self.results_table())
-            # no "check the hand side": the refusal already says what is wrong, and it is the model's doing
-            self.review_tab.show_hand(session.hand_evidence(), "")
-            profile = session.refused_profile  # where the refused mask runs, to correct it by
-            self.plot.show_profile(profile.slice_index, profile.area_mm2, profile.density_mg_ha_cm3,
-                                   flagged=[f.slice_index for f in self.flags], current=self.current_slice())
-            self.correct_tab.correction_label.setText(session.correction_words())
-            self.summary_label.setText(f"<b>{session.case}</b>: <b>refused, not measured</b> · "
-                                       f"{session.flags_words()} · correct the mask to measure it")
-            self._show_slice()
-            return
+        refused = self.result is None  # the model's mask, refused: nothing to measure until it is corrected
         in_status_line = ("Model", "Device", "Time (s)")
         self.review_tab.show_results([row for row in self.results_table() if row[0] not in in_status_line])
-        self.review_tab.show_hand(session.hand_evidence(), session.hand_concern())
-        profile = self.result.profile
+        # a refused mask gets no "check the hand side": the refusal says what is wrong, and it is the model's doing
+        self.review_tab.show_hand(session.hand_evidence(), "" if refused else session.hand_concern())
+        profile = session.refused_profile if refused else self.result.profile  # a refused one: where it runs
         self.plot.show_profile(profile.slice_index, profile.area_mm2, profile.density_mg_ha_cm3,
                                flagged=[f.slice_index for f in self.flags], current=self.current_slice())
         self.correct_tab.correction_label.setText(session.correction_words())
-        stats = session.correction_stats()
-        changed = "no correction" if stats is None or not (stats.voxels_added or stats.voxels_removed) else (
-            f"corrected: +{stats.voxels_added} / −{stats.voxels_removed} voxels")
-        self.summary_label.setText(
-            f"<b>{session.case}</b>: D100 <b>{self.result.d100_mg_ha_cm3:.1f}</b> mg HA/cm³ · "
-            f"{session.flags_words()} · {changed}"
-            + (" · <b>⚠ check the hand side</b>" if session.hand_concern() else "")
-            + (" · <b>⚠ check the mask</b> (Review)" if session.concern else ""))
+        if refused:
+            summary = (f"<b>{session.case}</b>: <b>refused, not measured</b> · {session.flags_words()} · correct the "
+                       "mask to measure it")
+        else:
+            stats = session.correction_stats()
+            changed = "no correction" if stats is None or not (stats.voxels_added or stats.voxels_removed) else (
+                f"corrected: +{stats.voxels_added} / −{stats.voxels_removed} voxels")
+            summary = (f"<b>{session.case}</b>: D100 <b>{self.result.d100_mg_ha_cm3:.1f}</b> mg HA/cm³ · "
+                       f"{session.flags_words()} · {changed}"
+                       + (" · <b>⚠ check the hand side</b>" if session.hand_concern() else "")
+                       + (" · <b>⚠ check the mask</b> (Review)" if session.concern else ""))
+        self.summary_label.setText(summary)
         self._show_slice()
 
     def _show_slice(self) -> None:
